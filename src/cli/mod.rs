@@ -1,0 +1,56 @@
+//! The subcommands: one module each, with its clap `Opts` and a `run`.
+
+pub mod fit_churn;
+pub mod generate;
+pub mod replay;
+
+use thiserror::Error;
+
+/// Why a command failed (bad records are not errors: they are reported and
+/// counted).
+#[derive(Debug, Error)]
+pub enum CliError {
+    /// Reading or writing a file or stream failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being read or written.
+        what: String,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The configuration is invalid.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// A schema is invalid.
+    #[error(transparent)]
+    Schema(#[from] crate::codec::avro::SchemaError),
+    /// The arguments make no sense together.
+    #[error("{0}")]
+    Usage(String),
+    /// Fitting failed.
+    #[error(transparent)]
+    Fit(#[from] crate::bgnbd::FitError),
+}
+
+impl CliError {
+    /// An I/O error with context.
+    pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
+        CliError::Io { what: what.into(), source }
+    }
+}
+
+/// Wall-clock now in epoch millis (the edges' only clock).
+pub fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// Parses `--now`-style arguments: epoch millis or RFC 3339.
+pub fn parse_time_arg(s: &str) -> Result<i64, String> {
+    match s.parse::<i64>() {
+        Ok(ms) => Ok(ms),
+        Err(_) => crate::codec::json::parse_rfc3339(s),
+    }
+}

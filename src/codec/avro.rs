@@ -1,0 +1,359 @@
+//! Avro: touchpoints from object container files and from the Confluent
+//! wire format (magic byte 0, 4-byte big-endian schema id, datum), and
+//! derived events to Confluent-framed datums. The schemas are the files in
+//! `schemas/`, compiled in.
+
+use std::collections::HashMap;
+
+use apache_avro::types::Value;
+use apache_avro::Schema;
+use thiserror::Error;
+
+use crate::model::{Channel, DerivedEvent, DerivedType, Payload, Survey, Touchpoint, TouchType, Weights};
+use crate::validate::{RawTouchpoint, RejectReason, Rejection, MAX_ABS_TIMESTAMP};
+
+/// The touchpoint schema text.
+pub const TOUCHPOINT_SCHEMA: &str = include_str!("../../schemas/touchpoint.avsc");
+
+/// The schema text of each derived type, in SPEC table order.
+pub const DERIVED_SCHEMAS: [(DerivedType, &str); 8] = [
+    (DerivedType::EngagementScore, include_str!("../../schemas/engagement_score.avsc")),
+    (DerivedType::CartAbandoned, include_str!("../../schemas/cart_abandoned.avsc")),
+    (DerivedType::CartRecovered, include_str!("../../schemas/cart_recovered.avsc")),
+    (DerivedType::ChurnRisk, include_str!("../../schemas/churn_risk.avsc")),
+    (DerivedType::JourneyStageChanged, include_str!("../../schemas/journey_stage_changed.avsc")),
+    (DerivedType::SurveyTrigger, include_str!("../../schemas/survey_trigger.avsc")),
+    (DerivedType::ContactFatigue, include_str!("../../schemas/contact_fatigue.avsc")),
+    (DerivedType::OrderAttributed, include_str!("../../schemas/order_attributed.avsc")),
+];
+
+/// Problems with schemas themselves (not with records).
+#[derive(Debug, Error)]
+pub enum SchemaError {
+    /// A schema did not parse.
+    #[error("schema {name} does not parse: {message}")]
+    Parse {
+        /// Which schema.
+        name: String,
+        /// Parser message.
+        message: String,
+    },
+    /// A value did not match its schema when encoding.
+    #[error("cannot encode {name}: {message}")]
+    Encode {
+        /// Which schema.
+        name: String,
+        /// Encoder message.
+        message: String,
+    },
+}
+
+/// Parses a schema text.
+pub fn parse_schema(name: &str, text: &str) -> Result<Schema, SchemaError> {
+    Schema::parse_str(text).map_err(|e| SchemaError::Parse { name: name.to_string(), message: e.to_string() })
+}
+
+/// The parsed touchpoint reader schema.
+pub fn touchpoint_schema() -> Result<Schema, SchemaError> {
+    parse_schema("touchpoint", TOUCHPOINT_SCHEMA)
+}
+
+fn decode_err(msg: impl Into<String>) -> Rejection {
+    Rejection::new(RejectReason::DecodeError, msg)
+}
+
+fn unwrap_union(v: &Value) -> &Value {
+    match v {
+        Value::Union(_, inner) => inner,
+        other => other,
+    }
+}
+
+fn opt_string(v: Option<&Value>, name: &str) -> Result<Option<String>, Rejection> {
+    match v.map(unwrap_union) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(decode_err(format!("field `{name}` is not a string: {other:?}"))),
+    }
+}
+
+fn symbol(v: Option<&Value>, name: &str) -> Result<Option<String>, Rejection> {
+    match v.map(unwrap_union) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Enum(_, s)) | Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(other) => Err(decode_err(format!("field `{name}` is not an enum: {other:?}"))),
+    }
+}
+
+/// Maps a decoded (reader-schema) Avro record to a raw touchpoint.
+pub fn raw_from_value(value: &Value) -> Result<RawTouchpoint, Rejection> {
+    let Value::Record(fields) = value else {
+        return Err(decode_err("not an Avro record"));
+    };
+    let f: HashMap<&str, &Value> = fields.iter().map(|(k, v)| (k.as_str(), v)).collect();
+    let timestamp = match f.get("timestamp").map(|v| unwrap_union(v)) {
+        None | Some(Value::Null) => None,
+        Some(Value::Long(t)) | Some(Value::TimestampMillis(t)) => Some(*t),
+        Some(Value::Int(t)) => Some(i64::from(*t)),
+        Some(other) => return Err(decode_err(format!("field `timestamp` is not a long: {other:?}"))),
+    };
+    if timestamp.is_some_and(|t| t.abs() > MAX_ABS_TIMESTAMP) {
+        return Err(decode_err("timestamp out of range"));
+    }
+    let value = match f.get("value").map(|v| unwrap_union(v)) {
+        None | Some(Value::Null) => None,
+        Some(Value::Double(d)) => Some(*d),
+        Some(Value::Float(d)) => Some(f64::from(*d)),
+        Some(other) => return Err(decode_err(format!("field `value` is not a double: {other:?}"))),
+    };
+    let score = match f.get("score").map(|v| unwrap_union(v)) {
+        None | Some(Value::Null) => None,
+        Some(Value::Int(i)) => Some(i64::from(*i)),
+        Some(Value::Long(i)) => Some(*i),
+        Some(other) => return Err(decode_err(format!("field `score` is not an int: {other:?}"))),
+    };
+    let survey = match symbol(f.get("survey").copied(), "survey")? {
+        None => None,
+        Some(s) => Some(Survey::parse(&s).ok_or_else(|| decode_err(format!("unknown survey `{s}`")))?),
+    };
+    let mut attributes = std::collections::BTreeMap::new();
+    match f.get("attributes").map(|v| unwrap_union(v)) {
+        None | Some(Value::Null) => {}
+        Some(Value::Map(m)) => {
+            for (k, v) in m {
+                match v {
+                    Value::String(s) => {
+                        attributes.insert(k.clone(), s.clone());
+                    }
+                    other => return Err(decode_err(format!("attribute `{k}` is not a string: {other:?}"))),
+                }
+            }
+        }
+        Some(other) => return Err(decode_err(format!("field `attributes` is not a map: {other:?}"))),
+    }
+    Ok(RawTouchpoint {
+        event_id: opt_string(f.get("event_id").copied(), "event_id")?,
+        customer_id: opt_string(f.get("customer_id").copied(), "customer_id")?,
+        channel: symbol(f.get("channel").copied(), "channel")?.map(|s| Channel::parse_lenient(&s)),
+        kind: symbol(f.get("type").copied(), "type")?.map(|s| TouchType::parse_lenient(&s)),
+        timestamp,
+        value,
+        currency: opt_string(f.get("currency").copied(), "currency")?,
+        cart_id: opt_string(f.get("cart_id").copied(), "cart_id")?,
+        order_id: opt_string(f.get("order_id").copied(), "order_id")?,
+        campaign_id: opt_string(f.get("campaign_id").copied(), "campaign_id")?,
+        session_id: opt_string(f.get("session_id").copied(), "session_id")?,
+        survey,
+        score,
+        attributes,
+    })
+}
+
+fn null_or<T>(v: Option<T>, f: impl FnOnce(T) -> Value) -> Value {
+    match v {
+        None => Value::Union(0, Box::new(Value::Null)),
+        Some(x) => Value::Union(1, Box::new(f(x))),
+    }
+}
+
+fn channel_value(c: Channel) -> Value {
+    Value::Enum(c.index() as u32, c.as_str().to_string())
+}
+
+/// A touchpoint as an Avro value of `schemas/touchpoint.avsc`.
+pub fn touchpoint_value(tp: &Touchpoint) -> Value {
+    Value::Record(vec![
+        ("event_id".into(), Value::String(tp.event_id.clone())),
+        ("customer_id".into(), Value::String(tp.customer_id.clone())),
+        ("channel".into(), channel_value(tp.channel)),
+        ("type".into(), Value::Enum(tp.kind.index() as u32, tp.kind.as_str().to_string())),
+        ("timestamp".into(), Value::TimestampMillis(tp.timestamp)),
+        ("value".into(), null_or(tp.value, Value::Double)),
+        ("currency".into(), null_or(tp.currency.clone(), Value::String)),
+        ("cart_id".into(), null_or(tp.cart_id.clone(), Value::String)),
+        ("order_id".into(), null_or(tp.order_id.clone(), Value::String)),
+        ("campaign_id".into(), null_or(tp.campaign_id.clone(), Value::String)),
+        ("session_id".into(), null_or(tp.session_id.clone(), Value::String)),
+        ("survey".into(), null_or(tp.survey, |s| Value::Enum(s.index() as u32, s.as_str().to_string()))),
+        ("score".into(), null_or(tp.score, Value::Int)),
+        (
+            "attributes".into(),
+            Value::Map(tp.attributes.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect()),
+        ),
+    ])
+}
+
+fn weights_value(w: &Weights) -> Value {
+    Value::Map(w.iter().map(|(k, v)| (k.to_string(), Value::Double(*v))).collect())
+}
+
+fn channels_value(cs: &[Channel]) -> Value {
+    Value::Array(cs.iter().map(|c| channel_value(*c)).collect())
+}
+
+/// A derived event as an Avro value of its schema in `schemas/`.
+pub fn derived_value(ev: &DerivedEvent) -> Value {
+    let mut fields: Vec<(String, Value)> = vec![
+        ("type".into(), Value::String(ev.kind.as_str().to_string())),
+        ("event_id".into(), Value::String(ev.event_id.clone())),
+        ("customer_id".into(), Value::String(ev.customer_id.clone())),
+        ("at".into(), Value::TimestampMillis(ev.at)),
+    ];
+    let ts = Value::TimestampMillis;
+    match &ev.payload {
+        Payload::EngagementScore { score, previous, channels } => {
+            fields.push(("score".into(), Value::Double(*score)));
+            fields.push(("previous".into(), null_or(*previous, Value::Double)));
+            fields.push(("channels".into(), channels_value(channels)));
+        }
+        Payload::CartAbandoned { cart_id, cart_value, currency, channel, last_activity_at } => {
+            fields.push(("cart_id".into(), null_or(cart_id.clone(), Value::String)));
+            fields.push(("cart_value".into(), Value::Double(*cart_value)));
+            fields.push(("currency".into(), null_or(currency.clone(), Value::String)));
+            fields.push(("channel".into(), channel_value(*channel)));
+            fields.push(("last_activity_at".into(), ts(*last_activity_at)));
+        }
+        Payload::CartRecovered { cart_id, order_id, order_value, abandoned_at } => {
+            fields.push(("cart_id".into(), null_or(cart_id.clone(), Value::String)));
+            fields.push(("order_id".into(), null_or(order_id.clone(), Value::String)));
+            fields.push(("order_value".into(), null_or(*order_value, Value::Double)));
+            fields.push(("abandoned_at".into(), ts(*abandoned_at)));
+        }
+        Payload::ChurnRisk { level, previous_level, p_alive, days_inactive, reasons } => {
+            fields.push(("level".into(), Value::Enum(level.index() as u32, level.as_str().into())));
+            fields.push((
+                "previous_level".into(),
+                Value::Enum(previous_level.index() as u32, previous_level.as_str().into()),
+            ));
+            fields.push(("p_alive".into(), null_or(*p_alive, Value::Double)));
+            fields.push(("days_inactive".into(), null_or(*days_inactive, Value::Long)));
+            fields.push((
+                "reasons".into(),
+                Value::Array(reasons.iter().map(|r| Value::Enum(r.index() as u32, r.as_str().into())).collect()),
+            ));
+        }
+        Payload::JourneyStageChanged { from, to, channel } => {
+            fields.push(("from".into(), null_or(*from, |s| Value::Enum(s.index() as u32, s.as_str().into()))));
+            fields.push(("to".into(), Value::Enum(to.index() as u32, to.as_str().into())));
+            fields.push(("channel".into(), null_or(*channel, channel_value)));
+        }
+        Payload::SurveyTrigger { survey, campaign_id, channel, clicked_at } => {
+            fields.push(("survey".into(), Value::Enum(survey.index() as u32, survey.as_str().into())));
+            fields.push(("campaign_id".into(), Value::String(campaign_id.clone())));
+            fields.push(("channel".into(), channel_value(*channel)));
+            fields.push(("clicked_at".into(), ts(*clicked_at)));
+        }
+        Payload::ContactFatigue { messages_7d, channels } => {
+            fields.push(("messages_7d".into(), Value::Int(i32::try_from(*messages_7d).unwrap_or(i32::MAX))));
+            fields.push(("channels".into(), channels_value(channels)));
+        }
+        Payload::OrderAttributed { order_id, order_value, currency, channel, models } => {
+            fields.push(("order_id".into(), null_or(order_id.clone(), Value::String)));
+            fields.push(("order_value".into(), null_or(*order_value, Value::Double)));
+            fields.push(("currency".into(), null_or(currency.clone(), Value::String)));
+            fields.push(("channel".into(), channel_value(*channel)));
+            fields.push((
+                "models".into(),
+                Value::Record(vec![
+                    ("last_touch".into(), weights_value(&models.last_touch)),
+                    ("first_touch".into(), weights_value(&models.first_touch)),
+                    ("linear".into(), weights_value(&models.linear)),
+                    ("time_decay".into(), weights_value(&models.time_decay)),
+                    ("position_based".into(), weights_value(&models.position_based)),
+                ]),
+            ));
+        }
+    }
+    Value::Record(fields)
+}
+
+/// The parsed schemas of the derived types, indexed by `DerivedType as usize`.
+pub struct DerivedSchemas {
+    schemas: Vec<Schema>,
+}
+
+impl DerivedSchemas {
+    /// Parses the compiled-in schemas.
+    pub fn load() -> Result<Self, SchemaError> {
+        let schemas = DERIVED_SCHEMAS
+            .iter()
+            .map(|(t, text)| parse_schema(t.as_str(), text))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(DerivedSchemas { schemas })
+    }
+
+    /// The schema of a type.
+    pub fn get(&self, t: DerivedType) -> &Schema {
+        &self.schemas[t as usize]
+    }
+
+    /// Encodes a derived event as a plain Avro datum.
+    pub fn encode_datum(&self, ev: &DerivedEvent) -> Result<Vec<u8>, SchemaError> {
+        apache_avro::to_avro_datum(self.get(ev.kind), derived_value(ev))
+            .map_err(|e| SchemaError::Encode { name: ev.kind.as_str().to_string(), message: e.to_string() })
+    }
+}
+
+/// Prefixes a datum with the Confluent wire-format header.
+pub fn frame(schema_id: u32, datum: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5 + datum.len());
+    out.push(0);
+    out.extend_from_slice(&schema_id.to_be_bytes());
+    out.extend_from_slice(datum);
+    out
+}
+
+/// Splits a Confluent-framed value into schema id and datum.
+pub fn unframe(bytes: &[u8]) -> Result<(u32, &[u8]), Rejection> {
+    if bytes.len() < 5 || bytes[0] != 0 {
+        return Err(decode_err("not in the Confluent wire format (magic byte 0 + 4-byte schema id)"));
+    }
+    let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
+    Ok((id, &bytes[5..]))
+}
+
+/// Decodes a datum written with `writer` into a raw touchpoint, resolving
+/// it against the shipped reader schema (schema evolution: added optional
+/// fields, new enum symbols).
+pub fn decode_datum(writer: &Schema, reader: &Schema, mut datum: &[u8]) -> Result<RawTouchpoint, Rejection> {
+    let value = apache_avro::from_avro_datum(writer, &mut datum, Some(reader))
+        .map_err(|e| decode_err(format!("Avro datum does not decode: {e}")))?;
+    if !datum.is_empty() {
+        return Err(decode_err(format!("{} trailing bytes after the Avro datum", datum.len())));
+    }
+    raw_from_value(&value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::TouchType;
+
+    #[test]
+    fn all_schemas_parse() {
+        touchpoint_schema().unwrap();
+        DerivedSchemas::load().unwrap();
+    }
+
+    #[test]
+    fn touchpoint_roundtrip_through_framed_datum() {
+        let schema = touchpoint_schema().unwrap();
+        let mut tp = Touchpoint::new("e1", "c1", Channel::Sms, TouchType::SurveyResponse, 1234);
+        tp.survey = Some(Survey::Nps);
+        tp.score = Some(9);
+        tp.value = Some(1.5);
+        tp.attributes.insert("k".into(), "v".into());
+        let datum = apache_avro::to_avro_datum(&schema, touchpoint_value(&tp)).unwrap();
+        let framed = frame(7, &datum);
+        let (id, body) = unframe(&framed).unwrap();
+        assert_eq!(id, 7);
+        let raw = decode_datum(&schema, &schema, body).unwrap();
+        assert_eq!(raw.channel, Some(Channel::Sms));
+        assert_eq!(raw.kind, Some(TouchType::SurveyResponse));
+        assert_eq!(raw.timestamp, Some(1234));
+        assert_eq!(raw.score, Some(9));
+        assert_eq!(raw.attributes.get("k").map(String::as_str), Some("v"));
+        assert!(unframe(&[1, 0, 0, 0, 1]).is_err());
+        assert!(decode_datum(&schema, &schema, &[0xff, 0xff]).is_err());
+    }
+}

@@ -1,0 +1,179 @@
+//! JSON touchpoints (one object per line or per Kafka record).
+//!
+//! Unknown `channel` and `type` names become `other`; an unknown `survey`
+//! symbol or a field of the wrong JSON type is a decode error; absent and
+//! null fields are left for validation to call `missing_field`. Unknown
+//! fields are ignored, so producers can add fields.
+
+use std::collections::BTreeMap;
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::model::{Channel, EventTime, Survey, TouchType};
+use crate::validate::{RawTouchpoint, RejectReason, Rejection, MAX_ABS_TIMESTAMP};
+
+#[derive(Deserialize)]
+struct JsonTouchpoint {
+    #[serde(default)]
+    event_id: Option<String>,
+    #[serde(default)]
+    customer_id: Option<String>,
+    #[serde(default)]
+    channel: Option<String>,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default, deserialize_with = "timestamp")]
+    timestamp: Option<EventTime>,
+    #[serde(default)]
+    value: Option<f64>,
+    #[serde(default)]
+    currency: Option<String>,
+    #[serde(default)]
+    cart_id: Option<String>,
+    #[serde(default)]
+    order_id: Option<String>,
+    #[serde(default)]
+    campaign_id: Option<String>,
+    #[serde(default)]
+    session_id: Option<String>,
+    #[serde(default, deserialize_with = "survey")]
+    survey: Option<Survey>,
+    #[serde(default)]
+    score: Option<i64>,
+    #[serde(default)]
+    attributes: Option<BTreeMap<String, String>>,
+}
+
+/// Parses an RFC 3339 timestamp into epoch millis.
+pub fn parse_rfc3339(s: &str) -> Result<EventTime, String> {
+    let dt = OffsetDateTime::parse(s, &Rfc3339).map_err(|e| format!("`{s}` is not an RFC 3339 timestamp: {e}"))?;
+    Ok((dt.unix_timestamp_nanos().div_euclid(1_000_000)) as EventTime)
+}
+
+/// Formats epoch millis as RFC 3339 (UTC, millisecond precision).
+pub fn format_rfc3339(ms: EventTime) -> String {
+    let nanos = i128::from(ms) * 1_000_000;
+    OffsetDateTime::from_unix_timestamp_nanos(nanos)
+        .ok()
+        .and_then(|dt| {
+            dt.format(&time::macros::format_description!(
+                "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:3]Z"
+            ))
+            .ok()
+        })
+        .unwrap_or_else(|| ms.to_string())
+}
+
+fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<EventTime>, D::Error> {
+    struct V;
+    impl<'de> Visitor<'de> for V {
+        type Value = Option<EventTime>;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("integer epoch millis or an RFC 3339 string")
+        }
+        fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+            if v.abs() > MAX_ABS_TIMESTAMP {
+                return Err(E::custom(format!("timestamp {v} out of range")));
+            }
+            Ok(Some(v))
+        }
+        fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+            i64::try_from(v).map_err(|_| E::custom("timestamp out of range")).and_then(|v| self.visit_i64(v))
+        }
+        fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+            parse_rfc3339(v).map(Some).map_err(E::custom)
+        }
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+            Ok(None)
+        }
+        fn visit_some<D2: Deserializer<'de>>(self, d: D2) -> Result<Self::Value, D2::Error> {
+            d.deserialize_any(V)
+        }
+    }
+    d.deserialize_option(V)
+}
+
+fn survey<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Survey>, D::Error> {
+    match Option::<String>::deserialize(d)? {
+        None => Ok(None),
+        Some(s) => Survey::parse(&s)
+            .map(Some)
+            .ok_or_else(|| de::Error::custom(format!("unknown survey `{s}` (expected nps, csat or ces)"))),
+    }
+}
+
+/// Decodes one JSON touchpoint.
+///
+/// # Examples
+/// ```
+/// use touchstream::codec::json::decode;
+/// let raw = decode(br#"{"event_id":"e1","customer_id":"c1","channel":"kiosk","type":"page_view","timestamp":"2026-01-01T00:00:00Z"}"#).unwrap();
+/// assert_eq!(raw.channel.unwrap().as_str(), "other");
+/// assert_eq!(raw.timestamp, Some(1_767_225_600_000));
+/// ```
+pub fn decode(bytes: &[u8]) -> Result<RawTouchpoint, Rejection> {
+    let j: JsonTouchpoint =
+        serde_json::from_slice(bytes).map_err(|e| Rejection::new(RejectReason::DecodeError, e.to_string()))?;
+    Ok(RawTouchpoint {
+        event_id: j.event_id,
+        customer_id: j.customer_id,
+        channel: j.channel.as_deref().map(Channel::parse_lenient),
+        kind: j.kind.as_deref().map(TouchType::parse_lenient),
+        timestamp: j.timestamp,
+        value: j.value,
+        currency: j.currency,
+        cart_id: j.cart_id,
+        order_id: j.order_id,
+        campaign_id: j.campaign_id,
+        session_id: j.session_id,
+        survey: j.survey,
+        score: j.score,
+        attributes: j.attributes.unwrap_or_default(),
+    })
+}
+
+/// Encodes a touchpoint as one JSON object (the generator's output).
+pub fn encode(tp: &crate::model::Touchpoint) -> String {
+    serde_json::to_string(tp).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reason(s: &str) -> Option<RejectReason> {
+        decode(s.as_bytes()).err().map(|r| r.reason)
+    }
+
+    #[test]
+    fn decode_rules() {
+        let ok = r#"{"event_id":"e","customer_id":"c","channel":"web","type":"page_view","timestamp":5}"#;
+        assert_eq!(reason(ok), None);
+        assert_eq!(reason("not json"), Some(RejectReason::DecodeError));
+        assert_eq!(reason("[1,2]"), Some(RejectReason::DecodeError));
+        assert_eq!(reason(r#"{"event_id":5}"#), Some(RejectReason::DecodeError));
+        assert_eq!(reason(r#"{"timestamp":1.5}"#), Some(RejectReason::DecodeError));
+        assert_eq!(reason(r#"{"timestamp":"yesterday"}"#), Some(RejectReason::DecodeError));
+        assert_eq!(reason(r#"{"survey":"bogus"}"#), Some(RejectReason::DecodeError));
+        assert_eq!(reason(r#"{"score":"7"}"#), Some(RejectReason::DecodeError));
+        assert_eq!(reason(r#"{"value":"12"}"#), Some(RejectReason::DecodeError));
+        assert_eq!(reason(r#"{"attributes":{"a":1}}"#), Some(RejectReason::DecodeError));
+        assert_eq!(reason(r#"{"timestamp":null,"event_id":null,"extra":[1]}"#), None);
+        let raw = decode(br#"{"type":"teleport","channel":null,"timestamp":"2026-01-01T01:00:00.5+01:00"}"#).unwrap();
+        assert_eq!(raw.kind, Some(TouchType::Other));
+        assert_eq!(raw.channel, None);
+        assert_eq!(raw.timestamp, Some(1_767_225_600_500));
+    }
+
+    #[test]
+    fn rfc3339_roundtrip() {
+        let ms = 1_767_225_600_123;
+        assert_eq!(parse_rfc3339(&format_rfc3339(ms)).unwrap(), ms);
+    }
+}

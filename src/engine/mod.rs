@@ -1,0 +1,489 @@
+//! The pure, deterministic event-time engine of one partition.
+//!
+//! Touchpoints and watermarks in, derived events out: no I/O, no wall
+//! clock, no threads. Replay and the Kafka service run this same code; the
+//! edges only decode, validate, and call [`Engine::on_touchpoint`] and
+//! [`Engine::advance_watermark`].
+//!
+//! Timers live in one queue ordered by (due time, order set); when a record
+//! advances the watermark, the timers it reaches fire first, in that order,
+//! then the record is applied. Events one cause produces come out in the
+//! order of the SPEC table.
+
+pub mod dedup;
+pub mod state;
+pub mod timers;
+pub mod watermark;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use crate::config::EngineConfig;
+use crate::model::{
+    ChurnLevel, DerivedEvent, DerivedType, EventTime, JourneyStage, Payload, Touchpoint, TouchType,
+};
+use dedup::hash_id;
+use state::Customer;
+use timers::{PopAction, TimerKey, TimerKind, TimerQueue};
+use watermark::Watermark;
+
+/// What happened to a touchpoint offered to the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Applied to state; `late` when older than the watermark.
+    Accepted {
+        /// Older than the watermark (but within the allowed lateness).
+        late: bool,
+    },
+    /// Its `event_id` is among the customer's last 32: dropped silently.
+    Duplicate,
+    /// Older than watermark − allowed lateness: rejected (`too_late`).
+    TooLate,
+}
+
+/// Counters the engine keeps; the edges export them as metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Touchpoints applied.
+    pub accepted: u64,
+    /// Accepted touchpoints older than the watermark.
+    pub late: u64,
+    /// Duplicates dropped.
+    pub duplicates: u64,
+    /// Too-late touchpoints rejected.
+    pub too_late: u64,
+    /// Timers that fired.
+    pub timers_fired: u64,
+    /// Customers evicted by `state_ttl`.
+    pub evicted: u64,
+    /// Derived events emitted, by type (SPEC table order).
+    pub emitted: [u64; 8],
+}
+
+/// What caused a derived event; its id is a pure function of this.
+#[derive(Debug, Clone, Copy)]
+pub enum Cause<'a> {
+    /// A touchpoint, by its `event_id`.
+    Touch(&'a str),
+    /// A timer: kind, due time and a discriminator (cart or campaign id).
+    Timer {
+        /// Kind of timer.
+        kind: TimerKind,
+        /// Due time.
+        due: EventTime,
+        /// Cart id or campaign id ("" when none).
+        discriminator: &'a str,
+    },
+}
+
+const ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6f1c_2f4e_8a0b_4c1e_9d53_7b2a_e4c0_51d7);
+
+/// The deterministic id of a derived event: a UUID v5 of its type, the
+/// customer and its cause.
+///
+/// # Examples
+/// ```
+/// use touchstream::engine::{event_id, Cause};
+/// use touchstream::model::DerivedType;
+/// let a = event_id(DerivedType::EngagementScore, "c1", Cause::Touch("e1"));
+/// let b = event_id(DerivedType::EngagementScore, "c1", Cause::Touch("e1"));
+/// assert_eq!(a, b);
+/// assert_ne!(a, event_id(DerivedType::ChurnRisk, "c1", Cause::Touch("e1")));
+/// ```
+pub fn event_id(kind: DerivedType, customer: &str, cause: Cause<'_>) -> String {
+    let name = match cause {
+        Cause::Touch(id) => format!("{}\u{1f}{}\u{1f}tp\u{1f}{}", kind.as_str(), customer, id),
+        Cause::Timer { kind: tk, due, discriminator } => format!(
+            "{}\u{1f}{}\u{1f}timer\u{1f}{}\u{1f}{}\u{1f}{}",
+            kind.as_str(),
+            customer,
+            tk.as_str(),
+            due,
+            discriminator
+        ),
+    };
+    uuid::Uuid::new_v5(&ID_NAMESPACE, name.as_bytes()).hyphenated().to_string()
+}
+
+/// One line of `replay --snapshot`: a customer's state at the final watermark.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SnapshotRow {
+    /// The customer.
+    pub customer_id: String,
+    /// Score at the customer's newest event.
+    pub engagement_score: f64,
+    /// Journey stage.
+    pub stage: Option<JourneyStage>,
+    /// Churn level.
+    pub churn_level: ChurnLevel,
+    /// p_alive at the final watermark (or the customer's clock if later).
+    pub p_alive: Option<f64>,
+    /// Number of orders.
+    pub orders: u32,
+    /// First order time.
+    pub first_order_at: Option<EventTime>,
+    /// Last order time.
+    pub last_order_at: Option<EventTime>,
+    /// Last own touch.
+    pub last_activity_at: Option<EventTime>,
+    /// Channels of own touches in the 30 d before the newest event, sorted.
+    pub channels: Vec<crate::model::Channel>,
+}
+
+type Index = HashMap<Arc<str>, u32, ahash::RandomState>;
+
+/// The engine of one partition.
+#[derive(Debug)]
+pub struct Engine {
+    cfg: Arc<EngineConfig>,
+    index: Index,
+    slots: Vec<Option<Customer>>,
+    free: Vec<u32>,
+    timers: TimerQueue,
+    watermark: Watermark,
+    stats: EngineStats,
+}
+
+/// Emits a payload as a derived event.
+fn emit(out: &mut Vec<DerivedEvent>, stats: &mut EngineStats, customer: &str, at: EventTime, cause: Cause<'_>, payload: Payload) {
+    let kind = payload.derived_type();
+    stats.emitted[kind as usize] += 1;
+    out.push(DerivedEvent {
+        kind,
+        event_id: event_id(kind, customer, cause),
+        customer_id: customer.to_string(),
+        at,
+        payload,
+    });
+}
+
+impl Engine {
+    /// An empty engine.
+    ///
+    /// # Examples
+    /// ```
+    /// use std::sync::Arc;
+    /// use touchstream::config::EngineConfig;
+    /// use touchstream::engine::{Engine, Outcome};
+    /// use touchstream::model::{Channel, Touchpoint, TouchType};
+    ///
+    /// let mut engine = Engine::new(Arc::new(EngineConfig::default()));
+    /// let mut out = Vec::new();
+    /// let tp = Touchpoint::new("e1", "c1", Channel::Web, TouchType::AddToCart, 0);
+    /// assert_eq!(engine.on_touchpoint(tp, &mut out), Outcome::Accepted { late: false });
+    /// assert_eq!(out[0].kind.as_str(), "engagement_score");
+    /// // One hour of event time later the cart is abandoned.
+    /// engine.advance_watermark(3_600_000, &mut out);
+    /// assert_eq!(out.last().unwrap().kind.as_str(), "cart_abandoned");
+    /// ```
+    pub fn new(cfg: Arc<EngineConfig>) -> Self {
+        let ooo = cfg.max_out_of_orderness;
+        Engine {
+            cfg,
+            index: Index::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            timers: TimerQueue::new(),
+            watermark: Watermark::new(ooo),
+            stats: EngineStats::default(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &EngineConfig {
+        &self.cfg
+    }
+
+    /// The current watermark (`None` before the first accepted event).
+    pub fn watermark(&self) -> Option<EventTime> {
+        self.watermark.current()
+    }
+
+    /// The newest accepted event time.
+    pub fn max_event_time(&self) -> Option<EventTime> {
+        self.watermark.max_event()
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> &EngineStats {
+        &self.stats
+    }
+
+    /// Customers in state.
+    pub fn customers(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Pending timer entries.
+    pub fn pending_timers(&self) -> usize {
+        self.timers.len()
+    }
+
+    /// Approximate bytes of state (customers and timer entries).
+    pub fn approx_state_bytes(&self) -> usize {
+        let customers: usize = self.slots.iter().flatten().map(Customer::approx_bytes).sum();
+        customers + self.timers.len() * 48
+    }
+
+    /// A customer's state, if present.
+    pub fn customer(&self, id: &str) -> Option<&Customer> {
+        let slot = *self.index.get(id)?;
+        self.slots.get(slot as usize)?.as_ref()
+    }
+
+    /// Offers one validated touchpoint. Duplicates and too-late records
+    /// change nothing; otherwise the timers the advanced watermark reaches
+    /// fire first, then the touchpoint is applied.
+    pub fn on_touchpoint(&mut self, tp: Touchpoint, out: &mut Vec<DerivedEvent>) -> Outcome {
+        let t = tp.timestamp;
+        let h = hash_id(&tp.event_id);
+        if let Some(&slot) = self.index.get(tp.customer_id.as_str()) {
+            if self.slots[slot as usize].as_ref().is_some_and(|c| c.dedup.contains(h)) {
+                self.stats.duplicates += 1;
+                return Outcome::Duplicate;
+            }
+        }
+        if self.watermark.is_too_late(t, self.cfg.allowed_lateness) {
+            self.stats.too_late += 1;
+            return Outcome::TooLate;
+        }
+        let late = self.watermark.is_late(t);
+        let before = self.watermark.current();
+        let wm = self.watermark.observe(t);
+        if before != Some(wm) {
+            self.fire_until(wm, out);
+        }
+        self.apply(tp, h, out);
+        self.stats.accepted += 1;
+        if late {
+            self.stats.late += 1;
+        }
+        Outcome::Accepted { late }
+    }
+
+    /// Moves the watermark to `to` (if later) and fires every timer it reaches.
+    pub fn advance_watermark(&mut self, to: EventTime, out: &mut Vec<DerivedEvent>) {
+        let before = self.watermark.current();
+        let wm = self.watermark.advance_to(to);
+        if before != Some(wm) {
+            self.fire_until(wm, out);
+        }
+    }
+
+    fn slot_for(&mut self, id: &str, t: EventTime) -> (u32, bool) {
+        if let Some(&slot) = self.index.get(id) {
+            return (slot, false);
+        }
+        let id: Arc<str> = Arc::from(id);
+        let customer = Customer::new(id.clone(), t);
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.slots[s as usize] = Some(customer);
+                s
+            }
+            None => {
+                self.slots.push(Some(customer));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.index.insert(id, slot);
+        self.timers.add_ttl(t.saturating_add(self.cfg.state_ttl), slot);
+        (slot, true)
+    }
+
+    fn apply(&mut self, tp: Touchpoint, h: u64, out: &mut Vec<DerivedEvent>) {
+        let t = tp.timestamp;
+        let (slot, is_new) = self.slot_for(&tp.customer_id, t);
+        let cfg = &*self.cfg;
+        let wm = self.watermark.current().unwrap_or(t);
+        let late_horizon = wm.saturating_sub(cfg.allowed_lateness);
+        let Engine { slots, timers, stats, .. } = self;
+        let Some(c) = slots[slot as usize].as_mut() else {
+            return;
+        };
+        let newest_before = (!is_new).then_some(c.newest);
+        c.newest = c.newest.max(t);
+        c.clock = c.clock.max(t);
+        c.dedup.insert(h);
+        let (clock, newest) = (c.clock, c.newest);
+        let cause = Cause::Touch(&tp.event_id);
+        let id = c.id.clone();
+        let kind = tp.kind;
+        let is_order = kind == TouchType::OrderPlaced;
+
+        // engagement_score
+        c.engagement.apply(cfg, kind, tp.channel, t, newest_before);
+        if let Some(p) = c.engagement.evaluate(cfg, newest) {
+            emit(out, stats, &id, t, cause, p);
+        }
+        // cart_abandoned (timers only) / cart_recovered
+        if kind.is_cart_activity() {
+            c.cart.on_activity(cfg, &tp, timers, slot);
+        }
+        if is_order {
+            if let Some(p) = c.cart.on_order(cfg, &tp, timers) {
+                emit(out, stats, &id, t, cause, p);
+            }
+        }
+        c.cart.prune(cfg, late_horizon);
+        // churn_risk
+        c.churn.apply(&tp);
+        let churn = c.churn.reevaluate(cfg, clock, timers, slot);
+        let became_high = matches!(churn, Some(Payload::ChurnRisk { level: ChurnLevel::High, .. }));
+        if let Some(p) = churn {
+            emit(out, stats, &id, t, cause, p);
+        }
+        // journey_stage_changed
+        let from = c.journey.stage;
+        c.journey.on_touch(kind, c.churn.orders);
+        if became_high {
+            c.journey.on_high_risk();
+        }
+        if let Some(to) = c.journey.stage.filter(|s| Some(*s) != from) {
+            let p = Payload::JourneyStageChanged { from, to, channel: Some(tp.channel) };
+            emit(out, stats, &id, t, cause, p);
+        }
+        // survey_trigger (timers only)
+        if kind == TouchType::MessageClicked {
+            if let Some(campaign) = tp.campaign_id.as_deref() {
+                c.survey.on_click(cfg, t, campaign, tp.channel, timers, slot);
+            }
+        }
+        if is_order {
+            c.survey.on_order(t, late_horizon);
+        }
+        // contact_fatigue
+        if kind == TouchType::MessageSent {
+            if let Some(p) = c.fatigue.on_message(cfg, t, tp.channel, clock) {
+                emit(out, stats, &id, t, cause, p);
+            }
+        }
+        // order_attributed
+        if kind.is_own() {
+            let horizon = late_horizon.saturating_sub(crate::signals::attribution::WINDOW);
+            if is_order {
+                let models = c.attribution.attribute(t, tp.channel);
+                let p = Payload::OrderAttributed {
+                    order_id: tp.order_id.clone(),
+                    order_value: tp.value,
+                    currency: tp.currency.clone(),
+                    channel: tp.channel,
+                    models,
+                };
+                emit(out, stats, &id, t, cause, p);
+            }
+            c.attribution.record(t, tp.channel, horizon);
+        }
+    }
+
+    fn fire_until(&mut self, wm: EventTime, out: &mut Vec<DerivedEvent>) {
+        while let Some((key, target)) = self.timers.pop_due(wm) {
+            if target.kind == TimerKind::Ttl {
+                self.on_ttl(key, target.slot);
+                continue;
+            }
+            let cfg = &*self.cfg;
+            let Engine { slots, timers, stats, .. } = self;
+            let Some(c) = slots.get_mut(target.slot as usize).and_then(Option::as_mut) else {
+                continue;
+            };
+            let id = c.id.clone();
+            let due = key.due;
+            match target.kind {
+                TimerKind::Cart => {
+                    let (action, payload) = c.cart.on_timer(key, target, timers);
+                    if action == PopAction::Fire {
+                        stats.timers_fired += 1;
+                        c.clock = c.clock.max(due);
+                        if let Some(p) = payload {
+                            let discriminator = match &p {
+                                Payload::CartAbandoned { cart_id, .. } => cart_id.clone().unwrap_or_default(),
+                                _ => String::new(),
+                            };
+                            let cause = Cause::Timer { kind: TimerKind::Cart, due, discriminator: &discriminator };
+                            emit(out, stats, &id, due, cause, p);
+                        }
+                    }
+                }
+                TimerKind::Churn => {
+                    if timers.resolve(&mut c.churn.timer, key, target) != PopAction::Fire {
+                        continue;
+                    }
+                    stats.timers_fired += 1;
+                    c.clock = c.clock.max(due);
+                    let cause = Cause::Timer { kind: TimerKind::Churn, due, discriminator: "" };
+                    let churn = c.churn.reevaluate(cfg, c.clock, timers, target.slot);
+                    let became_high = matches!(churn, Some(Payload::ChurnRisk { level: ChurnLevel::High, .. }));
+                    if let Some(p) = churn {
+                        emit(out, stats, &id, due, cause, p);
+                    }
+                    let from = c.journey.stage;
+                    if became_high && from.is_some() {
+                        c.journey.on_high_risk();
+                        if c.journey.stage != from {
+                            let p = Payload::JourneyStageChanged { from, to: JourneyStage::AtRisk, channel: None };
+                            emit(out, stats, &id, due, cause, p);
+                        }
+                    }
+                }
+                TimerKind::Survey => {
+                    let discriminator = c.survey.campaign_of(key).unwrap_or_default().to_string();
+                    stats.timers_fired += 1;
+                    c.clock = c.clock.max(due);
+                    if let Some(p) = c.survey.on_timer(cfg, key) {
+                        let cause = Cause::Timer { kind: TimerKind::Survey, due, discriminator: &discriminator };
+                        emit(out, stats, &id, due, cause, p);
+                    }
+                }
+                TimerKind::Ttl => {}
+            }
+        }
+    }
+
+    fn on_ttl(&mut self, key: TimerKey, slot: u32) {
+        let Some(c) = self.slots.get_mut(slot as usize).and_then(Option::as_mut) else {
+            return;
+        };
+        let expires = c.newest.saturating_add(self.cfg.state_ttl);
+        if expires > key.due {
+            self.timers.add_ttl(expires, slot);
+            return;
+        }
+        let Some(mut c) = self.slots[slot as usize].take() else {
+            return;
+        };
+        self.timers.cancel(&mut c.churn.timer);
+        c.cart.cancel_timers(&mut self.timers);
+        c.survey.cancel_timers(&mut self.timers);
+        self.index.remove(&c.id);
+        self.free.push(slot);
+        self.stats.evicted += 1;
+    }
+
+    /// Every live customer's snapshot row at the current watermark, sorted
+    /// by customer id.
+    pub fn snapshot(&self) -> Vec<SnapshotRow> {
+        let wm = self.watermark.current().unwrap_or(EventTime::MIN);
+        let mut rows: Vec<SnapshotRow> = self
+            .slots
+            .iter()
+            .flatten()
+            .map(|c| SnapshotRow {
+                customer_id: c.id.to_string(),
+                engagement_score: c.engagement.score(&self.cfg, c.newest),
+                stage: c.journey.stage,
+                churn_level: c.churn.level,
+                p_alive: c.churn.p_alive(&self.cfg, wm.max(c.clock)),
+                orders: c.churn.orders,
+                first_order_at: c.churn.first_order_at(),
+                last_order_at: c.churn.last_order_at(),
+                last_activity_at: c.churn.last_activity_at(),
+                channels: c.engagement.recent_channels(c.newest),
+            })
+            .collect();
+        rows.sort_by(|a, b| a.customer_id.cmp(&b.customer_id));
+        rows
+    }
+}

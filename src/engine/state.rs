@@ -1,0 +1,79 @@
+//! Per-customer state: one compact struct holding each signal's piece.
+//!
+//! It derives serde so that the changelog can carry it; the timer queue
+//! entries are not part of it and are rebuilt on restore.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::dedup::Dedup;
+use crate::model::EventTime;
+use crate::signals::attribution::AttributionState;
+use crate::signals::cart::CartState;
+use crate::signals::churn::ChurnState;
+use crate::signals::engagement::EngagementState;
+use crate::signals::fatigue::FatigueState;
+use crate::signals::journey::JourneyState;
+use crate::signals::survey::SurveyState;
+
+/// Everything touchstream remembers about one customer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Customer {
+    /// The customer id.
+    pub id: Arc<str>,
+    /// Newest event time seen for the customer.
+    pub newest: EventTime,
+    /// The customer's clock: max(newest, due time of the last fired timer).
+    pub clock: EventTime,
+    /// Last 32 accepted event ids (hashed).
+    pub dedup: Dedup,
+    /// `engagement_score`
+    pub engagement: EngagementState,
+    /// `cart_abandoned`, `cart_recovered`
+    pub cart: CartState,
+    /// `churn_risk`
+    pub churn: ChurnState,
+    /// `journey_stage_changed`
+    pub journey: JourneyState,
+    /// `survey_trigger`
+    pub survey: SurveyState,
+    /// `contact_fatigue`
+    pub fatigue: FatigueState,
+    /// `order_attributed`
+    pub attribution: AttributionState,
+}
+
+impl Customer {
+    /// A customer seen for the first time at `t`.
+    pub fn new(id: Arc<str>, t: EventTime) -> Self {
+        Customer {
+            id,
+            newest: t,
+            clock: t,
+            dedup: Dedup::default(),
+            engagement: EngagementState::default(),
+            cart: CartState::default(),
+            churn: ChurnState::default(),
+            journey: JourneyState::default(),
+            survey: SurveyState::default(),
+            fatigue: FatigueState::default(),
+            attribution: AttributionState::default(),
+        }
+    }
+
+    /// Approximate bytes this customer occupies: the struct, its heap
+    /// allocations, and its entry in the partition's id index.
+    pub fn approx_bytes(&self) -> usize {
+        std::mem::size_of::<Self>()
+            + self.id.len()
+            + 16 // Arc header
+            + self.dedup.heap_bytes()
+            + self.engagement.heap_bytes()
+            + self.cart.heap_bytes()
+            + self.survey.heap_bytes()
+            + self.fatigue.heap_bytes()
+            + self.attribution.heap_bytes()
+            + 16 + 4 + 1 // index entry: Arc<str> key, u32 slot, control byte
+    }
+}

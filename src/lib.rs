@@ -1,0 +1,17 @@
+//! touchstream: omnichannel customer touchpoints in, live per-customer
+//! signals out.
+//!
+//! The crate is a pure event-time [`engine`] with its [`signals`], and the
+//! edges around it: [`codec`]s, [`validate`], the `replay`, `generate` and
+//! `fit-churn` commands (in [`cli`]), and the Kafka service.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+pub mod bgnbd;
+pub mod cli;
+pub mod codec;
+pub mod config;
+pub mod engine;
+pub mod model;
+pub mod signals;
+pub mod validate;

@@ -1,0 +1,155 @@
+//! `order_attributed` (SPEC 4, SPEC 7 "Attribution").
+//!
+//! Keeps the customer's own touches (not `message_sent`) of the last 30 d,
+//! at most [`KEEP`] of them, sorted by time. An order is attributed over the
+//! touches before it in (order − 30 d, order], the last 64 by time, under
+//! five models; weights are summed per channel.
+
+use serde::{Deserialize, Serialize};
+
+use super::{decay, insert_sorted, prune_until, Packed};
+use crate::model::{AttributionModels, Channel, EventTime, Weights, DAY_MS};
+
+/// Look-back window.
+pub const WINDOW: i64 = 30 * DAY_MS;
+/// Touches an order is attributed over at most.
+pub const MAX_TOUCHES: usize = 64;
+/// Touches kept: the 64 plus slack for late orders.
+pub const KEEP: usize = 96;
+/// Half-life of the time-decay model.
+pub const HALF_LIFE: i64 = 7 * DAY_MS;
+
+/// Attribution state of one customer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AttributionState {
+    touches: Vec<Packed>,
+}
+
+fn add(w: &mut Weights, c: Channel, v: f64) {
+    *w.entry(c.as_str()).or_insert(0.0) += v;
+}
+
+impl AttributionState {
+    /// Heap bytes used.
+    pub fn heap_bytes(&self) -> usize {
+        self.touches.capacity() * 8
+    }
+
+    /// Number of touches kept.
+    pub fn len(&self) -> usize {
+        self.touches.len()
+    }
+
+    /// Whether no touch is kept.
+    pub fn is_empty(&self) -> bool {
+        self.touches.is_empty()
+    }
+
+    /// Records an own touch (orders included, after they are attributed).
+    /// `horizon`: touches at or before it can no longer matter.
+    pub fn record(&mut self, t: EventTime, channel: Channel, horizon: EventTime) {
+        insert_sorted(&mut self.touches, Packed::new(t, channel));
+        prune_until(&mut self.touches, horizon);
+        if self.touches.len() > KEEP {
+            let extra = self.touches.len() - KEEP;
+            self.touches.drain(..extra);
+        }
+    }
+
+    /// The weights of an order at `t` placed on `order_channel`.
+    pub fn attribute(&self, t: EventTime, order_channel: Channel) -> AttributionModels {
+        let end = self.touches.partition_point(|p| p.time() <= t);
+        let start = self.touches[..end].partition_point(|p| p.time() <= t - WINDOW);
+        let start = start.max(end.saturating_sub(MAX_TOUCHES));
+        let touches = &self.touches[start..end];
+        let mut m = AttributionModels {
+            last_touch: Weights::new(),
+            first_touch: Weights::new(),
+            linear: Weights::new(),
+            time_decay: Weights::new(),
+            position_based: Weights::new(),
+        };
+        let (Some(first), Some(last)) = (touches.first(), touches.last()) else {
+            for w in [&mut m.last_touch, &mut m.first_touch, &mut m.linear, &mut m.time_decay, &mut m.position_based] {
+                add(w, order_channel, 1.0);
+            }
+            return m;
+        };
+        add(&mut m.last_touch, last.channel(), 1.0);
+        add(&mut m.first_touch, first.channel(), 1.0);
+        let n = touches.len();
+        for p in touches {
+            add(&mut m.linear, p.channel(), 1.0 / n as f64);
+        }
+        let decays: Vec<f64> = touches.iter().map(|p| decay(t - p.time(), HALF_LIFE)).collect();
+        let total: f64 = decays.iter().sum();
+        for (p, d) in touches.iter().zip(&decays) {
+            add(&mut m.time_decay, p.channel(), d / total);
+        }
+        match n {
+            1 => add(&mut m.position_based, first.channel(), 1.0),
+            2 => {
+                add(&mut m.position_based, first.channel(), 0.5);
+                add(&mut m.position_based, last.channel(), 0.5);
+            }
+            _ => {
+                add(&mut m.position_based, first.channel(), 0.4);
+                add(&mut m.position_based, last.channel(), 0.4);
+                let middle = 0.2 / (n - 2) as f64;
+                for p in &touches[1..n - 1] {
+                    add(&mut m.position_based, p.channel(), middle);
+                }
+            }
+        }
+        m
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sum(w: &Weights) -> f64 {
+        w.values().sum()
+    }
+
+    #[test]
+    fn models_sum_to_one_and_no_touch_case() {
+        let mut a = AttributionState::default();
+        let m = a.attribute(1000, Channel::Store);
+        for w in [&m.last_touch, &m.first_touch, &m.linear, &m.time_decay, &m.position_based] {
+            assert_eq!(w.get("store"), Some(&1.0));
+            assert_eq!(w.len(), 1);
+        }
+        a.record(0, Channel::Email, i64::MIN);
+        a.record(DAY_MS, Channel::Web, i64::MIN);
+        a.record(2 * DAY_MS, Channel::Social, i64::MIN);
+        a.record(3 * DAY_MS, Channel::Web, i64::MIN);
+        let m = a.attribute(10 * DAY_MS, Channel::Web);
+        for w in [&m.last_touch, &m.first_touch, &m.linear, &m.time_decay, &m.position_based] {
+            assert!((sum(w) - 1.0).abs() < 1e-12, "{w:?}");
+        }
+        assert_eq!(m.first_touch.get("email"), Some(&1.0));
+        assert_eq!(m.last_touch.get("web"), Some(&1.0));
+        assert!((m.position_based["web"] - 0.5).abs() < 1e-12); // 0.4 last + 0.1 middle
+        assert!((m.position_based["email"] - 0.4).abs() < 1e-12);
+        assert!((m.position_based["social"] - 0.1).abs() < 1e-12);
+        assert!((m.linear["web"] - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn window_is_half_open_and_capped_at_64() {
+        let mut a = AttributionState::default();
+        a.record(0, Channel::Email, i64::MIN);
+        a.record(1, Channel::Web, i64::MIN);
+        // Order exactly 30 d after the first touch: (order − 30 d, order] excludes it.
+        let m = a.attribute(WINDOW, Channel::Web);
+        assert_eq!(m.first_touch.get("web"), Some(&1.0));
+        let mut b = AttributionState::default();
+        for i in 0..80 {
+            b.record(i, if i < 16 { Channel::Email } else { Channel::Web }, i64::MIN);
+        }
+        let m = b.attribute(100, Channel::Web);
+        assert_eq!(m.first_touch.get("web"), Some(&1.0), "only the last 64");
+    }
+}

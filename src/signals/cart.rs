@@ -1,0 +1,219 @@
+//! `cart_abandoned` and `cart_recovered` (SPEC 4, 7 "Carts").
+//!
+//! Carts are keyed by `cart_id` (no id: one unnamed cart per customer). A
+//! cart becomes eligible with `add_to_cart` or `checkout_started`; its lazy
+//! timer is due at its latest activity + `cart_timeout`. Any order closes
+//! every open cart of the customer. An abandonment is remembered for
+//! `recovery_window` so that an order can recover it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::EngineConfig;
+use crate::engine::timers::{LazyTimer, PopAction, TimerKey, TimerKind, TimerQueue, TimerTarget};
+use crate::model::{Channel, EventTime, Payload, Touchpoint, TouchType};
+
+/// Open carts kept per customer at most; beyond it the cart with the
+/// oldest activity is dropped (a defence against unbounded cart ids).
+pub const MAX_OPEN_CARTS: usize = 16;
+
+/// One open cart.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cart {
+    id: Option<Box<str>>,
+    eligible: bool,
+    /// Set once abandoned; the cart stays until an order closes it.
+    abandoned: bool,
+    /// Σ add_to_cart values − Σ remove_from_cart values.
+    sum: f64,
+    /// Latest `checkout_started` carrying a value: (time, value).
+    checkout: Option<(EventTime, f64)>,
+    /// Latest currency seen on cart activity: (time, code).
+    currency: Option<(EventTime, Box<str>)>,
+    last_activity: EventTime,
+    last_channel: Channel,
+    timer: LazyTimer,
+}
+
+/// A remembered abandonment, waiting for a recovering order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Abandonment {
+    cart_id: Option<Box<str>>,
+    at: EventTime,
+}
+
+/// Cart state of one customer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct CartState {
+    carts: Vec<Cart>,
+    abandonments: Vec<Abandonment>,
+}
+
+impl CartState {
+    /// Heap bytes used (approximate).
+    pub fn heap_bytes(&self) -> usize {
+        self.carts.capacity() * std::mem::size_of::<Cart>()
+            + self.abandonments.capacity() * std::mem::size_of::<Abandonment>()
+            + self
+                .carts
+                .iter()
+                .map(|c| {
+                    c.id.as_ref().map_or(0, |s| s.len()) + c.currency.as_ref().map_or(0, |s| s.1.len())
+                })
+                .sum::<usize>()
+    }
+
+    /// Whether nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.carts.is_empty() && self.abandonments.is_empty()
+    }
+
+    /// Applies cart activity (add, remove, checkout).
+    pub fn on_activity(&mut self, cfg: &EngineConfig, tp: &Touchpoint, timers: &mut TimerQueue, slot: u32) {
+        let id = tp.cart_id.as_deref();
+        let idx = match self.carts.iter().position(|c| c.id.as_deref() == id) {
+            Some(i) => i,
+            None => {
+                if self.carts.len() >= MAX_OPEN_CARTS {
+                    let oldest = self
+                        .carts
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, c)| c.last_activity)
+                        .map(|(i, _)| i)
+                        .unwrap_or(0);
+                    let mut gone = self.carts.remove(oldest);
+                    timers.cancel(&mut gone.timer);
+                }
+                self.carts.push(Cart {
+                    id: id.map(Into::into),
+                    eligible: false,
+                    abandoned: false,
+                    sum: 0.0,
+                    checkout: None,
+                    currency: None,
+                    last_activity: tp.timestamp,
+                    last_channel: tp.channel,
+                    timer: LazyTimer::default(),
+                });
+                self.carts.len() - 1
+            }
+        };
+        let cart = &mut self.carts[idx];
+        if cart.abandoned {
+            return; // not abandoned again until an order closes it
+        }
+        let t = tp.timestamp;
+        let v = tp.value.unwrap_or(0.0);
+        match tp.kind {
+            TouchType::AddToCart => {
+                cart.sum += v;
+                cart.eligible = true;
+            }
+            TouchType::RemoveFromCart => cart.sum -= v,
+            TouchType::CheckoutStarted => {
+                cart.eligible = true;
+                if let Some(value) = tp.value {
+                    if cart.checkout.map_or(true, |(ct, _)| t >= ct) {
+                        cart.checkout = Some((t, value));
+                    }
+                }
+            }
+            _ => {}
+        }
+        if let Some(cur) = tp.currency.as_deref() {
+            if cart.currency.as_ref().map_or(true, |(ct, _)| t >= *ct) {
+                cart.currency = Some((t, cur.into()));
+            }
+        }
+        if t >= cart.last_activity {
+            cart.last_activity = t;
+            cart.last_channel = tp.channel;
+        }
+        if cart.eligible {
+            let due = cart.last_activity.saturating_add(cfg.cart_timeout);
+            timers.set(&mut cart.timer, due, TimerTarget { slot, kind: TimerKind::Cart });
+        }
+    }
+
+    /// An order: closes every open cart and returns the recovery, if any.
+    pub fn on_order(&mut self, cfg: &EngineConfig, tp: &Touchpoint, timers: &mut TimerQueue) -> Option<Payload> {
+        for cart in &mut self.carts {
+            timers.cancel(&mut cart.timer);
+        }
+        self.carts.clear();
+        let t = tp.timestamp;
+        let in_window = |a: &Abandonment| t >= a.at && t - a.at <= cfg.recovery_window;
+        let by_id = tp.cart_id.as_deref().and_then(|id| {
+            self.abandonments
+                .iter()
+                .rposition(|a| a.cart_id.as_deref() == Some(id) && in_window(a))
+        });
+        let pick = by_id.or_else(|| {
+            self.abandonments
+                .iter()
+                .enumerate()
+                .filter(|(_, a)| in_window(a))
+                .max_by_key(|(i, a)| (a.at, *i))
+                .map(|(i, _)| i)
+        })?;
+        let a = self.abandonments.remove(pick);
+        Some(Payload::CartRecovered {
+            cart_id: a.cart_id.map(String::from),
+            order_id: tp.order_id.clone(),
+            order_value: tp.value,
+            abandoned_at: a.at,
+        })
+    }
+
+    /// Forgets abandonments no order can recover any more.
+    pub fn prune(&mut self, cfg: &EngineConfig, horizon: EventTime) {
+        self.abandonments
+            .retain(|a| a.at.saturating_add(cfg.recovery_window) >= horizon);
+    }
+
+    /// A cart timer popped from the queue. Returns the abandonment payload
+    /// when it fires, and whether it fired at all.
+    pub fn on_timer(
+        &mut self,
+        key: TimerKey,
+        target: TimerTarget,
+        timers: &mut TimerQueue,
+    ) -> (PopAction, Option<Payload>) {
+        let Some(cart) = self.carts.iter_mut().find(|c| c.timer.queued == key) else {
+            return (PopAction::Stale, None);
+        };
+        let action = timers.resolve(&mut cart.timer, key, target);
+        if action != PopAction::Fire || cart.abandoned {
+            return (action, None);
+        }
+        cart.abandoned = true;
+        let cart_value = match cart.checkout {
+            Some((_, v)) => v,
+            None => cart.sum.max(0.0),
+        };
+        let payload = Payload::CartAbandoned {
+            cart_id: cart.id.as_deref().map(String::from),
+            cart_value,
+            currency: cart.currency.as_ref().map(|(_, c)| c.to_string()),
+            channel: cart.last_channel,
+            last_activity_at: cart.last_activity,
+        };
+        let cart_id = cart.id.clone();
+        self.abandonments.push(Abandonment { cart_id, at: key.due });
+        (PopAction::Fire, Some(payload))
+    }
+
+    /// Re-creates the queue entries of restored carts.
+    pub fn restore_timers(&mut self, timers: &mut TimerQueue, slot: u32) {
+        for cart in &mut self.carts {
+            timers.restore(&mut cart.timer, TimerTarget { slot, kind: TimerKind::Cart });
+        }
+    }
+
+    /// Cancels every timer (eviction).
+    pub fn cancel_timers(&mut self, timers: &mut TimerQueue) {
+        for cart in &mut self.carts {
+            timers.cancel(&mut cart.timer);
+        }
+    }
+}

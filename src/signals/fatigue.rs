@@ -1,0 +1,84 @@
+//! `contact_fatigue` (SPEC 4, SPEC 7 "Fatigue").
+//!
+//! Counts `message_sent` touches in (clock − 7 d, clock]. Fires when the
+//! count goes above `contact_cap`, then re-arms only at a `message_sent`
+//! whose count before it is back at or under the cap.
+
+use serde::{Deserialize, Serialize};
+
+use super::{distinct_channels, insert_sorted, prune_until, Packed};
+use crate::config::EngineConfig;
+use crate::model::{Channel, EventTime, Payload, DAY_MS};
+
+/// The trailing window.
+pub const WINDOW: i64 = 7 * DAY_MS;
+
+/// Fatigue state of one customer.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct FatigueState {
+    /// Outbound messages still inside some future window, sorted.
+    messages: Vec<Packed>,
+    /// Set after firing, until re-armed.
+    disarmed: bool,
+}
+
+impl FatigueState {
+    /// Heap bytes used.
+    pub fn heap_bytes(&self) -> usize {
+        self.messages.capacity() * 8
+    }
+
+    /// Whether nothing is kept.
+    pub fn is_empty(&self) -> bool {
+        self.messages.is_empty() && !self.disarmed
+    }
+
+    /// A `message_sent` at `t`; `clock` is the customer's clock after it.
+    pub fn on_message(&mut self, cfg: &EngineConfig, t: EventTime, channel: Channel, clock: EventTime) -> Option<Payload> {
+        let from = clock - WINDOW;
+        insert_sorted(&mut self.messages, Packed::new(t, channel));
+        // Messages at or before clock − 7 d never count again: the clock only moves on.
+        prune_until(&mut self.messages, from);
+        let after = self.messages.len() as u32;
+        let this_counts = t > from;
+        let before = if this_counts { after - 1 } else { after };
+        if before <= cfg.contact_cap {
+            self.disarmed = false;
+        }
+        if self.disarmed || after <= cfg.contact_cap {
+            return None;
+        }
+        self.disarmed = true;
+        Some(Payload::ContactFatigue {
+            messages_7d: after,
+            channels: distinct_channels(self.messages.iter().map(|p| p.channel())),
+        })
+    }
+
+    /// Messages counted at `clock`.
+    pub fn count(&self, clock: EventTime) -> usize {
+        self.messages.iter().filter(|p| p.time() > clock - WINDOW && p.time() <= clock).count()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hysteresis_at_cap() {
+        let cfg = EngineConfig { contact_cap: 2, ..EngineConfig::default() };
+        let mut f = FatigueState::default();
+        let h = 3_600_000;
+        assert!(f.on_message(&cfg, 0, Channel::Email, 0).is_none());
+        assert!(f.on_message(&cfg, h, Channel::Sms, h).is_none());
+        assert!(f.on_message(&cfg, 2 * h, Channel::Email, 2 * h).is_some(), "3 > 2 fires");
+        assert!(f.on_message(&cfg, 3 * h, Channel::Email, 3 * h).is_none(), "disarmed");
+        // A week later the count before the next message is 0: re-armed,
+        // but 1 is not above the cap.
+        let t = 3 * h + WINDOW;
+        assert!(f.on_message(&cfg, t, Channel::Push, t).is_none());
+        assert!(f.on_message(&cfg, t + 1, Channel::Push, t + 1).is_none());
+        assert!(f.on_message(&cfg, t + 2, Channel::Push, t + 2).is_some());
+    }
+}
