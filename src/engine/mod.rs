@@ -144,6 +144,35 @@ pub struct Engine {
     timers: TimerQueue,
     watermark: Watermark,
     stats: EngineStats,
+    dirty: Vec<u32>,
+    evicted: Vec<Arc<str>>,
+}
+
+/// One change of a partition's state, for the changelog.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StateChange {
+    /// The customer's state now.
+    Upsert(Customer),
+    /// The customer was evicted.
+    Delete(Arc<str>),
+}
+
+/// Partition-level state that is not per customer: the watermark and the
+/// timer sequence counter. Together with every customer's state it
+/// restores an engine exactly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct PartitionMeta {
+    /// The watermark.
+    pub watermark: Watermark,
+    /// The next timer sequence number.
+    pub next_seq: u64,
+}
+
+fn mark_dirty(dirty: &mut Vec<u32>, c: &mut Customer, slot: u32) {
+    if !c.dirty {
+        c.dirty = true;
+        dirty.push(slot);
+    }
 }
 
 /// Emits a payload as a derived event.
@@ -188,7 +217,52 @@ impl Engine {
             timers: TimerQueue::new(),
             watermark: Watermark::new(ooo),
             stats: EngineStats::default(),
+            dirty: Vec::new(),
+            evicted: Vec::new(),
         }
+    }
+
+    /// Partition-level state for a checkpoint.
+    pub fn meta(&self) -> PartitionMeta {
+        PartitionMeta { watermark: self.watermark, next_seq: self.timers.next_seq() }
+    }
+
+    /// Every change since the last drain: evictions first, then the
+    /// current state of every customer that changed.
+    pub fn drain_changes(&mut self) -> Vec<StateChange> {
+        let mut out: Vec<StateChange> = self.evicted.drain(..).map(StateChange::Delete).collect();
+        for slot in std::mem::take(&mut self.dirty) {
+            if let Some(c) = self.slots.get_mut(slot as usize).and_then(Option::as_mut) {
+                if c.dirty {
+                    c.dirty = false;
+                    out.push(StateChange::Upsert(c.clone()));
+                }
+            }
+        }
+        out
+    }
+
+    /// Rebuilds an engine from a checkpoint: the partition meta and every
+    /// customer's state. Timers are re-queued from the customers' state.
+    pub fn restore(cfg: Arc<EngineConfig>, meta: PartitionMeta, customers: impl IntoIterator<Item = Customer>) -> Self {
+        let mut e = Engine::new(cfg);
+        e.watermark = meta.watermark;
+        let mut all: Vec<Customer> = customers.into_iter().collect();
+        // Slot order does not affect output; sort for a reproducible layout.
+        all.sort_by(|a, b| a.id.cmp(&b.id));
+        for mut c in all {
+            let slot = e.slots.len() as u32;
+            c.dirty = false;
+            let target = |kind| timers::TimerTarget { slot, kind };
+            e.timers.restore(&mut c.churn.timer, target(TimerKind::Churn));
+            c.cart.restore_timers(&mut e.timers, slot);
+            c.survey.restore_timers(&mut e.timers, slot);
+            e.timers.add_ttl(c.newest.saturating_add(e.cfg.state_ttl), slot);
+            e.index.insert(c.id.clone(), slot);
+            e.slots.push(Some(c));
+        }
+        e.timers.set_next_seq(meta.next_seq);
+        e
     }
 
     /// The configuration.
@@ -299,10 +373,11 @@ impl Engine {
         let cfg = &*self.cfg;
         let wm = self.watermark.current().unwrap_or(t);
         let late_horizon = wm.saturating_sub(cfg.allowed_lateness);
-        let Engine { slots, timers, stats, .. } = self;
+        let Engine { slots, timers, stats, dirty, .. } = self;
         let Some(c) = slots[slot as usize].as_mut() else {
             return;
         };
+        mark_dirty(dirty, c, slot);
         let newest_before = (!is_new).then_some(c.newest);
         c.newest = c.newest.max(t);
         c.clock = c.clock.max(t);
@@ -385,7 +460,7 @@ impl Engine {
                 continue;
             }
             let cfg = &*self.cfg;
-            let Engine { slots, timers, stats, .. } = self;
+            let Engine { slots, timers, stats, dirty, .. } = self;
             let Some(c) = slots.get_mut(target.slot as usize).and_then(Option::as_mut) else {
                 continue;
             };
@@ -395,6 +470,7 @@ impl Engine {
                 TimerKind::Cart => {
                     let (action, payload) = c.cart.on_timer(key, target, timers);
                     if action == PopAction::Fire {
+                        mark_dirty(dirty, c, target.slot);
                         stats.timers_fired += 1;
                         c.clock = c.clock.max(due);
                         if let Some(p) = payload {
@@ -411,6 +487,7 @@ impl Engine {
                     if timers.resolve(&mut c.churn.timer, key, target) != PopAction::Fire {
                         continue;
                     }
+                    mark_dirty(dirty, c, target.slot);
                     stats.timers_fired += 1;
                     c.clock = c.clock.max(due);
                     let cause = Cause::Timer { kind: TimerKind::Churn, due, discriminator: "" };
@@ -429,7 +506,10 @@ impl Engine {
                     }
                 }
                 TimerKind::Survey => {
-                    let discriminator = c.survey.campaign_of(key).unwrap_or_default().to_string();
+                    let Some(discriminator) = c.survey.campaign_of(key).map(str::to_string) else {
+                        continue;
+                    };
+                    mark_dirty(dirty, c, target.slot);
                     stats.timers_fired += 1;
                     c.clock = c.clock.max(due);
                     if let Some(p) = c.survey.on_timer(cfg, key) {
@@ -458,6 +538,7 @@ impl Engine {
         c.cart.cancel_timers(&mut self.timers);
         c.survey.cancel_timers(&mut self.timers);
         self.index.remove(&c.id);
+        self.evicted.push(c.id.clone());
         self.free.push(slot);
         self.stats.evicted += 1;
     }

@@ -42,6 +42,9 @@ pub struct Customer {
     pub fatigue: FatigueState,
     /// `order_attributed`
     pub attribution: AttributionState,
+    /// Changed since the last changelog drain (not persisted).
+    #[serde(skip)]
+    pub dirty: bool,
 }
 
 impl Customer {
@@ -59,6 +62,7 @@ impl Customer {
             survey: SurveyState::default(),
             fatigue: FatigueState::default(),
             attribution: AttributionState::default(),
+            dirty: false,
         }
     }
 

@@ -121,6 +121,9 @@ pub enum PopAction {
 pub struct TimerQueue {
     map: BTreeMap<TimerKey, TimerTarget>,
     next_seq: u64,
+    /// TTL checks have their own counter so that they never shift the
+    /// sequence numbers of visible timers (restored runs rebuild them).
+    next_ttl_seq: u64,
 }
 
 impl TimerQueue {
@@ -142,6 +145,11 @@ impl TimerQueue {
     /// The next sequence number to be handed out.
     pub fn next_seq(&self) -> u64 {
         self.next_seq
+    }
+
+    /// Sets the next sequence number (restore from a checkpoint).
+    pub fn set_next_seq(&mut self, seq: u64) {
+        self.next_seq = seq;
     }
 
     /// Makes sure future sequence numbers are above `seq` (restore).
@@ -208,7 +216,8 @@ impl TimerQueue {
 
     /// Adds a TTL check at `due`; it orders after other timers due then.
     pub fn add_ttl(&mut self, due: EventTime, slot: u32) -> TimerKey {
-        let key = TimerKey { due, seq: self.take_seq() | TTL_SEQ_BIT };
+        let key = TimerKey { due, seq: self.next_ttl_seq | TTL_SEQ_BIT };
+        self.next_ttl_seq += 1;
         self.map.insert(key, TimerTarget { slot, kind: TimerKind::Ttl });
         key
     }
