@@ -152,6 +152,18 @@ pub struct KafkaConfig {
     pub transactional_id: Option<String>,
     /// How often offsets and changelog are committed.
     pub commit_interval: Millis,
+    /// This instance's stable id (transactional id suffix); default: the
+    /// `HOSTNAME` environment variable (the pod name in a StatefulSet).
+    pub instance_id: Option<String>,
+    /// Create the changelog, output and dead-letter topics when missing.
+    pub create_topics: bool,
+    /// Where to start a partition with neither a changelog marker nor a
+    /// committed offset: `earliest` or `latest`.
+    pub auto_offset_reset: String,
+    /// Longest a partition restore may take before the instance gives up.
+    pub restore_timeout: Millis,
+    /// Replication factor for topics touchstream creates.
+    pub replication_factor: i32,
     /// librdkafka settings passed through verbatim (SASL, SSL, timeouts).
     pub client: BTreeMap<String, String>,
 }
@@ -169,6 +181,11 @@ impl Default for KafkaConfig {
             delivery: Delivery::AtLeastOnce,
             transactional_id: None,
             commit_interval: Millis(1_000),
+            instance_id: None,
+            create_topics: true,
+            auto_offset_reset: "earliest".into(),
+            restore_timeout: Millis(300_000),
+            replication_factor: 1,
             client: BTreeMap::new(),
         }
     }

@@ -15,6 +15,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the service against Kafka (consumer group, changelog-backed state, /metrics).
+    Run(cli::run::Opts),
     /// Run the engine over a JSON Lines or Avro file; derived events as JSON lines on stdout.
     Replay(cli::replay::Opts),
     /// Generate realistic synthetic omnichannel touchpoints, seeded and reproducible.
@@ -26,6 +28,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result: anyhow::Result<ExitCode> = match cli.command {
+        Command::Run(o) => cli::run::run(o).map_err(Into::into),
         Command::Replay(o) => cli::replay::run(o).map_err(Into::into),
         Command::Generate(o) => cli::generate::run(o).map_err(Into::into),
         Command::FitChurn(o) => cli::fit_churn::run(o).map_err(Into::into),

@@ -29,7 +29,7 @@ impl Changelog {
                 StateChange::Upsert(c) => {
                     self.customers.insert(c.id.to_string(), serde_json::to_string(&c).unwrap());
                 }
-                StateChange::Delete(id) => {
+                StateChange::Delete { id, .. } => {
                     self.customers.remove(&*id);
                 }
             }

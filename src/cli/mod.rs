@@ -3,6 +3,7 @@
 pub mod fit_churn;
 pub mod generate;
 pub mod replay;
+pub mod run;
 
 use thiserror::Error;
 

@@ -145,7 +145,7 @@ pub struct Engine {
     watermark: Watermark,
     stats: EngineStats,
     dirty: Vec<u32>,
-    evicted: Vec<Arc<str>>,
+    evicted: Vec<(Arc<str>, u8)>,
 }
 
 /// One change of a partition's state, for the changelog.
@@ -153,8 +153,23 @@ pub struct Engine {
 pub enum StateChange {
     /// The customer's state now.
     Upsert(Customer),
-    /// The customer was evicted.
-    Delete(Arc<str>),
+    /// The customer was evicted; `slot` is the changelog slot to record
+    /// the deletion in (the one not holding its last state).
+    Delete {
+        /// The customer.
+        id: Arc<str>,
+        /// Changelog slot (1 or 2).
+        slot: u8,
+    },
+}
+
+/// The changelog slot after `slot` (1 ↔ 2; never-written starts at 1).
+pub fn next_slot(slot: u8) -> u8 {
+    if slot == 1 {
+        2
+    } else {
+        1
+    }
 }
 
 /// Partition-level state that is not per customer: the watermark and the
@@ -230,11 +245,13 @@ impl Engine {
     /// Every change since the last drain: evictions first, then the
     /// current state of every customer that changed.
     pub fn drain_changes(&mut self) -> Vec<StateChange> {
-        let mut out: Vec<StateChange> = self.evicted.drain(..).map(StateChange::Delete).collect();
+        let mut out: Vec<StateChange> =
+            self.evicted.drain(..).map(|(id, slot)| StateChange::Delete { id, slot }).collect();
         for slot in std::mem::take(&mut self.dirty) {
             if let Some(c) = self.slots.get_mut(slot as usize).and_then(Option::as_mut) {
                 if c.dirty {
                     c.dirty = false;
+                    c.slot = next_slot(c.slot);
                     out.push(StateChange::Upsert(c.clone()));
                 }
             }
@@ -538,7 +555,7 @@ impl Engine {
         c.cart.cancel_timers(&mut self.timers);
         c.survey.cancel_timers(&mut self.timers);
         self.index.remove(&c.id);
-        self.evicted.push(c.id.clone());
+        self.evicted.push((c.id.clone(), next_slot(c.slot)));
         self.free.push(slot);
         self.stats.evicted += 1;
     }

@@ -42,6 +42,11 @@ pub struct Customer {
     pub fatigue: FatigueState,
     /// `order_attributed`
     pub attribution: AttributionState,
+    /// Which of the customer's two changelog slots (1 or 2; 0 = never
+    /// written) holds this state. Each drain flips it, so a checkpoint that
+    /// does not complete never overwrites the last complete one.
+    #[serde(default)]
+    pub slot: u8,
     /// Changed since the last changelog drain (not persisted).
     #[serde(skip)]
     pub dirty: bool,
@@ -62,6 +67,7 @@ impl Customer {
             survey: SurveyState::default(),
             fatigue: FatigueState::default(),
             attribution: AttributionState::default(),
+            slot: 0,
             dirty: false,
         }
     }

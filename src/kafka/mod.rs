@@ -1,0 +1,836 @@
+//! The Kafka service: a consumer group member that runs one [`Engine`] per
+//! assigned input partition and writes derived events, dead letters and
+//! changelog records back to Kafka.
+//!
+//! One thread polls the consumer and drives the engines; librdkafka's own
+//! threads do the network I/O. Rebalances run inside `poll`: an assigned
+//! partition is restored from the changelog before it is handed to the
+//! consumer at the offset its last complete checkpoint covers; a revoked
+//! one is checkpointed, then dropped.
+//!
+//! A checkpoint (every `commit_interval`, on revoke and on shutdown):
+//! - `at_least_once`: wait until every derived event and dead letter sent
+//!   so far is acknowledged, write the changed customers and a marker per
+//!   partition to the changelog and wait for those, then commit the input
+//!   offsets to the group (which only feeds lag: restarts resume at the
+//!   marker's offset).
+//! - `exactly_once`: the same records, plus the input offsets, commit in
+//!   one Kafka transaction; a zombie instance with the same transactional
+//!   id is fenced and exits.
+
+pub mod changelog;
+pub mod registry;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
+use rdkafka::statistics::Statistics;
+use rdkafka::types::RDKafkaRespErr;
+use rdkafka::{ClientContext, Offset, TopicPartitionList};
+use thiserror::Error;
+use tracing::{error, info, warn};
+
+use crate::config::{Config, Delivery, EngineConfig};
+use crate::engine::{Engine, Outcome, PartitionMeta, StateChange};
+use crate::http::Health;
+use crate::metrics::Metrics;
+use crate::model::{DerivedEvent, DerivedType};
+use crate::validate::{validate, Clock, RejectReason, Rejection};
+use changelog::{encode_marker, encode_state, marker_key, state_key, Marker, RestoreBuilder, StateRecord};
+use registry::{output_topic, InputDecoder, OutputEncoder, RegistryError};
+
+/// Why the service stopped.
+#[derive(Debug, Error)]
+pub enum ServiceError {
+    /// A Kafka operation failed.
+    #[error("kafka: {op}: {source}")]
+    Kafka {
+        /// What was being done.
+        op: String,
+        /// The client error.
+        source: KafkaError,
+    },
+    /// A produced record was not acknowledged.
+    #[error("delivery failed: {0}")]
+    Delivery(String),
+    /// Another instance with the same transactional id took over.
+    #[error("fenced by another instance with the same transactional id: {0}")]
+    Fenced(String),
+    /// Restoring a partition failed.
+    #[error("restore of {topic}[{partition}] failed: {message}")]
+    Restore {
+        /// Input topic.
+        topic: String,
+        /// Partition.
+        partition: i32,
+        /// What went wrong.
+        message: String,
+    },
+    /// The schema registry failed.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// A schema failed.
+    #[error(transparent)]
+    Schema(#[from] crate::codec::avro::SchemaError),
+    /// The configuration is unusable.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    /// Topics are missing or misconfigured.
+    #[error("topics: {0}")]
+    Topics(String),
+}
+
+fn kafka(op: impl Into<String>) -> impl FnOnce(KafkaError) -> ServiceError {
+    let op = op.into();
+    move |source| ServiceError::Kafka { op, source }
+}
+
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Producer callbacks: delivery failures are fatal (the next checkpoint
+/// would otherwise commit offsets past a lost record).
+struct ProducerCtx {
+    metrics: Arc<Metrics>,
+    failure: Mutex<Option<String>>,
+}
+
+impl ClientContext for ProducerCtx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.metrics.kafka_errors.with_label_values(&[kind_of(&error)]).inc();
+        warn!(%error, reason, "Kafka producer error.");
+    }
+}
+
+impl ProducerContext for ProducerCtx {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, msg)) = result {
+            self.metrics.kafka_errors.with_label_values(&["delivery"]).inc();
+            let text = format!("{} to {}[{}]: {e}", "record", msg.topic(), msg.partition());
+            if let Ok(mut f) = self.failure.lock() {
+                f.get_or_insert(text);
+            }
+        }
+    }
+}
+
+fn kind_of(e: &KafkaError) -> &'static str {
+    match e.rdkafka_error_code() {
+        Some(RDKafkaErrorCode::BrokerTransportFailure) | Some(RDKafkaErrorCode::AllBrokersDown) => "transport",
+        Some(RDKafkaErrorCode::Authentication) | Some(RDKafkaErrorCode::SaslAuthenticationFailed) => "authentication",
+        Some(RDKafkaErrorCode::TopicAuthorizationFailed) | Some(RDKafkaErrorCode::GroupAuthorizationFailed) => {
+            "authorization"
+        }
+        Some(RDKafkaErrorCode::MessageTimedOut) => "timeout",
+        Some(RDKafkaErrorCode::SSL) => "ssl",
+        _ => "other",
+    }
+}
+
+/// One assigned input partition.
+struct Task {
+    topic: Arc<str>,
+    partition: i32,
+    engine: Engine,
+    /// Next offset to consume (None until something is known).
+    next_offset: Option<i64>,
+    /// Offset and meta of the last marker written or restored.
+    marker: Option<(i64, PartitionMeta)>,
+    gen: u64,
+    repairs: Vec<Vec<u8>>,
+    last_input: Instant,
+}
+
+/// Everything the poll loop and the rebalance callback share.
+struct Worker {
+    cfg: Arc<Config>,
+    engine_cfg: Arc<EngineConfig>,
+    tasks: BTreeMap<(Arc<str>, i32), Task>,
+    producer: ThreadedProducer<ProducerCtx>,
+    decoder: InputDecoder,
+    encoder: OutputEncoder,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    topics: Vec<String>,
+    eos: bool,
+    in_txn: bool,
+    consumed_at: Vec<Instant>,
+    last_checkpoint: Instant,
+    changelog_partitions: i32,
+    fatal: Option<ServiceError>,
+    buf: Vec<DerivedEvent>,
+}
+
+struct ConsumerCtx {
+    worker: Arc<Mutex<Worker>>,
+    metrics: Arc<Metrics>,
+}
+
+fn lock(w: &Mutex<Worker>) -> MutexGuard<'_, Worker> {
+    w.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl ClientContext for ConsumerCtx {
+    fn stats(&self, stats: Statistics) {
+        for (topic, t) in &stats.topics {
+            for (p, part) in &t.partitions {
+                if *p >= 0 && part.consumer_lag >= 0 {
+                    self.metrics
+                        .consumer_lag
+                        .with_label_values(&[topic.as_str(), &p.to_string()])
+                        .set(part.consumer_lag);
+                }
+            }
+        }
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.metrics.kafka_errors.with_label_values(&[kind_of(&error)]).inc();
+        warn!(%error, reason, "Kafka consumer error.");
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        match level {
+            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+                error!(facility = fac, "{log_message}")
+            }
+            RDKafkaLogLevel::Warning => warn!(facility = fac, "{log_message}"),
+            _ => tracing::debug!(facility = fac, "{log_message}"),
+        }
+    }
+}
+
+impl ConsumerContext for ConsumerCtx {
+    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
+        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+        let mut w = lock(&self.worker);
+        match err {
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
+                w.health.ready.store(false, Ordering::Relaxed);
+                let parts: Vec<(String, i32)> =
+                    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+                for (topic, partition) in parts {
+                    match w.restore(&topic, partition) {
+                        Ok(Some(offset)) => {
+                            let _ = tpl.set_partition_offset(&topic, partition, Offset::Offset(offset));
+                        }
+                        Ok(None) => {}
+                        Err(e) => {
+                            error!(%e, topic, partition, "Partition restore failed.");
+                            w.fatal.get_or_insert(e);
+                        }
+                    }
+                }
+                let r = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
+                if let Err(e) = r {
+                    w.fatal.get_or_insert(ServiceError::Kafka { op: "assign".into(), source: e });
+                }
+                w.metrics.assigned_partitions.set(w.tasks.len() as i64);
+                let ok = w.fatal.is_none();
+                w.health.ready.store(ok, Ordering::Relaxed);
+                w.metrics.ready.set(i64::from(ok));
+            }
+            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
+                if w.fatal.is_none() {
+                    if let Err(e) = w.checkpoint(consumer) {
+                        error!(%e, "Checkpoint on revoke failed.");
+                        w.fatal.get_or_insert(e);
+                    }
+                }
+                for e in tpl.elements() {
+                    let key = (Arc::from(e.topic()), e.partition());
+                    if w.tasks.remove(&key).is_some() {
+                        info!(topic = e.topic(), partition = e.partition(), "Partition revoked.");
+                    }
+                }
+                let r = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
+                if let Err(e) = r {
+                    warn!(%e, "Unassign failed.");
+                }
+                w.metrics.assigned_partitions.set(w.tasks.len() as i64);
+                w.update_gauges();
+            }
+            other => {
+                error!(error = ?other, "Rebalance error.");
+                let _ = consumer.unassign();
+            }
+        }
+    }
+}
+
+fn client_config(cfg: &Config) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &cfg.kafka.brokers);
+    for (k, v) in &cfg.kafka.client {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Reads a `[kafka.client]` secret from a file when given as `file:PATH`
+/// (so secrets can come from mounted Kubernetes Secrets).
+fn resolve_secrets(cfg: &mut Config) -> Result<(), ServiceError> {
+    for (k, v) in cfg.kafka.client.iter_mut() {
+        if let Some(path) = v.strip_prefix("file:") {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| ServiceError::Topics(format!("kafka.client.{k}: cannot read secret file {path}: {e}")))?;
+            *v = text.trim_end_matches(['\n', '\r']).to_string();
+        }
+    }
+    Ok(())
+}
+
+/// The instance id: config, else `HOSTNAME`, else "touchstream-0".
+pub fn instance_id(cfg: &Config) -> String {
+    cfg.kafka
+        .instance_id
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "touchstream-0".into())
+}
+
+impl Worker {
+    fn fail_if_undelivered(&self) -> Result<(), ServiceError> {
+        match self.producer.context().failure.lock() {
+            Ok(f) => match f.as_ref() {
+                Some(msg) => Err(ServiceError::Delivery(msg.clone())),
+                None => Ok(()),
+            },
+            Err(_) => Err(ServiceError::Delivery("delivery state poisoned".into())),
+        }
+    }
+
+    fn flush(&self) -> Result<(), ServiceError> {
+        self.producer.flush(TIMEOUT).map_err(kafka("flush"))?;
+        self.fail_if_undelivered()
+    }
+
+    fn ensure_txn(&mut self) -> Result<(), ServiceError> {
+        if self.eos && !self.in_txn {
+            self.producer.begin_transaction().map_err(|e| txn_error("begin transaction", e))?;
+            self.in_txn = true;
+        }
+        Ok(())
+    }
+
+    fn send(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<(), ServiceError> {
+        loop {
+            match self.producer.send(record) {
+                Ok(()) => return Ok(()),
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    // Backpressure: the consumer is not polled while we wait.
+                    record = r;
+                    std::thread::sleep(Duration::from_millis(2));
+                }
+                Err((e, _)) => return Err(ServiceError::Kafka { op: "produce".into(), source: e }),
+            }
+        }
+    }
+
+    /// Restores a partition; returns the offset to resume at (None: the
+    /// group's committed offset or `auto_offset_reset`).
+    fn restore(&mut self, topic: &str, partition: i32) -> Result<Option<i64>, ServiceError> {
+        let started = Instant::now();
+        let restore_err = |message: String| ServiceError::Restore { topic: topic.to_string(), partition, message };
+        let cl_topic = self.cfg.kafka.changelog_topic.clone();
+        let cl_partition = partition % self.changelog_partitions.max(1);
+        let mut cc = client_config(&self.cfg);
+        cc.set("group.id", format!("{}-restore", self.cfg.kafka.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set("isolation.level", "read_committed");
+        let rc: BaseConsumer = cc.create().map_err(kafka("create restore consumer"))?;
+        let (low, high) =
+            rc.fetch_watermarks(&cl_topic, cl_partition, TIMEOUT).map_err(kafka("changelog watermarks"))?;
+        let mut builder = RestoreBuilder::new(topic);
+        if high > low {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&cl_topic, cl_partition, Offset::Beginning)
+                .map_err(kafka("restore assignment"))?;
+            rc.assign(&tpl).map_err(kafka("assign changelog"))?;
+            let deadline = started + self.cfg.kafka.restore_timeout.as_duration();
+            loop {
+                match rc.poll(Duration::from_millis(200)) {
+                    Some(Ok(m)) => {
+                        builder
+                            .push(m.key().unwrap_or_default(), m.payload(), m.offset())
+                            .map_err(|e| restore_err(e.to_string()))?;
+                        if m.offset() >= high - 1 {
+                            break;
+                        }
+                    }
+                    Some(Err(e)) => warn!(%e, "Changelog read error during restore."),
+                    None => {
+                        let pos = rc.position().ok().and_then(|p| {
+                            p.find_partition(&cl_topic, cl_partition).and_then(|e| e.offset().to_raw())
+                        });
+                        if pos.is_some_and(|p| p >= high) {
+                            break;
+                        }
+                    }
+                }
+                if Instant::now() > deadline {
+                    return Err(restore_err(format!("not done after {:?}", self.cfg.kafka.restore_timeout.as_duration())));
+                }
+            }
+        }
+        let restored = builder.finish();
+        let customers = restored.customers.len();
+        let (engine, offset, marker) = match restored.marker {
+            Some(m) => (Engine::restore(self.engine_cfg.clone(), m.meta, restored.customers), Some(m.offset), Some((m.offset, m.meta))),
+            None => (Engine::new(self.engine_cfg.clone()), None, None),
+        };
+        let task = Task {
+            topic: Arc::from(topic),
+            partition,
+            engine,
+            next_offset: offset,
+            marker,
+            gen: restored.next_gen,
+            repairs: restored.repairs,
+            last_input: Instant::now(),
+        };
+        self.metrics.restore_duration.observe(started.elapsed().as_secs_f64());
+        self.metrics.restored_customers.inc_by(customers as u64);
+        info!(
+            topic,
+            partition,
+            customers,
+            records = restored.records,
+            resume_offset = ?offset,
+            seconds = started.elapsed().as_secs_f64(),
+            "Partition restored."
+        );
+        self.tasks.insert((Arc::from(topic), partition), task);
+        self.update_gauges();
+        Ok(offset)
+    }
+
+    fn dead_letter(&self, msg: &impl Message, rejection: &Rejection) -> Result<(), ServiceError> {
+        let partition = msg.partition().to_string();
+        let offset = msg.offset().to_string();
+        let headers = OwnedHeaders::new()
+            .insert(Header { key: "error.reason", value: Some(rejection.reason.as_str()) })
+            .insert(Header { key: "error.message", value: Some(rejection.message.as_str()) })
+            .insert(Header { key: "source.topic", value: Some(msg.topic()) })
+            .insert(Header { key: "source.partition", value: Some(partition.as_str()) })
+            .insert(Header { key: "source.offset", value: Some(offset.as_str()) });
+        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.cfg.kafka.dlq_topic).headers(headers);
+        if let Some(k) = msg.key() {
+            rec = rec.key(k);
+        }
+        if let Some(p) = msg.payload() {
+            rec = rec.payload(p);
+        }
+        self.send(rec)?;
+        self.metrics.records_rejected.with_label_values(&[rejection.reason.as_str()]).inc();
+        self.metrics.dlq_records.inc();
+        warn!(
+            topic = msg.topic(),
+            partition = msg.partition(),
+            offset = msg.offset(),
+            reason = rejection.reason.as_str(),
+            error = rejection.message.as_str(),
+            "Touchpoint rejected to the dead-letter topic."
+        );
+        Ok(())
+    }
+
+    fn emit(&mut self) -> Result<(), ServiceError> {
+        let events = std::mem::take(&mut self.buf);
+        for ev in &events {
+            let value = self.encoder.encode(ev)?;
+            let headers = OwnedHeaders::new()
+                .insert(Header { key: "type", value: Some(ev.kind.as_str()) })
+                .insert(Header { key: "event_id", value: Some(ev.event_id.as_str()) });
+            let rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topics[ev.kind as usize])
+                .key(ev.customer_id.as_bytes())
+                .payload(value.as_slice())
+                .headers(headers);
+            self.send(rec)?;
+            self.metrics.derived_events.with_label_values(&[ev.kind.as_str()]).inc();
+        }
+        self.buf = events;
+        self.buf.clear();
+        Ok(())
+    }
+
+    fn process(&mut self, msg: &impl Message) -> Result<(), ServiceError> {
+        self.metrics.records_consumed.with_label_values(&[msg.topic()]).inc();
+        self.consumed_at.push(Instant::now());
+        let key = (Arc::from(msg.topic()), msg.partition());
+        if !self.tasks.contains_key(&key) {
+            warn!(topic = msg.topic(), partition = msg.partition(), "Record for an unassigned partition ignored.");
+            return Ok(());
+        }
+        self.ensure_txn()?;
+        let decoded = loop {
+            match self.decoder.decode(msg.payload()) {
+                Ok(raw) => break Ok(raw),
+                Err(Ok(rejection)) => break Err(rejection),
+                Err(Err(e)) => {
+                    // The registry is unreachable: retry, never reject good data.
+                    self.metrics.kafka_errors.with_label_values(&["schema_registry"]).inc();
+                    warn!(%e, "Schema registry unavailable; retrying.");
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            }
+        };
+        let clock = Clock { now: crate::cli::wall_clock_ms(), max_future: self.cfg.time.max_future.0 };
+        let result = decoded.and_then(|raw| validate(raw, clock));
+        let Some(task) = self.tasks.get_mut(&key) else { return Ok(()) };
+        task.next_offset = Some(msg.offset() + 1);
+        task.last_input = Instant::now();
+        match result {
+            Err(rejection) => self.dead_letter(msg, &rejection)?,
+            Ok(tp) => {
+                let t = tp.timestamp;
+                let wm = task.engine.watermark();
+                let before = *task.engine.stats();
+                let outcome = task.engine.on_touchpoint(tp, &mut self.buf);
+                let after = *task.engine.stats();
+                self.metrics.timers_fired.inc_by(after.timers_fired - before.timers_fired);
+                self.metrics.evicted.inc_by(after.evicted - before.evicted);
+                match outcome {
+                    Outcome::Accepted { late } => {
+                        if late {
+                            self.metrics.late_events.inc();
+                        }
+                    }
+                    Outcome::Duplicate => self.metrics.duplicates.inc(),
+                    Outcome::TooLate => {
+                        let msg_text = format!(
+                            "timestamp {t} is older than watermark {} minus allowed lateness {} ms",
+                            wm.unwrap_or_default(),
+                            self.engine_cfg.allowed_lateness
+                        );
+                        self.dead_letter(msg, &Rejection::new(RejectReason::TooLate, msg_text))?;
+                    }
+                }
+                self.emit()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Idle partitions follow the wall clock (SPEC 3).
+    fn idle_advance(&mut self) -> Result<(), ServiceError> {
+        let idle = self.cfg.time.idle_timeout.as_duration();
+        let now_ms = crate::cli::wall_clock_ms();
+        let to = now_ms - self.engine_cfg.max_out_of_orderness;
+        let mut fired = false;
+        let mut buf = std::mem::take(&mut self.buf);
+        for task in self.tasks.values_mut() {
+            if task.last_input.elapsed() >= idle && task.engine.watermark().is_some_and(|w| w < to) {
+                let before = buf.len();
+                task.engine.advance_watermark(to, &mut buf);
+                fired |= buf.len() > before;
+            }
+        }
+        self.buf = buf;
+        if fired {
+            self.ensure_txn()?;
+        }
+        self.emit()
+    }
+
+    fn update_gauges(&self) {
+        let (mut customers, mut bytes, mut timers) = (0, 0, 0);
+        let now = crate::cli::wall_clock_ms();
+        for t in self.tasks.values() {
+            customers += t.engine.customers();
+            bytes += t.engine.approx_state_bytes();
+            timers += t.engine.pending_timers();
+            if let Some(w) = t.engine.watermark() {
+                let p = t.partition.to_string();
+                self.metrics.watermark.with_label_values(&[&*t.topic, p.as_str()]).set(w as f64 / 1000.0);
+                self.metrics.watermark_lag.with_label_values(&[&*t.topic, p.as_str()]).set((now - w) as f64 / 1000.0);
+            }
+        }
+        self.metrics.customers.set(customers as i64);
+        self.metrics.state_bytes.set(bytes as i64);
+        self.metrics.pending_timers.set(timers as i64);
+    }
+
+    /// Makes everything so far durable; see the module docs.
+    fn checkpoint(&mut self, consumer: &BaseConsumer<ConsumerCtx>) -> Result<(), ServiceError> {
+        let started = Instant::now();
+        if !self.eos {
+            self.flush()?;
+        }
+        let cl_topic = self.cfg.kafka.changelog_topic.clone();
+        let mut markers: Vec<((Arc<str>, i32), Marker, i32)> = Vec::new();
+        let keys: Vec<(Arc<str>, i32)> = self.tasks.keys().cloned().collect();
+        for key in keys {
+            let Some(task) = self.tasks.get_mut(&key) else { continue };
+            let changes = task.engine.drain_changes();
+            let meta = task.engine.meta();
+            let repairs = std::mem::take(&mut task.repairs);
+            let covered = task.marker.map(|(o, m)| (Some(o), m));
+            let unchanged = changes.is_empty() && repairs.is_empty() && covered == Some((task.next_offset, meta));
+            if unchanged {
+                continue;
+            }
+            let (topic, partition, gen, next_offset) = (task.topic.clone(), task.partition, task.gen, task.next_offset);
+            task.gen += 1;
+            let cl_partition = partition % self.changelog_partitions.max(1);
+            self.ensure_txn()?;
+            let n = changes.len() + repairs.len();
+            for k in &repairs {
+                self.send(BaseRecord::<[u8], [u8]>::to(&cl_topic).key(k.as_slice()).partition(cl_partition))?;
+            }
+            for ch in changes {
+                let (k, v) = match ch {
+                    StateChange::Upsert(c) => {
+                        let k = state_key(&topic, &c.id, c.slot);
+                        (k, encode_state(&StateRecord { gen, state: Some(c) }))
+                    }
+                    StateChange::Delete { id, slot } => {
+                        (state_key(&topic, &id, slot), encode_state(&StateRecord { gen, state: None }))
+                    }
+                };
+                self.send(BaseRecord::to(&cl_topic).key(k.as_slice()).payload(v.as_slice()).partition(cl_partition))?;
+            }
+            self.metrics.checkpoint_records.with_label_values(&[&partition.to_string()]).observe(n as f64);
+            if let Some(offset) = next_offset {
+                markers.push((key.clone(), Marker { gen, offset, meta }, cl_partition));
+            }
+        }
+        if !self.eos {
+            self.flush()?;
+        }
+        for (key, m, cl_partition) in &markers {
+            let k = marker_key(&key.0);
+            let v = encode_marker(m);
+            self.send(BaseRecord::to(&cl_topic).key(k.as_slice()).payload(v.as_slice()).partition(*cl_partition))?;
+        }
+        let mut offsets = TopicPartitionList::new();
+        for t in self.tasks.values() {
+            if let Some(o) = t.next_offset {
+                offsets
+                    .add_partition_offset(&t.topic, t.partition, Offset::Offset(o))
+                    .map_err(kafka("offset list"))?;
+            }
+        }
+        if self.eos {
+            if self.in_txn {
+                if offsets.count() > 0 {
+                    let gm = consumer
+                        .group_metadata()
+                        .ok_or_else(|| ServiceError::Fenced("no consumer group metadata".into()))?;
+                    self.producer
+                        .send_offsets_to_transaction(&offsets, &gm, TIMEOUT)
+                        .map_err(|e| txn_error("send offsets to transaction", e))?;
+                }
+                self.producer.commit_transaction(TIMEOUT).map_err(|e| txn_error("commit transaction", e))?;
+                self.in_txn = false;
+            }
+        } else {
+            self.flush()?;
+            if offsets.count() > 0 {
+                if let Err(e) = consumer.commit(&offsets, CommitMode::Async) {
+                    // Group offsets only feed lag; the changelog marker is authoritative.
+                    warn!(%e, "Offset commit failed.");
+                }
+            }
+        }
+        for (key, m, _) in markers {
+            if let Some(t) = self.tasks.get_mut(&key) {
+                t.marker = Some((m.offset, m.meta));
+            }
+        }
+        let done = Instant::now();
+        for at in self.consumed_at.drain(..) {
+            self.metrics.processing_latency.observe(done.duration_since(at).as_secs_f64());
+        }
+        self.metrics.commit_duration.observe(started.elapsed().as_secs_f64());
+        self.last_checkpoint = done;
+        self.update_gauges();
+        Ok(())
+    }
+}
+
+fn txn_error(op: &str, e: KafkaError) -> ServiceError {
+    let fenced = matches!(
+        e.rdkafka_error_code(),
+        Some(RDKafkaErrorCode::Fenced) | Some(RDKafkaErrorCode::ProducerFenced) | Some(RDKafkaErrorCode::InvalidProducerEpoch)
+    ) || e.to_string().to_lowercase().contains("fenced");
+    if fenced {
+        ServiceError::Fenced(format!("{op}: {e}"))
+    } else {
+        ServiceError::Kafka { op: op.to_string(), source: e }
+    }
+}
+
+fn ensure_topics(cfg: &Config, rt: &tokio::runtime::Handle) -> Result<i32, ServiceError> {
+    let meta_client: BaseConsumer = client_config(cfg).create().map_err(kafka("create metadata client"))?;
+    let mut partitions = 0;
+    for t in &cfg.kafka.input_topics {
+        let md = meta_client.fetch_metadata(Some(t), TIMEOUT).map_err(kafka("fetch metadata"))?;
+        let n = md.topics().first().map_or(0, |t| t.partitions().len()) as i32;
+        if n == 0 {
+            return Err(ServiceError::Topics(format!("input topic `{t}` does not exist")));
+        }
+        partitions = partitions.max(n);
+    }
+    let cl = meta_client
+        .fetch_metadata(Some(&cfg.kafka.changelog_topic), TIMEOUT)
+        .map_err(kafka("fetch metadata"))?;
+    let cl_partitions = cl.topics().first().map_or(0, |t| t.partitions().len()) as i32;
+    if !cfg.kafka.create_topics {
+        if cl_partitions == 0 {
+            return Err(ServiceError::Topics(format!("changelog topic `{}` does not exist", cfg.kafka.changelog_topic)));
+        }
+        return Ok(cl_partitions);
+    }
+    let admin: AdminClient<DefaultClientContext> = client_config(cfg).create().map_err(kafka("create admin client"))?;
+    let rf = cfg.kafka.replication_factor;
+    let mut names: Vec<String> = DerivedType::ALL.iter().map(|t| output_topic(cfg, *t)).collect();
+    names.push(cfg.kafka.dlq_topic.clone());
+    let mut new: Vec<NewTopic<'_>> = names.iter().map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(rf))).collect();
+    if cl_partitions == 0 {
+        new.push(NewTopic::new(&cfg.kafka.changelog_topic, partitions, TopicReplication::Fixed(rf)).set("cleanup.policy", "compact"));
+    }
+    let results = rt
+        .block_on(admin.create_topics(&new, &AdminOptions::new().operation_timeout(Some(TIMEOUT))))
+        .map_err(kafka("create topics"))?;
+    for r in results {
+        if let Err((name, code)) = r {
+            if code != RDKafkaErrorCode::TopicAlreadyExists {
+                return Err(ServiceError::Topics(format!("cannot create `{name}`: {code}")));
+            }
+        }
+    }
+    let n = if cl_partitions == 0 { partitions } else { cl_partitions };
+    if n < partitions {
+        warn!(changelog = n, input = partitions, "The changelog has fewer partitions than the input; partitions share changelog partitions.");
+    }
+    Ok(n)
+}
+
+/// Runs the service until `shutdown` is set or a fatal error happens.
+pub fn run(
+    mut cfg: Config,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+    shutdown: Arc<AtomicBool>,
+    rt: tokio::runtime::Handle,
+) -> Result<(), ServiceError> {
+    resolve_secrets(&mut cfg)?;
+    let cfg = Arc::new(cfg);
+    let engine_cfg = Arc::new(cfg.engine()?);
+    let eos = cfg.kafka.delivery == Delivery::ExactlyOnce;
+    let changelog_partitions = ensure_topics(&cfg, &rt)?;
+    let decoder = InputDecoder::new(&cfg)?;
+    let encoder = OutputEncoder::new(&cfg)?;
+
+    let mut pc = client_config(&cfg);
+    pc.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "120000");
+    if eos {
+        let prefix = cfg.kafka.transactional_id.clone().unwrap_or_else(|| cfg.kafka.group_id.clone());
+        pc.set("transactional.id", format!("{prefix}-{}", instance_id(&cfg)));
+        pc.set("transaction.timeout.ms", "60000");
+    }
+    let producer: ThreadedProducer<ProducerCtx> = pc
+        .create_with_context(ProducerCtx { metrics: metrics.clone(), failure: Mutex::new(None) })
+        .map_err(kafka("create producer"))?;
+    if eos {
+        producer.init_transactions(TIMEOUT).map_err(|e| txn_error("init transactions", e))?;
+    }
+
+    let worker = Arc::new(Mutex::new(Worker {
+        cfg: cfg.clone(),
+        engine_cfg,
+        tasks: BTreeMap::new(),
+        producer,
+        decoder,
+        encoder,
+        metrics: metrics.clone(),
+        health: health.clone(),
+        topics: DerivedType::ALL.iter().map(|t| output_topic(&cfg, *t)).collect(),
+        eos,
+        in_txn: false,
+        consumed_at: Vec::new(),
+        last_checkpoint: Instant::now(),
+        changelog_partitions,
+        fatal: None,
+        buf: Vec::new(),
+    }));
+
+    let mut cc = client_config(&cfg);
+    cc.set("group.id", &cfg.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", &cfg.kafka.auto_offset_reset)
+        .set("isolation.level", "read_committed")
+        .set("statistics.interval.ms", "5000");
+    if !cfg.kafka.client.contains_key("group.protocol") && !cfg.kafka.client.contains_key("partition.assignment.strategy") {
+        cc.set("partition.assignment.strategy", "cooperative-sticky");
+    }
+    let consumer: BaseConsumer<ConsumerCtx> = cc
+        .create_with_context(ConsumerCtx { worker: worker.clone(), metrics: metrics.clone() })
+        .map_err(kafka("create consumer"))?;
+    let topics: Vec<&str> = cfg.kafka.input_topics.iter().map(String::as_str).collect();
+    consumer.subscribe(&topics).map_err(kafka("subscribe"))?;
+    info!(topics = ?topics, group = cfg.kafka.group_id, delivery = ?cfg.kafka.delivery, "touchstream is running.");
+
+    let interval = cfg.kafka.commit_interval.as_duration();
+    let mut result = Ok(());
+    while !shutdown.load(Ordering::Relaxed) {
+        let polled = consumer.poll(Duration::from_millis(100));
+        let mut w = lock(&worker);
+        if let Some(e) = w.fatal.take() {
+            result = Err(e);
+            break;
+        }
+        let step = match polled {
+            Some(Ok(msg)) => w.process(&msg),
+            Some(Err(e)) => {
+                metrics.kafka_errors.with_label_values(&[kind_of(&e)]).inc();
+                warn!(%e, "Consumer error.");
+                Ok(())
+            }
+            None => Ok(()),
+        };
+        let step = step
+            .and_then(|_| w.idle_advance())
+            .and_then(|_| if w.last_checkpoint.elapsed() >= interval { w.checkpoint(&consumer) } else { Ok(()) });
+        if let Err(e) = step {
+            result = Err(e);
+            break;
+        }
+    }
+    {
+        let mut w = lock(&worker);
+        if result.is_ok() {
+            info!("Shutting down: final checkpoint.");
+            result = w.checkpoint(&consumer);
+        }
+        if result.is_err() {
+            health.failed.store(true, Ordering::Relaxed);
+            if w.eos && w.in_txn {
+                let _ = w.producer.abort_transaction(Duration::from_secs(5));
+                w.in_txn = false;
+            }
+            // Prevent the revoke callback of close() from checkpointing.
+            w.fatal.get_or_insert(ServiceError::Delivery("stopping after an error".into()));
+        }
+        health.ready.store(false, Ordering::Relaxed);
+    }
+    consumer.unsubscribe();
+    drop(consumer);
+    result
+}
