@@ -1,1 +1,148 @@
-fn main(){}
+//! Engine and codec benchmarks (criterion), plus a state-size measurement.
+//!
+//! - `engine/on_touchpoint`: touchpoints per second through the pure engine
+//!   (every signal on), one core, decoding excluded.
+//! - `decode/json`, `decode/avro`: bytes → validated touchpoint.
+//! - `baseline/hashmap_update`: a plain per-customer HashMap counter over
+//!   the same input, so that engine figures can be read as a ratio to it
+//!   measured in the same run on the same (shared, noisy) machine.
+//! - state size: bytes of state per customer after replaying generated
+//!   traffic for `TOUCHSTREAM_BENCH_CUSTOMERS` customers (default 1,000,000).
+//!
+//! Run: `cargo bench --bench engine` (add `-- --quick` for a short run).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use criterion::{black_box, BatchSize, Criterion, Throughput};
+use touchstream::codec;
+use touchstream::config::EngineConfig;
+use touchstream::engine::Engine;
+use touchstream::generate::{stream, GenConfig};
+use touchstream::model::Touchpoint;
+use touchstream::validate::{validate, Clock};
+
+fn input(customers: u32, days: u32) -> Vec<Touchpoint> {
+    stream(&GenConfig { customers, days, ..GenConfig::default() }).collect()
+}
+
+fn bench_engine(c: &mut Criterion, tps: &[Touchpoint]) {
+    let cfg = Arc::new(EngineConfig::default());
+    let mut g = c.benchmark_group("engine");
+    g.throughput(Throughput::Elements(tps.len() as u64));
+    g.sample_size(10);
+    g.bench_function("on_touchpoint", |b| {
+        b.iter_batched(
+            || tps.to_vec(),
+            |batch| {
+                let mut e = Engine::new(cfg.clone());
+                let mut out = Vec::with_capacity(1024);
+                for tp in batch {
+                    e.on_touchpoint(tp, &mut out);
+                    out.clear();
+                }
+                black_box(e.customers())
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+    let mut g = c.benchmark_group("baseline");
+    g.throughput(Throughput::Elements(tps.len() as u64));
+    g.sample_size(10);
+    g.bench_function("hashmap_update", |b| {
+        b.iter_batched(
+            || tps.to_vec(),
+            |batch| {
+                let mut m: HashMap<String, (i64, u32)> = HashMap::new();
+                for tp in batch {
+                    let e = m.entry(tp.customer_id).or_insert((0, 0));
+                    e.0 = e.0.max(tp.timestamp);
+                    e.1 += 1;
+                }
+                black_box(m.len())
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    g.finish();
+}
+
+fn bench_decode(c: &mut Criterion, tps: &[Touchpoint]) {
+    let clock = Clock { now: i64::MAX / 4, max_future: 0 };
+    let json: Vec<String> = tps.iter().map(codec::json::encode).collect();
+    let schema = codec::avro::touchpoint_schema().expect("schema");
+    let avro: Vec<Vec<u8>> = tps
+        .iter()
+        .map(|tp| apache_avro::to_avro_datum(&schema, codec::avro::touchpoint_value(tp)).expect("encode"))
+        .collect();
+    let mut g = c.benchmark_group("decode");
+    g.throughput(Throughput::Elements(tps.len() as u64));
+    g.sample_size(10);
+    g.bench_function("json", |b| {
+        b.iter(|| {
+            let mut ok = 0;
+            for l in &json {
+                ok += codec::json::decode(l.as_bytes()).and_then(|r| validate(r, clock)).is_ok() as usize;
+            }
+            black_box(ok)
+        })
+    });
+    g.bench_function("avro", |b| {
+        b.iter(|| {
+            let mut ok = 0;
+            for d in &avro {
+                ok += codec::avro::decode_datum(&schema, &schema, d).and_then(|r| validate(r, clock)).is_ok() as usize;
+            }
+            black_box(ok)
+        })
+    });
+    g.finish();
+}
+
+fn state_size() {
+    let customers: u32 = std::env::var("TOUCHSTREAM_BENCH_CUSTOMERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
+    let days = 30;
+    let started = Instant::now();
+    let mut e = Engine::new(Arc::new(EngineConfig::default()));
+    let mut out = Vec::new();
+    let mut n = 0u64;
+    for tp in stream(&GenConfig { customers, days, ..GenConfig::default() }) {
+        e.on_touchpoint(tp, &mut out);
+        out.clear();
+        n += 1;
+    }
+    let bytes = e.approx_state_bytes();
+    let mut sizes: Vec<usize> = Vec::new();
+    for row in e.snapshot().iter().step_by(97) {
+        if let Some(c) = e.customer(&row.customer_id) {
+            sizes.push(c.approx_bytes());
+        }
+    }
+    sizes.sort_unstable();
+    let median = sizes.get(sizes.len() / 2).copied().unwrap_or(0);
+    println!(
+        "state_size: {} customers, {} touchpoints over {} days, {} pending timers: {:.0} bytes/customer on average (timers included), median customer {} bytes ({:.1} s)",
+        e.customers(),
+        n,
+        days,
+        e.pending_timers(),
+        bytes as f64 / e.customers().max(1) as f64,
+        median,
+        started.elapsed().as_secs_f64()
+    );
+}
+
+fn main() {
+    let quick_state = std::env::args().any(|a| a == "--state-only");
+    if !quick_state {
+        let tps = input(20_000, 30);
+        println!("input: {} generated touchpoints for 20,000 customers over 30 days", tps.len());
+        let mut c = Criterion::default().configure_from_args();
+        bench_engine(&mut c, &tps);
+        bench_decode(&mut c, &tps);
+        c.final_summary();
+    }
+    state_size();
+}

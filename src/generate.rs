@@ -56,7 +56,13 @@ pub enum Persona {
 
 impl Persona {
     /// Every persona, in the order of [`GenConfig::persona_weights`].
-    pub const ALL: [Persona; 5] = [Persona::Browser, Persona::Loyal, Persona::OneTime, Persona::Lapsing, Persona::Bargain];
+    pub const ALL: [Persona; 5] = [
+        Persona::Browser,
+        Persona::Loyal,
+        Persona::OneTime,
+        Persona::Lapsing,
+        Persona::Bargain,
+    ];
 
     /// A short name.
     pub fn as_str(self) -> &'static str {
@@ -166,7 +172,12 @@ fn stream_with(cfg: &GenConfig, threads: u32) -> Touchpoints {
     let mut parts: Vec<std::iter::Peekable<std::vec::IntoIter<Ev>>> =
         parts.into_iter().map(|p| p.into_iter().peekable()).collect();
     parts.retain_mut(|p| p.peek().is_some());
-    Touchpoints { parts, len, names: plan.names, seed: cfg.seed }
+    Touchpoints {
+        parts,
+        len,
+        names: plan.names,
+        seed: cfg.seed,
+    }
 }
 
 /// The generated touchpoints, built one at a time: a merge of the sorted
@@ -314,9 +325,13 @@ fn attribute(code: u16) -> Option<(&'static str, String)> {
         DEVICE_DESKTOP => ("device", "desktop".to_string()),
         DEVICE_MOBILE_WEB => ("device", "mobile_web".to_string()),
         c if (STORE_BASE + 1..STORE_BASE + 100).contains(&c) => ("store", format!("store-{:02}", c - STORE_BASE)),
-        c if (NETWORK_BASE..NETWORK_BASE + 3).contains(&c) => ("network", NETWORKS[usize::from(c - NETWORK_BASE)].to_string()),
+        c if (NETWORK_BASE..NETWORK_BASE + 3).contains(&c) => {
+            ("network", NETWORKS[usize::from(c - NETWORK_BASE)].to_string())
+        }
         c if (TOPIC_BASE..TOPIC_BASE + 4).contains(&c) => ("topic", TOPICS[usize::from(c - TOPIC_BASE)].to_string()),
-        c if (POINTS_BASE + 1..POINTS_BASE + 100).contains(&c) => ("points", (u32::from(c - POINTS_BASE) * 100).to_string()),
+        c if (POINTS_BASE + 1..POINTS_BASE + 100).contains(&c) => {
+            ("points", (u32::from(c - POINTS_BASE) * 100).to_string())
+        }
         _ => return None,
     };
     Some((k, v))
@@ -374,8 +389,14 @@ enum SessionKind {
     Purchase,
 }
 
-const ORGANIC: [SessionKind; 6] =
-    [SessionKind::Browse, SessionKind::Cart, SessionKind::Store, SessionKind::Social, SessionKind::Support, SessionKind::App];
+const ORGANIC: [SessionKind; 6] = [
+    SessionKind::Browse,
+    SessionKind::Cart,
+    SessionKind::Store,
+    SessionKind::Social,
+    SessionKind::Support,
+    SessionKind::App,
+];
 
 static BROWSER: Habits = Habits {
     rate: (0.10, 0.30),
@@ -518,7 +539,8 @@ impl Plan {
             for k in 1..=cfg.campaigns_per_week {
                 let day = rng.gen_range(0..7i64);
                 let hour = rng.gen_range(8..20i64);
-                let at = cfg.start_ms + i64::from(w) * WEEK_MS + day * DAY_MS + hour * HOUR_MS + rng.gen_range(0..HOUR_MS);
+                let at =
+                    cfg.start_ms + i64::from(w) * WEEK_MS + day * DAY_MS + hour * HOUR_MS + rng.gen_range(0..HOUR_MS);
                 let channel = [Channel::Email, Channel::Sms, Channel::Push, Channel::DirectMail]
                     [pick(&mut rng, &[0.60, 0.20, 0.15, 0.05])];
                 let reach = rng.gen_range(0.3..0.8);
@@ -526,16 +548,25 @@ impl Plan {
                     continue;
                 }
                 names.push(format!("cmp-w{:02}-{k}-{}", w + 1, channel.as_str()));
-                campaigns.push(Campaign { at, channel, reach, name: names.len() as u32 });
+                campaigns.push(Campaign {
+                    at,
+                    channel,
+                    reach,
+                    name: names.len() as u32,
+                });
             }
         }
         campaigns.sort_by_key(|c| c.at);
-        Plan { campaigns, names, flash }
+        Plan {
+            campaigns,
+            names,
+            flash,
+        }
     }
 }
 
 // ---------------------------------------------------------------------------
-// Sampling (portable: integer ranges and libm only)
+// Sampling (portable: fixed-width integer ranges, never usize, and libm)
 
 /// SplitMix64 finaliser over `a ^ b`: seeds from (seed, stream).
 fn mix(a: u64, b: u64) -> u64 {
@@ -617,7 +648,10 @@ fn sorted_parts(cfg: &GenConfig, plan: &Plan, threads: u32) -> Vec<Vec<Ev>> {
                 s.spawn(move || part(lo, hi))
             })
             .collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e))).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|e| std::panic::resume_unwind(e)))
+            .collect()
     })
 }
 
@@ -695,7 +729,11 @@ impl<'a> Customer<'a> {
             3..=5 => DEVICE_ANDROID,
             _ => 0,
         };
-        let phone = if persona == Persona::Loyal && phone == 0 && rng.gen_bool(0.6) { DEVICE_IOS } else { phone };
+        let phone = if persona == Persona::Loyal && phone == 0 && rng.gen_bool(0.6) {
+            DEVICE_IOS
+        } else {
+            phone
+        };
         Customer {
             cfg,
             plan,
@@ -838,10 +876,18 @@ impl<'a> Customer<'a> {
     fn organic(&mut self) {
         let start = self.cfg.start_ms;
         let purchases = self.purchases();
-        let fade_from = if self.persona == Persona::OneTime { purchases.first().copied() } else { None };
+        let fade_from = if self.persona == Persona::OneTime {
+            purchases.first().copied()
+        } else {
+            None
+        };
         let mut plan: Vec<(i64, SessionKind)> = purchases.iter().map(|&t| (t, SessionKind::Purchase)).collect();
         if self.first > start {
-            let kind = if self.chance(0.4) { SessionKind::Social } else { SessionKind::Browse };
+            let kind = if self.chance(0.4) {
+                SessionKind::Social
+            } else {
+                SessionKind::Browse
+            };
             plan.push((self.first, kind));
         }
         let rate = self.rng.gen_range(self.h.rate.0..self.h.rate.1);
@@ -870,7 +916,11 @@ impl<'a> Customer<'a> {
         for (t, kind) in plan {
             let end = self.session(t.max(free), kind);
             // Leave an hour after an abandoned cart so it really is abandoned.
-            let quiet = if self.abandons.last().is_some_and(|a| a.at == end) { HOUR_MS + MIN } else { 10 * MIN };
+            let quiet = if self.abandons.last().is_some_and(|a| a.at == end) {
+                HOUR_MS + MIN
+            } else {
+                10 * MIN
+            };
             free = end + quiet + self.rng.gen_range(0..50 * MIN);
         }
     }
@@ -903,7 +953,11 @@ impl<'a> Customer<'a> {
 
     /// The first touch of a web or app session.
     fn open_session(&mut self, t: i64, channel: Channel, session: u32, campaign: u32) -> i64 {
-        let kind = if channel == Channel::MobileApp { TouchType::AppOpen } else { TouchType::PageView };
+        let kind = if channel == Channel::MobileApp {
+            TouchType::AppOpen
+        } else {
+            TouchType::PageView
+        };
         let attr = self.device_attr(channel);
         let e = self.ev(t, kind, channel).session(session).campaign(campaign).attr(attr);
         self.push(e);
@@ -949,35 +1003,52 @@ impl<'a> Customer<'a> {
         let cart = self.carts;
         let cur = self.currency;
         let mut items = [0u32; 3];
-        let n_items = self.rng.gen_range(1..=3usize);
+        let n_items = self.rng.gen_range(1..=3u32) as usize;
         for item in items.iter_mut().take(n_items) {
             t += self.secs(10, 120);
             let e = self.ev(t, TouchType::ProductView, channel).session(s);
             self.push(e);
             t += self.secs(5, 60);
             *item = self.price();
-            let e = self.ev(t, TouchType::AddToCart, channel).session(s).cart(cart).money(*item, cur);
+            let e = self
+                .ev(t, TouchType::AddToCart, channel)
+                .session(s)
+                .cart(cart)
+                .money(*item, cur);
             self.push(e);
         }
         let mut n_items = n_items;
         if n_items >= 2 && self.chance(0.2) {
             n_items -= 1;
             t += self.secs(10, 90);
-            let e = self.ev(t, TouchType::RemoveFromCart, channel).session(s).cart(cart).money(items[n_items], cur);
+            let e = self
+                .ev(t, TouchType::RemoveFromCart, channel)
+                .session(s)
+                .cart(cart)
+                .money(items[n_items], cur);
             self.push(e);
         }
         let total: u32 = items[..n_items].iter().sum();
         let buys = self.chance(buy);
         if buys || self.chance(self.h.checkout_abandon) {
             t += self.secs(20, 180);
-            let e = self.ev(t, TouchType::CheckoutStarted, channel).session(s).cart(cart).money(total, cur);
+            let e = self
+                .ev(t, TouchType::CheckoutStarted, channel)
+                .session(s)
+                .cart(cart)
+                .money(total, cur);
             self.push(e);
         }
         if buys {
             t += self.secs(30, 360);
             self.order(t, channel, cart, total, s, campaign);
         } else {
-            self.abandons.push(Abandon { cart, at: t, cents: total, intent });
+            self.abandons.push(Abandon {
+                cart,
+                at: t,
+                cents: total,
+                intent,
+            });
         }
         t
     }
@@ -997,7 +1068,10 @@ impl<'a> Customer<'a> {
         if self.chance(self.h.loyalty) {
             let dt = self.secs(5, 60);
             let points = POINTS_BASE + self.rng.gen_range(1..=20u16);
-            let e = self.ev(t + dt, TouchType::LoyaltyRedeemed, Channel::Loyalty).order(order).attr(points);
+            let e = self
+                .ev(t + dt, TouchType::LoyaltyRedeemed, Channel::Loyalty)
+                .order(order)
+                .attr(points);
             self.push(e);
         }
         if self.chance(self.h.returns) {
@@ -1018,7 +1092,10 @@ impl<'a> Customer<'a> {
 
     fn store(&mut self, t: i64, buy: bool) -> i64 {
         let s = self.next_session();
-        let e = self.ev(t, TouchType::StoreVisit, Channel::Store).session(s).attr(self.store);
+        let e = self
+            .ev(t, TouchType::StoreVisit, Channel::Store)
+            .session(s)
+            .attr(self.store);
         self.push(e);
         if !buy {
             return t + self.secs(300, 1_800);
@@ -1044,7 +1121,11 @@ impl<'a> Customer<'a> {
     /// A support contact, resolved later on the same channel, sometimes
     /// followed by a CSAT or CES survey.
     fn support(&mut self, t: i64) -> i64 {
-        let channel = if self.chance(0.5) { Channel::CallCenter } else { Channel::Chat };
+        let channel = if self.chance(0.5) {
+            Channel::CallCenter
+        } else {
+            Channel::Chat
+        };
         let topic = TOPIC_BASE + self.rng.gen_range(0..4u16);
         let e = self.ev(t, TouchType::SupportContact, channel).attr(topic);
         self.push(e);
@@ -1076,7 +1157,12 @@ impl<'a> Customer<'a> {
             };
             if at >= self.first && reachable && self.chance(reach) {
                 let t = at + self.rng.gen_range(0..45 * MIN);
-                msgs.push(Msg { t, channel, campaign: name, kind: MsgKind::Campaign });
+                msgs.push(Msg {
+                    t,
+                    channel,
+                    campaign: name,
+                    kind: MsgKind::Campaign,
+                });
             }
         }
         if self.heavy {
@@ -1092,7 +1178,12 @@ impl<'a> Customer<'a> {
                 } else {
                     Channel::Email
                 };
-                msgs.push(Msg { t, channel, campaign: REMINDER, kind: MsgKind::Reminder(i) });
+                msgs.push(Msg {
+                    t,
+                    channel,
+                    campaign: REMINDER,
+                    kind: MsgKind::Reminder(i),
+                });
             }
         }
         msgs.sort_by_key(|m| m.t);
@@ -1126,10 +1217,14 @@ impl<'a> Customer<'a> {
     fn flash_sale(&mut self, msgs: &mut Vec<Msg>) {
         let (first, end) = (self.first, self.cfg.end_ms());
         let latest = end - WEEK_MS;
-        let s0 = if latest > first { self.rng.gen_range(first..latest) } else { first };
+        let s0 = if latest > first {
+            self.rng.gen_range(first..latest)
+        } else {
+            first
+        };
         let week = ((s0 - self.cfg.start_ms) / WEEK_MS) as u32;
         let campaign = self.plan.flash + week;
-        let n = self.rng.gen_range(11..=15);
+        let n = self.rng.gen_range(11..=15u32) as usize;
         let mut ts: Vec<i64> = (0..n).map(|_| s0 + self.rng.gen_range(0..6 * DAY_MS)).collect();
         ts.sort_unstable();
         for (k, t) in ts.into_iter().enumerate() {
@@ -1141,7 +1236,12 @@ impl<'a> Customer<'a> {
                 options.push(Channel::Push);
             }
             let channel = options[self.rng.gen_range(0..options.len() as u32) as usize];
-            msgs.push(Msg { t, channel, campaign, kind: MsgKind::Flash { last: k + 1 == n } });
+            msgs.push(Msg {
+                t,
+                channel,
+                campaign,
+                kind: MsgKind::Flash { last: k + 1 == n },
+            });
         }
     }
 
@@ -1167,7 +1267,11 @@ impl<'a> Customer<'a> {
             _ => false,
         };
         if clicked {
-            t += if opened { self.secs(5, 180) } else { 30 * SEC + exponential(&mut self.rng, 40.0 * MIN as f64) };
+            t += if opened {
+                self.secs(5, 180)
+            } else {
+                30 * SEC + exponential(&mut self.rng, 40.0 * MIN as f64)
+            };
             let e = self.ev(t, TouchType::MessageClicked, m.channel).campaign(m.campaign);
             self.push(e);
         }
@@ -1181,7 +1285,11 @@ impl<'a> Customer<'a> {
         let land = t + self.secs(3, 30);
         match m.kind {
             MsgKind::Campaign if clicked => {
-                let channel = if m.channel == Channel::Push { Channel::MobileApp } else { Channel::Web };
+                let channel = if m.channel == Channel::Push {
+                    Channel::MobileApp
+                } else {
+                    Channel::Web
+                };
                 if self.chance(h.click_buy) {
                     self.cart(land, Some(channel), 1.0, false, m.campaign);
                 } else {
@@ -1189,7 +1297,11 @@ impl<'a> Customer<'a> {
                 }
             }
             MsgKind::Flash { .. } if clicked => {
-                let channel = if m.channel == Channel::Push { Channel::MobileApp } else { Channel::Web };
+                let channel = if m.channel == Channel::Push {
+                    Channel::MobileApp
+                } else {
+                    Channel::Web
+                };
                 self.browse_from(land, channel, m.campaign);
             }
             MsgKind::Reminder(i) => {
@@ -1224,7 +1336,11 @@ impl<'a> Customer<'a> {
         let mut t = self.open_session(t0, channel, s, campaign);
         t += self.secs(10, 120);
         let cur = self.currency;
-        let e = self.ev(t, TouchType::CheckoutStarted, channel).session(s).cart(a.cart).money(a.cents, cur);
+        let e = self
+            .ev(t, TouchType::CheckoutStarted, channel)
+            .session(s)
+            .cart(a.cart)
+            .money(a.cents, cur);
         self.push(e);
         t += self.secs(30, 300);
         self.order(t, channel, a.cart, a.cents, s, campaign);
@@ -1234,7 +1350,8 @@ impl<'a> Customer<'a> {
 
     fn finish(mut self) -> Vec<Ev> {
         let (start, end, until) = (self.cfg.start_ms, self.cfg.end_ms(), self.until);
-        self.evs.retain(|e| e.t >= start && e.t < end && (e.t < until || e.kind == TouchType::MessageSent));
+        self.evs
+            .retain(|e| e.t >= start && e.t < end && (e.t < until || e.kind == TouchType::MessageSent));
         self.evs.sort_by_key(|e| e.t); // stable: ties keep generation order
         let max = self.cfg.disorder_ms.clamp(0, i64::from(u32::MAX));
         let mut prev = start - 1;
@@ -1260,7 +1377,11 @@ mod tests {
     use crate::validate::{validate, Clock, RawTouchpoint};
 
     fn cfg(customers: u32, days: u32) -> GenConfig {
-        GenConfig { customers, days, ..GenConfig::default() }
+        GenConfig {
+            customers,
+            days,
+            ..GenConfig::default()
+        }
     }
 
     fn json(tps: &[Touchpoint]) -> Vec<String> {
@@ -1297,15 +1418,20 @@ mod tests {
     #[test]
     fn different_seeds_differ() {
         let a = json(&generate(&cfg(100, 14)));
-        let b = json(&generate(&GenConfig { seed: 7, ..cfg(100, 14) }));
+        let b = json(&generate(&GenConfig {
+            seed: 7,
+            ..cfg(100, 14)
+        }));
         assert_ne!(a, b);
     }
 
     #[test]
     fn more_customers_keep_the_first_ones() {
         let few = generate(&cfg(40, 21));
-        let many: Vec<Touchpoint> =
-            generate(&cfg(80, 21)).into_iter().filter(|t| t.customer_id.as_str() <= "cust-000040").collect();
+        let many: Vec<Touchpoint> = generate(&cfg(80, 21))
+            .into_iter()
+            .filter(|t| t.customer_id.as_str() <= "cust-000040")
+            .collect();
         assert_eq!(json(&few), json(&many));
     }
 
@@ -1313,7 +1439,10 @@ mod tests {
     fn every_touchpoint_is_valid_and_unique() {
         let c = cfg(500, 30);
         let tps = generate(&c);
-        let clock = Clock { now: c.end_ms(), max_future: HOUR_MS };
+        let clock = Clock {
+            now: c.end_ms(),
+            max_future: HOUR_MS,
+        };
         let mut ids = HashSet::new();
         for tp in &tps {
             let valid = validate(raw(tp), clock).unwrap_or_else(|r| panic!("{tp:?}: {r}"));
@@ -1337,7 +1466,12 @@ mod tests {
         let mut late = 0;
         let mut last: HashMap<&str, i64> = HashMap::new();
         for tp in &tps {
-            assert!(tp.timestamp >= max.saturating_sub(c.disorder_ms), "{} is more than {} ms before {max}", tp.timestamp, c.disorder_ms);
+            assert!(
+                tp.timestamp >= max.saturating_sub(c.disorder_ms),
+                "{} is more than {} ms before {max}",
+                tp.timestamp,
+                c.disorder_ms
+            );
             late += usize::from(tp.timestamp < max);
             max = max.max(tp.timestamp);
             // A customer's own touchpoints never go back in time.
@@ -1345,7 +1479,10 @@ mod tests {
             assert!(prev.map_or(true, |p| p <= tp.timestamp), "{tp:?}");
         }
         assert!(late > 0, "some touchpoints should be out of order");
-        let strict = generate(&GenConfig { disorder_ms: 0, ..cfg(100, 10) });
+        let strict = generate(&GenConfig {
+            disorder_ms: 0,
+            ..cfg(100, 10)
+        });
         assert!(strict.windows(2).all(|w| w[0].timestamp <= w[1].timestamp));
     }
 
@@ -1376,13 +1513,19 @@ mod tests {
         ] {
             assert!(kinds.contains(&k), "no {k}");
         }
-        assert!(tps.iter().any(|t| t.kind == TouchType::MessageClicked && t.campaign_id.is_some()));
-        assert!(tps.iter().all(|t| t.kind != TouchType::MessageClicked || t.campaign_id.is_some()));
+        assert!(tps
+            .iter()
+            .any(|t| t.kind == TouchType::MessageClicked && t.campaign_id.is_some()));
+        assert!(tps
+            .iter()
+            .all(|t| t.kind != TouchType::MessageClicked || t.campaign_id.is_some()));
         let surveys: HashSet<Survey> = tps.iter().filter_map(|t| t.survey).collect();
         assert_eq!(surveys.len(), 3);
         let channels: HashSet<Channel> = tps.iter().map(|t| t.channel).collect();
         assert!(channels.len() >= 10, "{channels:?}");
-        assert!(tps.iter().any(|t| t.attributes.get("device").is_some_and(|d| d == "ios")));
+        assert!(tps
+            .iter()
+            .any(|t| t.attributes.get("device").is_some_and(|d| d == "ios")));
     }
 
     #[test]
@@ -1418,7 +1561,11 @@ mod tests {
         }
         let (mut abandoned, mut recovered, mut fatigued, mut lapsed, mut clicked_no_order) = (0, 0, 0, 0, 0);
         for evs in by_customer.values() {
-            let orders: Vec<&Touchpoint> = evs.iter().copied().filter(|t| t.kind == TouchType::OrderPlaced).collect();
+            let orders: Vec<&Touchpoint> = evs
+                .iter()
+                .copied()
+                .filter(|t| t.kind == TouchType::OrderPlaced)
+                .collect();
             // Carts: last activity, then no order at all within the hour.
             let mut last_activity: BTreeMap<&str, i64> = BTreeMap::new();
             for t in evs.iter().filter(|t| t.kind.is_cart_activity()) {
@@ -1434,13 +1581,20 @@ mod tests {
                 let closed = orders.iter().any(|o| o.timestamp >= *at && o.timestamp - at < HOUR_MS);
                 if !closed {
                     abandoned += 1;
-                    if orders.iter().any(|o| o.cart_id.as_deref() == Some(*cart) && o.timestamp - at >= HOUR_MS) {
+                    if orders
+                        .iter()
+                        .any(|o| o.cart_id.as_deref() == Some(*cart) && o.timestamp - at >= HOUR_MS)
+                    {
                         recovered += 1;
                     }
                 }
             }
             // More than 10 messages in some 7 days.
-            let sent: Vec<i64> = evs.iter().filter(|t| t.kind == TouchType::MessageSent).map(|t| t.timestamp).collect();
+            let sent: Vec<i64> = evs
+                .iter()
+                .filter(|t| t.kind == TouchType::MessageSent)
+                .map(|t| t.timestamp)
+                .collect();
             if sent.windows(11).any(|w| w[10] - w[0] < WEEK_MS) {
                 fatigued += 1;
             }
@@ -1450,20 +1604,32 @@ mod tests {
                 lapsed += 1;
             }
             for click in evs.iter().filter(|t| t.kind == TouchType::MessageClicked) {
-                if !orders.iter().any(|o| o.timestamp >= click.timestamp && o.timestamp - click.timestamp <= DAY_MS) {
+                if !orders
+                    .iter()
+                    .any(|o| o.timestamp >= click.timestamp && o.timestamp - click.timestamp <= DAY_MS)
+                {
                     clicked_no_order += 1;
                 }
             }
         }
         assert!(abandoned >= 100, "abandoned {abandoned}");
-        assert!(recovered >= 20 && recovered < abandoned / 2, "recovered {recovered} of {abandoned}");
+        assert!(
+            recovered >= 20 && recovered < abandoned / 2,
+            "recovered {recovered} of {abandoned}"
+        );
         assert!(fatigued >= 10, "fatigued {fatigued}");
         assert!(lapsed >= 50, "lapsed {lapsed}");
         assert!(clicked_no_order >= 50, "clicked without order {clicked_no_order}");
         // Loyal customers order again and again; browsers never do.
-        let repeat = by_customer.values().filter(|e| e.iter().filter(|t| t.kind == TouchType::OrderPlaced).count() >= 3).count();
+        let repeat = by_customer
+            .values()
+            .filter(|e| e.iter().filter(|t| t.kind == TouchType::OrderPlaced).count() >= 3)
+            .count();
         assert!(repeat >= 50, "repeat buyers {repeat}");
-        let detractors = tps.iter().filter(|t| t.survey == Some(Survey::Nps) && t.score.is_some_and(|s| s <= 6)).count();
+        let detractors = tps
+            .iter()
+            .filter(|t| t.survey == Some(Survey::Nps) && t.score.is_some_and(|s| s <= 6))
+            .count();
         assert!(detractors >= 5, "detractors {detractors}");
     }
 

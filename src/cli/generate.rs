@@ -103,7 +103,10 @@ pub struct Written {
 /// Runs the command.
 pub fn run(opts: Opts) -> Result<ExitCode, CliError> {
     if !(0.0..=1.0).contains(&opts.bad_fraction) {
-        return Err(CliError::Usage(format!("--bad-fraction must lie in [0, 1], got {}", opts.bad_fraction)));
+        return Err(CliError::Usage(format!(
+            "--bad-fraction must lie in [0, 1], got {}",
+            opts.bad_fraction
+        )));
     }
     if !(0.0..=1.0).contains(&opts.heavy_messaged_fraction) {
         return Err(CliError::Usage(format!(
@@ -112,11 +115,17 @@ pub fn run(opts: Opts) -> Result<ExitCode, CliError> {
         )));
     }
     if opts.format == Format::Avro && opts.bad_fraction > 0.0 {
-        return Err(CliError::Usage("--bad-fraction needs --format json (an Avro file cannot hold malformed records)".into()));
+        return Err(CliError::Usage(
+            "--bad-fraction needs --format json (an Avro file cannot hold malformed records)".into(),
+        ));
     }
     let cfg = opts.config();
     let to_stdout = opts.output.as_os_str() == "-";
-    let what = if to_stdout { "stdout".to_string() } else { opts.output.display().to_string() };
+    let what = if to_stdout {
+        "stdout".to_string()
+    } else {
+        opts.output.display().to_string()
+    };
     let out: Box<dyn Write> = if to_stdout {
         Box::new(io::stdout().lock())
     } else {
@@ -124,13 +133,22 @@ pub fn run(opts: Opts) -> Result<ExitCode, CliError> {
     };
     let out = BufWriter::with_capacity(1 << 16, out);
     let result = match opts.format {
-        Format::Json => write_json(&cfg, opts.bad_fraction, out).map_err(|e| CliError::io(format!("writing {what}"), e)),
+        Format::Json => {
+            write_json(&cfg, opts.bad_fraction, out).map_err(|e| CliError::io(format!("writing {what}"), e))
+        }
         Format::Avro => write_avro(&cfg, out),
     };
     match result {
         Ok(w) => {
-            let bad = if w.bad > 0 { format!(" and {} bad lines", w.bad) } else { String::new() };
-            eprintln!("touchstream: generated {} touchpoints{bad} for {} customers over {} days", w.touchpoints, cfg.customers, cfg.days);
+            let bad = if w.bad > 0 {
+                format!(" and {} bad lines", w.bad)
+            } else {
+                String::new()
+            };
+            eprintln!(
+                "touchstream: generated {} touchpoints{bad} for {} customers over {} days",
+                w.touchpoints, cfg.customers, cfg.days
+            );
             Ok(ExitCode::SUCCESS)
         }
         // A closed pipe (`| head`) is the reader's choice, not a failure.
@@ -220,9 +238,18 @@ pub fn write_avro<W: Write>(cfg: &GenConfig, out: W) -> Result<Written, CliError
     let schema_json = serde_json::to_string(&schema).map_err(|e| encode_error(e.to_string()))?;
     let mut marker = [0u8; 16];
     StdRng::seed_from_u64(cfg.seed ^ 0xA7F0_0000_0000_0000).fill(&mut marker);
-    let mut out = Watch { inner: out, broken_pipe: false };
-    out.write_all(&avro_header(&schema_json, &marker)).map_err(|e| CliError::io("writing Avro", e))?;
-    let mut writer = apache_avro::Writer::builder().schema(&schema).writer(out).marker(marker).has_header(true).build();
+    let mut out = Watch {
+        inner: out,
+        broken_pipe: false,
+    };
+    out.write_all(&avro_header(&schema_json, &marker))
+        .map_err(|e| CliError::io("writing Avro", e))?;
+    let mut writer = apache_avro::Writer::builder()
+        .schema(&schema)
+        .writer(out)
+        .marker(marker)
+        .has_header(true)
+        .build();
     let fail = |writer: &apache_avro::Writer<'_, Watch<W>>, e: apache_avro::Error| {
         if writer.get_ref().broken_pipe {
             CliError::io("writing Avro", io::ErrorKind::BrokenPipe.into())
@@ -246,7 +273,10 @@ pub fn write_avro<W: Write>(cfg: &GenConfig, out: W) -> Result<Written, CliError
 }
 
 fn encode_error(message: String) -> CliError {
-    CliError::Schema(SchemaError::Encode { name: "touchpoint".into(), message })
+    CliError::Schema(SchemaError::Encode {
+        name: "touchpoint".into(),
+        message,
+    })
 }
 
 /// Remembers whether the reader went away, which the Avro writer's error
@@ -313,17 +343,30 @@ mod tests {
     use crate::validate::{validate, Clock, RejectReason};
 
     fn cfg() -> GenConfig {
-        GenConfig { customers: 60, days: 14, ..GenConfig::default() }
+        GenConfig {
+            customers: 60,
+            days: 14,
+            ..GenConfig::default()
+        }
     }
 
-    const CLOCK: Clock = Clock { now: 1_800_000_000_000, max_future: 3_600_000 };
+    const CLOCK: Clock = Clock {
+        now: 1_800_000_000_000,
+        max_future: 3_600_000,
+    };
 
     #[test]
     fn json_lines_decode_to_the_generated_touchpoints() {
         let mut buf = Vec::new();
         let w = write_json(&cfg(), 0.0, &mut buf).unwrap();
         let expected = crate::generate::generate(&cfg());
-        assert_eq!(w, Written { touchpoints: expected.len() as u64, bad: 0 });
+        assert_eq!(
+            w,
+            Written {
+                touchpoints: expected.len() as u64,
+                bad: 0
+            }
+        );
         let text = String::from_utf8(buf).unwrap();
         let got: Vec<Touchpoint> = text
             .lines()

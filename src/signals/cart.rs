@@ -12,9 +12,10 @@ use crate::config::EngineConfig;
 use crate::engine::timers::{LazyTimer, PopAction, TimerKey, TimerKind, TimerQueue, TimerTarget};
 use crate::model::{Channel, EventTime, Payload, Touchpoint, TouchType};
 
-/// Open carts kept per customer at most; beyond it the cart with the
-/// oldest activity is dropped (a defence against unbounded cart ids).
-pub const MAX_OPEN_CARTS: usize = 16;
+/// Carts kept per customer at most (a defence against unbounded cart ids
+/// from one customer). Beyond it a cart that was never eligible is dropped
+/// first, else the one with the oldest activity. Far above real use.
+pub const MAX_OPEN_CARTS: usize = 64;
 
 /// One open cart.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -78,7 +79,7 @@ impl CartState {
                         .carts
                         .iter()
                         .enumerate()
-                        .min_by_key(|(_, c)| c.last_activity)
+                        .min_by_key(|(_, c)| (c.eligible, c.last_activity))
                         .map(|(i, _)| i)
                         .unwrap_or(0);
                     let mut gone = self.carts.remove(oldest);

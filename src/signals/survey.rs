@@ -12,8 +12,9 @@ use crate::config::EngineConfig;
 use crate::engine::timers::{TimerKey, TimerKind, TimerQueue, TimerTarget};
 use crate::model::{Channel, EventTime, Payload, Survey};
 
-/// Pending clicks kept per customer at most (the oldest is dropped beyond).
-pub const MAX_PENDING_CLICKS: usize = 32;
+/// Pending clicks kept per customer at most, a defence against abuse far
+/// above real use (beyond it the oldest pending click is dropped).
+pub const MAX_PENDING_CLICKS: usize = 256;
 /// Order times kept per customer at most.
 pub const MAX_ORDER_TIMES: usize = 32;
 
