@@ -32,6 +32,10 @@ impl Dedup {
     /// Remembers a hash, forgetting the oldest beyond the window.
     pub fn insert(&mut self, h: u64) {
         if self.ring.len() < WINDOW {
+            if self.ring.len() == self.ring.capacity() {
+                let grow = (self.ring.capacity() / 2).clamp(4, WINDOW - self.ring.len());
+                self.ring.reserve_exact(grow);
+            }
             self.ring.push(h);
         } else {
             let i = self.next as usize % WINDOW;

@@ -54,7 +54,10 @@ impl EngagementState {
                         *p = Packed::new(t, channel);
                     }
                 }
-                None => self.channels.push(Packed::new(t, channel)),
+                None => {
+                    super::reserve_compact(&mut self.channels);
+                    self.channels.push(Packed::new(t, channel))
+                }
             }
         }
     }

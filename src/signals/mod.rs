@@ -43,10 +43,20 @@ impl Packed {
     }
 }
 
+/// Grows a vector by a quarter (at least 4) instead of doubling: per-
+/// customer vectors are small and many, so slack matters more than the
+/// few extra reallocations.
+pub fn reserve_compact<T>(v: &mut Vec<T>) {
+    if v.len() == v.capacity() {
+        v.reserve_exact((v.capacity() / 4).max(4));
+    }
+}
+
 /// Inserts into a vector sorted by time, after every entry with the same
 /// time (so ties keep arrival order).
 pub fn insert_sorted(v: &mut Vec<Packed>, p: Packed) {
     let t = p.time();
+    reserve_compact(v);
     if v.last().map_or(true, |l| l.time() <= t) {
         v.push(p);
     } else {
