@@ -72,6 +72,45 @@ pub struct Metrics {
     pub checkpoint_records: HistogramVec,
     /// Build information.
     pub build_info: Gauge,
+    /// KPI: accepted touchpoints by channel and type.
+    pub touchpoints: IntCounterVec,
+    /// KPI: orders by channel.
+    pub orders: IntCounterVec,
+    /// KPI: order value by channel and currency.
+    pub revenue: prometheus::CounterVec,
+    /// KPI: carts started (became eligible) by channel.
+    pub carts_started: IntCounterVec,
+    /// KPI: carts abandoned by channel (of the last cart activity).
+    pub carts_abandoned: IntCounterVec,
+    /// KPI: carts recovered by channel (of the recovering order).
+    pub carts_recovered: IntCounterVec,
+    /// KPI: campaign clicks by channel.
+    pub campaign_clicks: IntCounterVec,
+    /// KPI: campaign clicks followed by an order within the conversion window.
+    pub campaign_conversions: IntCounterVec,
+    /// KPI: survey answers by survey and channel.
+    pub survey_score: HistogramVec,
+    /// KPI: support contact to resolution, by channel of the contact.
+    pub support_resolution: HistogramVec,
+    /// KPI: consecutive own touches on different channels.
+    pub channel_switches: IntCounterVec,
+    /// KPI: customers by churn level.
+    pub customers_by_churn_level: IntGaugeVec,
+    /// KPI: customers by journey stage.
+    pub customers_by_stage: IntGaugeVec,
+}
+
+fn int_gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    let _ = r.register(Box::new(g.clone()));
+    g
+}
+
+fn histogram_vec(r: &Registry, name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    let _ = r.register(Box::new(h.clone()));
+    h
 }
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
@@ -185,8 +224,57 @@ impl Metrics {
                 g.set(1.0);
                 g
             },
+            touchpoints: counter_vec(&r, "touchstream_touchpoints_total", "Accepted touchpoints by channel and type.", &["channel", "type"]),
+            orders: counter_vec(&r, "touchstream_orders_total", "Orders by channel.", &["channel"]),
+            revenue: {
+                let c = prometheus::CounterVec::new(
+                    Opts::new("touchstream_revenue_total", "Order value by channel and currency (ISO 4217; `none`/`other` when absent or malformed)."),
+                    &["channel", "currency"],
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+                let _ = r.register(Box::new(c.clone()));
+                c
+            },
+            carts_started: counter_vec(&r, "touchstream_carts_started_total", "Carts started (first add_to_cart or checkout_started) by channel.", &["channel"]),
+            carts_abandoned: counter_vec(&r, "touchstream_carts_abandoned_total", "Carts abandoned by channel of the last cart activity.", &["channel"]),
+            carts_recovered: counter_vec(&r, "touchstream_carts_recovered_total", "Abandoned carts recovered by channel of the order.", &["channel"]),
+            campaign_clicks: counter_vec(&r, "touchstream_campaign_clicks_total", "Campaign clicks (message_clicked with a campaign_id) by channel.", &["channel"]),
+            campaign_conversions: counter_vec(
+                &r,
+                "touchstream_campaign_conversions_total",
+                "Campaign clicks followed by an order within the conversion window, by channel of the click.",
+                &["channel"],
+            ),
+            survey_score: histogram_vec(
+                &r,
+                "touchstream_survey_score",
+                "Survey answers by survey (nps, csat, ces) and channel.",
+                &["survey", "channel"],
+                (0..=10).map(f64::from).collect(),
+            ),
+            support_resolution: histogram_vec(
+                &r,
+                "touchstream_support_resolution_seconds",
+                "Seconds from support_contact to support_resolved, by channel of the contact.",
+                &["channel"],
+                vec![60.0, 300.0, 900.0, 3600.0, 4.0 * 3600.0, 86400.0, 3.0 * 86400.0, 7.0 * 86400.0],
+            ),
+            channel_switches: counter_vec(
+                &r,
+                "touchstream_channel_switches_total",
+                "Consecutive own touches of a customer on different channels.",
+                &["from", "to"],
+            ),
+            customers_by_churn_level: int_gauge_vec(&r, "touchstream_customers_by_churn_level", "Customers in memory by churn level.", &["level"]),
+            customers_by_stage: int_gauge_vec(&r, "touchstream_customers_by_stage", "Customers in memory by journey stage.", &["stage"]),
             registry: r,
         };
+        for l in crate::model::ChurnLevel::ALL {
+            m.customers_by_churn_level.with_label_values(&[l.as_str()]);
+        }
+        for st in crate::model::JourneyStage::ALL {
+            m.customers_by_stage.with_label_values(&[st.as_str()]);
+        }
         for reason in crate::validate::RejectReason::ALL {
             m.records_rejected.with_label_values(&[reason.as_str()]);
         }
@@ -196,11 +284,63 @@ impl Metrics {
         m
     }
 
+    /// Exports KPI facts reported by an engine.
+    pub fn record_kpis(&self, kpis: &[crate::engine::kpi::Kpi]) {
+        use crate::engine::kpi::Kpi;
+        for k in kpis {
+            match k {
+                Kpi::Touch { channel, kind } => self.touchpoints.with_label_values(&[channel.as_str(), kind.as_str()]).inc(),
+                Kpi::Order { channel, currency, value } => {
+                    self.orders.with_label_values(&[channel.as_str()]).inc();
+                    let cur = currency_label(currency.as_deref());
+                    self.revenue.with_label_values(&[channel.as_str(), cur.as_str()]).inc_by(value.unwrap_or(0.0));
+                }
+                Kpi::CartStarted { channel } => self.carts_started.with_label_values(&[channel.as_str()]).inc(),
+                Kpi::CartAbandoned { channel } => self.carts_abandoned.with_label_values(&[channel.as_str()]).inc(),
+                Kpi::CartRecovered { channel } => self.carts_recovered.with_label_values(&[channel.as_str()]).inc(),
+                Kpi::CampaignClick { channel } => self.campaign_clicks.with_label_values(&[channel.as_str()]).inc(),
+                Kpi::CampaignConversion { channel } => {
+                    self.campaign_conversions.with_label_values(&[channel.as_str()]).inc()
+                }
+                Kpi::SurveyScore { survey, channel, score } => self
+                    .survey_score
+                    .with_label_values(&[survey.as_str(), channel.as_str()])
+                    .observe(f64::from(*score)),
+                Kpi::SupportResolved { channel, seconds } => {
+                    self.support_resolution.with_label_values(&[channel.as_str()]).observe(*seconds)
+                }
+                Kpi::ChannelSwitch { from, to } => {
+                    self.channel_switches.with_label_values(&[from.as_str(), to.as_str()]).inc()
+                }
+            }
+        }
+    }
+
+    /// Sets the population gauges from the sum over engines.
+    pub fn set_population(&self, p: &crate::engine::kpi::Population) {
+        for l in crate::model::ChurnLevel::ALL {
+            self.customers_by_churn_level.with_label_values(&[l.as_str()]).set(p.levels[l.index()]);
+        }
+        for st in crate::model::JourneyStage::ALL {
+            self.customers_by_stage.with_label_values(&[st.as_str()]).set(p.stages[st.index()]);
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// A bounded currency label: an ISO 4217-shaped code, else `other`, or
+/// `none` when absent.
+pub fn currency_label(c: Option<&str>) -> String {
+    match c {
+        None => "none".into(),
+        Some(c) if c.len() == 3 && c.bytes().all(|b| b.is_ascii_alphabetic()) => c.to_ascii_uppercase(),
+        Some(_) => "other".into(),
     }
 }
 

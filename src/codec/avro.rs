@@ -316,7 +316,10 @@ pub fn unframe(bytes: &[u8]) -> Result<(u32, &[u8]), Rejection> {
 /// it against the shipped reader schema (schema evolution: added optional
 /// fields, new enum symbols).
 pub fn decode_datum(writer: &Schema, reader: &Schema, mut datum: &[u8]) -> Result<RawTouchpoint, Rejection> {
-    let value = apache_avro::from_avro_datum(writer, &mut datum, Some(reader))
+    // Resolution is only needed when the writer schema differs; skipping it
+    // for the common case is many times faster.
+    let reader = if std::ptr::eq(writer, reader) { None } else { Some(reader) };
+    let value = apache_avro::from_avro_datum(writer, &mut datum, reader)
         .map_err(|e| decode_err(format!("Avro datum does not decode: {e}")))?;
     if !datum.is_empty() {
         return Err(decode_err(format!("{} trailing bytes after the Avro datum", datum.len())));

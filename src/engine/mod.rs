@@ -11,6 +11,7 @@
 //! order of the SPEC table.
 
 pub mod dedup;
+pub mod kpi;
 pub mod state;
 pub mod timers;
 pub mod watermark;
@@ -25,6 +26,7 @@ use crate::model::{
     ChurnLevel, DerivedEvent, DerivedType, EventTime, JourneyStage, Payload, Touchpoint, TouchType,
 };
 use dedup::hash_id;
+use kpi::{Kpi, Population};
 use state::Customer;
 use timers::{PopAction, TimerKey, TimerKind, TimerQueue};
 use watermark::Watermark;
@@ -78,10 +80,9 @@ pub enum Cause<'a> {
     },
 }
 
-const ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6f1c_2f4e_8a0b_4c1e_9d53_7b2a_e4c0_51d7);
-
-/// The deterministic id of a derived event: a UUID v5 of its type, the
-/// customer and its cause.
+/// The deterministic id of a derived event: a UUID (version 8, RFC 9562
+/// "custom") holding the 128-bit XXH3 hash of its type, the customer and
+/// its cause. Same cause, same id, on every machine and version.
 ///
 /// # Examples
 /// ```
@@ -93,18 +94,27 @@ const ID_NAMESPACE: uuid::Uuid = uuid::Uuid::from_u128(0x6f1c_2f4e_8a0b_4c1e_9d5
 /// assert_ne!(a, event_id(DerivedType::ChurnRisk, "c1", Cause::Touch("e1")));
 /// ```
 pub fn event_id(kind: DerivedType, customer: &str, cause: Cause<'_>) -> String {
-    let name = match cause {
-        Cause::Touch(id) => format!("{}\u{1f}{}\u{1f}tp\u{1f}{}", kind.as_str(), customer, id),
-        Cause::Timer { kind: tk, due, discriminator } => format!(
-            "{}\u{1f}{}\u{1f}timer\u{1f}{}\u{1f}{}\u{1f}{}",
-            kind.as_str(),
-            customer,
-            tk.as_str(),
-            due,
-            discriminator
-        ),
+    let mut h = xxhash_rust::xxh3::Xxh3::new();
+    let mut part = |bytes: &[u8]| {
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
     };
-    uuid::Uuid::new_v5(&ID_NAMESPACE, name.as_bytes()).hyphenated().to_string()
+    part(kind.as_str().as_bytes());
+    part(customer.as_bytes());
+    match cause {
+        Cause::Touch(id) => {
+            part(b"tp");
+            part(id.as_bytes());
+        }
+        Cause::Timer { kind: tk, due, discriminator } => {
+            part(b"timer");
+            part(tk.as_str().as_bytes());
+            part(&due.to_le_bytes());
+            part(discriminator.as_bytes());
+        }
+    }
+    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
+    uuid::Uuid::new_v8(h.digest128().to_be_bytes()).hyphenated().encode_lower(&mut buf).to_string()
 }
 
 /// One line of `replay --snapshot`: a customer's state at the final watermark.
@@ -146,6 +156,15 @@ pub struct Engine {
     stats: EngineStats,
     dirty: Vec<u32>,
     evicted: Vec<(Arc<str>, u8)>,
+    kpis: Option<Vec<Kpi>>,
+    population: Population,
+}
+
+/// Records a KPI fact when collection is on.
+fn kpi(kpis: &mut Option<Vec<Kpi>>, k: impl FnOnce() -> Kpi) {
+    if let Some(v) = kpis {
+        v.push(k());
+    }
 }
 
 /// One change of a partition's state, for the changelog.
@@ -234,7 +253,24 @@ impl Engine {
             stats: EngineStats::default(),
             dirty: Vec::new(),
             evicted: Vec::new(),
+            kpis: None,
+            population: Population::default(),
         }
+    }
+
+    /// Turns KPI collection on or off (off by default; replay leaves it off).
+    pub fn collect_kpis(&mut self, on: bool) {
+        self.kpis = if on { Some(self.kpis.take().unwrap_or_default()) } else { None };
+    }
+
+    /// KPI facts since the last drain.
+    pub fn drain_kpis(&mut self) -> Vec<Kpi> {
+        self.kpis.as_mut().map(std::mem::take).unwrap_or_default()
+    }
+
+    /// Customers per churn level and journey stage.
+    pub fn population(&self) -> Population {
+        self.population
     }
 
     /// Partition-level state for a checkpoint.
@@ -275,6 +311,8 @@ impl Engine {
             c.cart.restore_timers(&mut e.timers, slot);
             c.survey.restore_timers(&mut e.timers, slot);
             e.timers.add_ttl(c.newest.saturating_add(e.cfg.state_ttl), slot);
+            e.population.level(None, Some(c.churn.level));
+            e.population.stage(None, c.journey.stage);
             e.index.insert(c.id.clone(), slot);
             e.slots.push(Some(c));
         }
@@ -381,6 +419,7 @@ impl Engine {
         };
         self.index.insert(id, slot);
         self.timers.add_ttl(t.saturating_add(self.cfg.state_ttl), slot);
+        self.population.level(None, Some(crate::model::ChurnLevel::Low));
         (slot, true)
     }
 
@@ -390,11 +429,12 @@ impl Engine {
         let cfg = &*self.cfg;
         let wm = self.watermark.current().unwrap_or(t);
         let late_horizon = wm.saturating_sub(cfg.allowed_lateness);
-        let Engine { slots, timers, stats, dirty, .. } = self;
+        let Engine { slots, timers, stats, dirty, kpis, population, .. } = self;
         let Some(c) = slots[slot as usize].as_mut() else {
             return;
         };
         mark_dirty(dirty, c, slot);
+        kpi(kpis, || Kpi::Touch { channel: tp.channel, kind: tp.kind });
         let newest_before = (!is_new).then_some(c.newest);
         c.newest = c.newest.max(t);
         c.clock = c.clock.max(t);
@@ -411,20 +451,24 @@ impl Engine {
             emit(out, stats, &id, t, cause, p);
         }
         // cart_abandoned (timers only) / cart_recovered
-        if kind.is_cart_activity() {
-            c.cart.on_activity(cfg, &tp, timers, slot);
+        if kind.is_cart_activity() && c.cart.on_activity(cfg, &tp, timers, slot) {
+            kpi(kpis, || Kpi::CartStarted { channel: tp.channel });
         }
         if is_order {
+            kpi(kpis, || Kpi::Order { channel: tp.channel, currency: tp.currency.clone(), value: tp.value });
             if let Some(p) = c.cart.on_order(cfg, &tp, timers) {
+                kpi(kpis, || Kpi::CartRecovered { channel: tp.channel });
                 emit(out, stats, &id, t, cause, p);
             }
         }
         c.cart.prune(cfg, late_horizon);
         // churn_risk
-        c.churn.apply(&tp);
+        c.churn.apply(cfg, &tp);
+        let level_before = c.churn.level;
         let churn = c.churn.reevaluate(cfg, clock, timers, slot);
         let became_high = matches!(churn, Some(Payload::ChurnRisk { level: ChurnLevel::High, .. }));
         if let Some(p) = churn {
+            population.level(Some(level_before), Some(c.churn.level));
             emit(out, stats, &id, t, cause, p);
         }
         // journey_stage_changed
@@ -434,6 +478,7 @@ impl Engine {
             c.journey.on_high_risk();
         }
         if let Some(to) = c.journey.stage.filter(|s| Some(*s) != from) {
+            population.stage(from, Some(to));
             let p = Payload::JourneyStageChanged { from, to, channel: Some(tp.channel) };
             emit(out, stats, &id, t, cause, p);
         }
@@ -441,10 +486,33 @@ impl Engine {
         if kind == TouchType::MessageClicked {
             if let Some(campaign) = tp.campaign_id.as_deref() {
                 c.survey.on_click(cfg, t, campaign, tp.channel, timers, slot);
+                kpi(kpis, || Kpi::CampaignClick { channel: tp.channel });
             }
         }
         if is_order {
-            c.survey.on_order(t, late_horizon);
+            for channel in c.survey.on_order(cfg, t, late_horizon) {
+                kpi(kpis, || Kpi::CampaignConversion { channel });
+            }
+        }
+        // KPI-only facts: surveys, support resolution, channel switches.
+        if let (Some(survey), Some(score)) = (tp.survey, tp.score) {
+            kpi(kpis, || Kpi::SurveyScore { survey, channel: tp.channel, score });
+        }
+        match kind {
+            TouchType::SupportContact if c.support_open.is_none() => c.support_open = Some((t, tp.channel)),
+            TouchType::SupportResolved => {
+                if let Some((opened, channel)) = c.support_open.take() {
+                    let seconds = (t - opened).max(0) as f64 / 1000.0;
+                    kpi(kpis, || Kpi::SupportResolved { channel, seconds });
+                }
+            }
+            _ => {}
+        }
+        if kind.is_own() {
+            if let Some(from) = c.last_channel.filter(|f| *f != tp.channel) {
+                kpi(kpis, || Kpi::ChannelSwitch { from, to: tp.channel });
+            }
+            c.last_channel = Some(tp.channel);
         }
         // contact_fatigue
         if kind == TouchType::MessageSent {
@@ -477,7 +545,7 @@ impl Engine {
                 continue;
             }
             let cfg = &*self.cfg;
-            let Engine { slots, timers, stats, dirty, .. } = self;
+            let Engine { slots, timers, stats, dirty, kpis, population, .. } = self;
             let Some(c) = slots.get_mut(target.slot as usize).and_then(Option::as_mut) else {
                 continue;
             };
@@ -492,7 +560,11 @@ impl Engine {
                         c.clock = c.clock.max(due);
                         if let Some(p) = payload {
                             let discriminator = match &p {
-                                Payload::CartAbandoned { cart_id, .. } => cart_id.clone().unwrap_or_default(),
+                                Payload::CartAbandoned { cart_id, channel, .. } => {
+                                    let channel = *channel;
+                                    kpi(kpis, || Kpi::CartAbandoned { channel });
+                                    cart_id.clone().unwrap_or_default()
+                                }
                                 _ => String::new(),
                             };
                             let cause = Cause::Timer { kind: TimerKind::Cart, due, discriminator: &discriminator };
@@ -508,15 +580,18 @@ impl Engine {
                     stats.timers_fired += 1;
                     c.clock = c.clock.max(due);
                     let cause = Cause::Timer { kind: TimerKind::Churn, due, discriminator: "" };
+                    let level_before = c.churn.level;
                     let churn = c.churn.reevaluate(cfg, c.clock, timers, target.slot);
                     let became_high = matches!(churn, Some(Payload::ChurnRisk { level: ChurnLevel::High, .. }));
                     if let Some(p) = churn {
+                        population.level(Some(level_before), Some(c.churn.level));
                         emit(out, stats, &id, due, cause, p);
                     }
                     let from = c.journey.stage;
                     if became_high && from.is_some() {
                         c.journey.on_high_risk();
                         if c.journey.stage != from {
+                            population.stage(from, c.journey.stage);
                             let p = Payload::JourneyStageChanged { from, to: JourneyStage::AtRisk, channel: None };
                             emit(out, stats, &id, due, cause, p);
                         }
@@ -555,6 +630,8 @@ impl Engine {
         c.cart.cancel_timers(&mut self.timers);
         c.survey.cancel_timers(&mut self.timers);
         self.index.remove(&c.id);
+        self.population.level(Some(c.churn.level), None);
+        self.population.stage(c.journey.stage, None);
         self.evicted.push((c.id.clone(), next_slot(c.slot)));
         self.free.push(slot);
         self.stats.evicted += 1;

@@ -42,6 +42,12 @@ pub struct Customer {
     pub fatigue: FatigueState,
     /// `order_attributed`
     pub attribution: AttributionState,
+    /// Open support contact: (time, channel), for the resolution-time KPI.
+    #[serde(default)]
+    pub support_open: Option<(EventTime, crate::model::Channel)>,
+    /// Channel of the previous own touch (channel-switch KPI).
+    #[serde(default)]
+    pub last_channel: Option<crate::model::Channel>,
     /// Which of the customer's two changelog slots (1 or 2; 0 = never
     /// written) holds this state. Each drain flips it, so a checkpoint that
     /// does not complete never overwrites the last complete one.
@@ -67,6 +73,8 @@ impl Customer {
             survey: SurveyState::default(),
             fatigue: FatigueState::default(),
             attribution: AttributionState::default(),
+            support_open: None,
+            last_channel: None,
             slot: 0,
             dirty: false,
         }

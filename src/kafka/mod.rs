@@ -385,10 +385,11 @@ impl Worker {
         }
         let restored = builder.finish();
         let customers = restored.customers.len();
-        let (engine, offset, marker) = match restored.marker {
+        let (mut engine, offset, marker) = match restored.marker {
             Some(m) => (Engine::restore(self.engine_cfg.clone(), m.meta, restored.customers), Some(m.offset), Some((m.offset, m.meta))),
             None => (Engine::new(self.engine_cfg.clone()), None, None),
         };
+        engine.collect_kpis(true);
         let task = Task {
             topic: Arc::from(topic),
             partition,
@@ -498,6 +499,7 @@ impl Worker {
                 let before = *task.engine.stats();
                 let outcome = task.engine.on_touchpoint(tp, &mut self.buf);
                 let after = *task.engine.stats();
+                self.metrics.record_kpis(&task.engine.drain_kpis());
                 self.metrics.timers_fired.inc_by(after.timers_fired - before.timers_fired);
                 self.metrics.evicted.inc_by(after.evicted - before.evicted);
                 match outcome {
@@ -534,6 +536,7 @@ impl Worker {
                 let before = buf.len();
                 task.engine.advance_watermark(to, &mut buf);
                 fired |= buf.len() > before;
+                self.metrics.record_kpis(&task.engine.drain_kpis());
             }
         }
         self.buf = buf;
@@ -545,9 +548,17 @@ impl Worker {
 
     fn update_gauges(&self) {
         let (mut customers, mut bytes, mut timers) = (0, 0, 0);
+        let mut population = crate::engine::kpi::Population::default();
         let now = crate::cli::wall_clock_ms();
         for t in self.tasks.values() {
             customers += t.engine.customers();
+            let p = t.engine.population();
+            for i in 0..3 {
+                population.levels[i] += p.levels[i];
+            }
+            for i in 0..5 {
+                population.stages[i] += p.stages[i];
+            }
             bytes += t.engine.approx_state_bytes();
             timers += t.engine.pending_timers();
             if let Some(w) = t.engine.watermark() {
@@ -557,6 +568,7 @@ impl Worker {
             }
         }
         self.metrics.customers.set(customers as i64);
+        self.metrics.set_population(&population);
         self.metrics.state_bytes.set(bytes as i64);
         self.metrics.pending_timers.set(timers as i64);
     }

@@ -98,6 +98,9 @@ pub const DEFAULT_OUTPUT_ID_BASE: u32 = 101;
 pub struct InputDecoder {
     format: InputFormat,
     reader: Schema,
+    reader_canonical: String,
+    /// Per writer id: whether it equals the reader schema (no resolution needed).
+    same: HashMap<u32, bool>,
     known: HashMap<u32, Arc<Schema>>,
     registry: Option<Registry>,
 }
@@ -112,7 +115,8 @@ impl InputDecoder {
             let id = cfg.schema_registry.touchpoint_schema_id.unwrap_or(DEFAULT_TOUCHPOINT_ID);
             known.insert(id, Arc::new(avro::parse_schema("touchpoint", TOUCHPOINT_SCHEMA)?));
         }
-        Ok(InputDecoder { format: cfg.kafka.input_format, reader, known, registry })
+        let reader_canonical = reader.canonical_form();
+        Ok(InputDecoder { format: cfg.kafka.input_format, reader, reader_canonical, same: HashMap::new(), known, registry })
     }
 
     /// Decodes one record value. `Err(Ok(rejection))` is bad data; the
@@ -145,7 +149,10 @@ impl InputDecoder {
                         }
                     },
                 };
-                avro::decode_datum(&writer, &self.reader, datum).map_err(Ok)
+                let canonical = &self.reader_canonical;
+                let same = *self.same.entry(id).or_insert_with(|| writer.canonical_form() == *canonical);
+                let reader = if same { &*writer } else { &self.reader };
+                avro::decode_datum(&writer, reader, datum).map_err(Ok)
             }
         }
     }

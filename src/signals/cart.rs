@@ -68,8 +68,9 @@ impl CartState {
         self.carts.is_empty() && self.abandonments.is_empty()
     }
 
-    /// Applies cart activity (add, remove, checkout).
-    pub fn on_activity(&mut self, cfg: &EngineConfig, tp: &Touchpoint, timers: &mut TimerQueue, slot: u32) {
+    /// Applies cart activity (add, remove, checkout); returns whether the
+    /// cart just became eligible (a cart "started").
+    pub fn on_activity(&mut self, cfg: &EngineConfig, tp: &Touchpoint, timers: &mut TimerQueue, slot: u32) -> bool {
         let id = tp.cart_id.as_deref();
         let idx = match self.carts.iter().position(|c| c.id.as_deref() == id) {
             Some(i) => i,
@@ -101,8 +102,9 @@ impl CartState {
         };
         let cart = &mut self.carts[idx];
         if cart.abandoned {
-            return; // not abandoned again until an order closes it
+            return false; // not abandoned again until an order closes it
         }
+        let was_eligible = cart.eligible;
         let t = tp.timestamp;
         let v = tp.value.unwrap_or(0.0);
         match tp.kind {
@@ -134,6 +136,7 @@ impl CartState {
             let due = cart.last_activity.saturating_add(cfg.cart_timeout);
             timers.set(&mut cart.timer, due, TimerTarget { slot, kind: TimerKind::Cart });
         }
+        cart.eligible && !was_eligible
     }
 
     /// An order: closes every open cart and returns the recovery, if any.

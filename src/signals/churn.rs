@@ -43,6 +43,10 @@ pub struct ChurnState {
     pub nps: (EventTime, i8),
     /// Current level.
     pub level: ChurnLevel,
+    /// When p_alive falls below 0.7 and 0.3 with no further order
+    /// (`MAX` when never); recomputed when an order arrives.
+    #[serde(default = "never")]
+    pub crossings: [EventTime; 2],
     /// The single re-evaluation timer.
     pub timer: LazyTimer,
 }
@@ -57,9 +61,14 @@ impl Default for ChurnState {
             last_unsubscribe: NONE,
             nps: (NONE, 0),
             level: ChurnLevel::Low,
+            crossings: never(),
             timer: LazyTimer::default(),
         }
     }
+}
+
+fn never() -> [EventTime; 2] {
+    [EventTime::MAX, EventTime::MAX]
 }
 
 /// The outcome of an evaluation.
@@ -100,7 +109,7 @@ impl ChurnState {
     }
 
     /// Records the facts a touchpoint carries.
-    pub fn apply(&mut self, tp: &Touchpoint) {
+    pub fn apply(&mut self, cfg: &EngineConfig, tp: &Touchpoint) {
         let t = tp.timestamp;
         if tp.kind.is_own() {
             self.last_activity = self.last_activity.max(t);
@@ -110,6 +119,10 @@ impl ChurnState {
                 self.orders = self.orders.saturating_add(1);
                 self.first_order = if self.first_order == NONE { t } else { self.first_order.min(t) };
                 self.last_order = self.last_order.max(t);
+                self.crossings = [
+                    self.crossing(cfg, P_MEDIUM).unwrap_or(EventTime::MAX),
+                    self.crossing(cfg, P_HIGH).unwrap_or(EventTime::MAX),
+                ];
             }
             TouchType::Unsubscribed => self.last_unsubscribe = self.last_unsubscribe.max(t),
             TouchType::SurveyResponse => {
@@ -187,12 +200,12 @@ impl ChurnState {
             consider(self.last_unsubscribe.saturating_add(UNSUBSCRIBE_WINDOW));
         }
         if self.orders >= 2 {
-            let p_now = self.p_alive(cfg, clock).unwrap_or(1.0);
-            for threshold in [P_MEDIUM, P_HIGH] {
-                if p_now >= threshold {
-                    if let Some(t) = self.crossing(cfg, threshold) {
-                        consider(t);
-                    }
+            // p_alive only falls with time: a crossing still ahead of the
+            // clock is exactly one that has not happened yet.
+            let _ = cfg;
+            for t in self.crossings {
+                if t != EventTime::MAX {
+                    consider(t);
                 }
             }
         }

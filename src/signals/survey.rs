@@ -25,6 +25,9 @@ pub struct Click {
     campaign_id: Box<str>,
     channel: Channel,
     key: TimerKey,
+    /// An order came within the window (counted once as a conversion).
+    #[serde(default)]
+    converted: bool,
 }
 
 /// Survey state of one customer.
@@ -67,12 +70,21 @@ impl SurveyState {
         let due = at.saturating_add(cfg.conversion_window);
         let key = timers.add_fixed(due, TimerTarget { slot, kind: TimerKind::Survey });
         let i = self.clicks.partition_point(|c| c.key <= key);
-        self.clicks.insert(i, Click { at, campaign_id: campaign_id.into(), channel, key });
+        self.clicks.insert(i, Click { at, campaign_id: campaign_id.into(), channel, key, converted: false });
     }
 
     /// An order: remembered for pending and future clicks. `horizon` is the
     /// oldest time a click that can still matter may have.
-    pub fn on_order(&mut self, at: EventTime, horizon: EventTime) {
+    /// Returns the channels of the pending clicks this order converts (each
+    /// click converts once).
+    pub fn on_order(&mut self, cfg: &EngineConfig, at: EventTime, horizon: EventTime) -> Vec<Channel> {
+        let mut converted = Vec::new();
+        for c in &mut self.clicks {
+            if !c.converted && at >= c.at && at - c.at <= cfg.conversion_window {
+                c.converted = true;
+                converted.push(c.channel);
+            }
+        }
         let i = self.orders.partition_point(|&t| t <= at);
         self.orders.insert(i, at);
         let oldest_click = self.clicks.iter().map(|c| c.at).min().unwrap_or(horizon).min(horizon);
@@ -82,6 +94,7 @@ impl SurveyState {
             let extra = self.orders.len() - MAX_ORDER_TIMES;
             self.orders.drain(..extra);
         }
+        converted
     }
 
     /// A survey timer popped; returns the trigger if it fires.
