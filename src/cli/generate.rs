@@ -65,6 +65,22 @@ pub struct Opts {
     /// before it (JSON only).
     #[arg(long, default_value_t = 0.0)]
     pub bad_fraction: f64,
+    /// Produce into this Kafka topic instead of writing a file (key: the
+    /// customer id; value: JSON, or Avro in the Confluent wire format).
+    #[arg(long)]
+    pub topic: Option<String>,
+    /// Kafka bootstrap servers for `--topic`.
+    #[arg(long, default_value = "127.0.0.1:9092", env = "TOUCHSTREAM_KAFKA__BROKERS")]
+    pub brokers: String,
+    /// Target records per second for `--topic` (0: as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Schema id written in the Confluent frame for `--topic --format avro`.
+    #[arg(long, default_value_t = 1)]
+    pub schema_id: u32,
+    /// Extra librdkafka setting for `--topic`, `KEY=VALUE` (repeatable).
+    #[arg(long = "client", value_name = "KEY=VALUE")]
+    pub client: Vec<String>,
 }
 
 fn parse_disorder(s: &str) -> Result<i64, String> {
@@ -120,6 +136,9 @@ pub fn run(opts: Opts) -> Result<ExitCode, CliError> {
         ));
     }
     let cfg = opts.config();
+    if let Some(topic) = opts.topic.clone() {
+        return to_topic(&opts, &cfg, &topic);
+    }
     let to_stdout = opts.output.as_os_str() == "-";
     let what = if to_stdout {
         "stdout".to_string()
@@ -432,4 +451,114 @@ mod tests {
         assert_eq!(parse_disorder("750"), Ok(750));
         assert!(parse_disorder("-1").is_err());
     }
+}
+
+/// Produces generated records into a topic at a target rate.
+struct TopicSink {
+    producer: rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
+    topic: String,
+    line: Vec<u8>,
+    rate: f64,
+    started: std::time::Instant,
+    sent: u64,
+}
+
+impl TopicSink {
+    fn produce(&mut self, key: Option<&[u8]>, value: &[u8]) -> io::Result<()> {
+        use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+        use rdkafka::producer::BaseRecord;
+        if self.rate > 0.0 {
+            let due = std::time::Duration::from_secs_f64(self.sent as f64 / self.rate);
+            if let Some(wait) = due.checked_sub(self.started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topic).payload(value);
+        if let Some(k) = key {
+            rec = rec.key(k);
+        }
+        loop {
+            match self.producer.send(rec) {
+                Ok(()) => break,
+                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                    rec = r;
+                    std::thread::sleep(std::time::Duration::from_millis(5));
+                }
+                Err((e, _)) => return Err(io::Error::other(e)),
+            }
+        }
+        self.sent += 1;
+        Ok(())
+    }
+}
+
+impl Write for TopicSink {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        for &b in buf {
+            if b == b'\n' {
+                let line = std::mem::take(&mut self.line);
+                let key = serde_json::from_slice::<serde_json::Value>(&line)
+                    .ok()
+                    .and_then(|v| v.get("customer_id").and_then(|c| c.as_str()).map(|s| s.as_bytes().to_vec()));
+                self.produce(key.as_deref(), &line)?;
+            } else {
+                self.line.push(b);
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        use rdkafka::producer::Producer;
+        self.producer.flush(std::time::Duration::from_secs(60)).map_err(io::Error::other)
+    }
+}
+
+fn to_topic(opts: &Opts, cfg: &GenConfig, topic: &str) -> Result<ExitCode, CliError> {
+    let mut cc = rdkafka::ClientConfig::new();
+    cc.set("bootstrap.servers", &opts.brokers)
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "10")
+        .set("enable.idempotence", "true");
+    for kv in &opts.client {
+        let (k, v) = kv
+            .split_once('=')
+            .ok_or_else(|| CliError::Usage(format!("--client takes KEY=VALUE, got `{kv}`")))?;
+        cc.set(k, v);
+    }
+    let producer = cc
+        .create()
+        .map_err(|e| CliError::Usage(format!("cannot create a Kafka producer: {e}")))?;
+    let mut sink = TopicSink {
+        producer,
+        topic: topic.to_string(),
+        line: Vec::new(),
+        rate: opts.rate,
+        started: std::time::Instant::now(),
+        sent: 0,
+    };
+    let what = format!("topic {topic}");
+    let written = match opts.format {
+        Format::Json => write_json(cfg, opts.bad_fraction, &mut sink).map_err(|e| CliError::io(what.clone(), e))?,
+        Format::Avro => {
+            let schema = touchpoint_schema()?;
+            let mut w = Written::default();
+            for tp in stream(cfg) {
+                let datum = apache_avro::to_avro_datum(&schema, touchpoint_value(&tp))
+                    .map_err(|e| CliError::Usage(format!("Avro encoding failed: {e}")))?;
+                let framed = crate::codec::avro::frame(opts.schema_id, &datum);
+                sink.produce(Some(tp.customer_id.as_bytes()), &framed).map_err(|e| CliError::io(what.clone(), e))?;
+                w.touchpoints += 1;
+            }
+            w
+        }
+    };
+    sink.flush().map_err(|e| CliError::io(what.clone(), e))?;
+    eprintln!(
+        "touchstream: produced {} touchpoints ({} bad) to {topic} in {:.1} s",
+        written.touchpoints,
+        written.bad,
+        sink.started.elapsed().as_secs_f64()
+    );
+    Ok(ExitCode::SUCCESS)
 }
