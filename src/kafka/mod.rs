@@ -108,6 +108,10 @@ impl ClientContext for ProducerCtx {
         self.metrics.kafka_errors.with_label_values(&[kind_of(&error)]).inc();
         warn!(%error, reason, "Kafka producer error.");
     }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        forward_log(level, fac, log_message);
+    }
 }
 
 impl ProducerContext for ProducerCtx {
@@ -199,13 +203,7 @@ impl ClientContext for ConsumerCtx {
     }
 
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        match level {
-            RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
-                error!(facility = fac, "{log_message}")
-            }
-            RDKafkaLogLevel::Warning => warn!(facility = fac, "{log_message}"),
-            _ => tracing::debug!(facility = fac, "{log_message}"),
-        }
+        forward_log(level, fac, log_message);
     }
 }
 
@@ -269,6 +267,9 @@ impl ConsumerContext for ConsumerCtx {
 
 fn client_config(cfg: &Config) -> ClientConfig {
     let mut c = ClientConfig::new();
+    // librdkafka's own warnings (authentication, TLS, unreachable brokers)
+    // reach our logs through the contexts' `log`.
+    c.set_log_level(RDKafkaLogLevel::Warning);
     c.set("bootstrap.servers", &cfg.kafka.brokers);
     for (k, v) in &cfg.kafka.client {
         c.set(k, v);
@@ -683,11 +684,49 @@ fn txn_error(op: &str, e: KafkaError) -> ServiceError {
     }
 }
 
+/// Startup clients report connection and authentication problems as
+/// warnings (librdkafka retries them itself).
+struct StartupCtx;
+
+impl ClientContext for StartupCtx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        warn!(%error, reason, "Kafka client error during startup.");
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        forward_log(level, fac, log_message);
+    }
+}
+
+/// librdkafka's own log lines, at their level, through `tracing`.
+fn forward_log(level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+            error!(facility = fac, "librdkafka: {log_message}")
+        }
+        RDKafkaLogLevel::Warning => warn!(facility = fac, "librdkafka: {log_message}"),
+        _ => tracing::debug!(facility = fac, "librdkafka: {log_message}"),
+    }
+}
+
+impl ConsumerContext for StartupCtx {}
+
+const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+
 fn ensure_topics(cfg: &Config, rt: &tokio::runtime::Handle) -> Result<i32, ServiceError> {
-    let meta_client: BaseConsumer = client_config(cfg).create().map_err(kafka("create metadata client"))?;
+    let meta_client: BaseConsumer<StartupCtx> =
+        client_config(cfg).create_with_context(StartupCtx).map_err(kafka("create metadata client"))?;
     let mut partitions = 0;
     for t in &cfg.kafka.input_topics {
-        let md = meta_client.fetch_metadata(Some(t), TIMEOUT).map_err(kafka("fetch metadata"))?;
+        let md = match meta_client.fetch_metadata(Some(t), STARTUP_TIMEOUT) {
+            Ok(md) => md,
+            Err(e) => {
+                // Serve queued client events so that the reason (e.g. an
+                // authentication failure) is logged by the context.
+                let _ = meta_client.poll(Duration::from_millis(200));
+                return Err(ServiceError::Kafka { op: "fetch metadata".into(), source: e });
+            }
+        };
         let n = md.topics().first().map_or(0, |t| t.partitions().len()) as i32;
         if n == 0 {
             return Err(ServiceError::Topics(format!("input topic `{t}` does not exist")));
@@ -695,7 +734,7 @@ fn ensure_topics(cfg: &Config, rt: &tokio::runtime::Handle) -> Result<i32, Servi
         partitions = partitions.max(n);
     }
     let cl = meta_client
-        .fetch_metadata(Some(&cfg.kafka.changelog_topic), TIMEOUT)
+        .fetch_metadata(Some(&cfg.kafka.changelog_topic), STARTUP_TIMEOUT)
         .map_err(kafka("fetch metadata"))?;
     let cl_partitions = cl.topics().first().map_or(0, |t| t.partitions().len()) as i32;
     if !cfg.kafka.create_topics {
@@ -729,6 +768,33 @@ fn ensure_topics(cfg: &Config, rt: &tokio::runtime::Handle) -> Result<i32, Servi
     Ok(n)
 }
 
+type Started = (i32, InputDecoder, OutputEncoder, ThreadedProducer<ProducerCtx>);
+
+/// Everything that needs the brokers (and registry) before consuming.
+fn start(cfg: &Config, rt: &tokio::runtime::Handle, metrics: &Arc<Metrics>, eos: bool) -> Result<Started, ServiceError> {
+    let changelog_partitions = ensure_topics(cfg, rt)?;
+    let decoder = InputDecoder::new(cfg)?;
+    let encoder = OutputEncoder::new(cfg)?;
+    let mut pc = client_config(cfg);
+    pc.set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("partitioner", "murmur2_random")
+        .set("linger.ms", "5")
+        .set("message.timeout.ms", "120000");
+    if eos {
+        let prefix = cfg.kafka.transactional_id.clone().unwrap_or_else(|| cfg.kafka.group_id.clone());
+        pc.set("transactional.id", format!("{prefix}-{}", instance_id(cfg)));
+        pc.set("transaction.timeout.ms", "60000");
+    }
+    let producer: ThreadedProducer<ProducerCtx> = pc
+        .create_with_context(ProducerCtx { metrics: metrics.clone(), failure: Mutex::new(None) })
+        .map_err(kafka("create producer"))?;
+    if eos {
+        producer.init_transactions(TIMEOUT).map_err(|e| txn_error("init transactions", e))?;
+    }
+    Ok((changelog_partitions, decoder, encoder, producer))
+}
+
 /// Runs the service until `shutdown` is set or a fatal error happens.
 pub fn run(
     mut cfg: Config,
@@ -741,27 +807,29 @@ pub fn run(
     let cfg = Arc::new(cfg);
     let engine_cfg = Arc::new(cfg.engine()?);
     let eos = cfg.kafka.delivery == Delivery::ExactlyOnce;
-    let changelog_partitions = ensure_topics(&cfg, &rt)?;
-    let decoder = InputDecoder::new(&cfg)?;
-    let encoder = OutputEncoder::new(&cfg)?;
-
-    let mut pc = client_config(&cfg);
-    pc.set("enable.idempotence", "true")
-        .set("acks", "all")
-        .set("partitioner", "murmur2_random")
-        .set("linger.ms", "5")
-        .set("message.timeout.ms", "120000");
-    if eos {
-        let prefix = cfg.kafka.transactional_id.clone().unwrap_or_else(|| cfg.kafka.group_id.clone());
-        pc.set("transactional.id", format!("{prefix}-{}", instance_id(&cfg)));
-        pc.set("transaction.timeout.ms", "60000");
-    }
-    let producer: ThreadedProducer<ProducerCtx> = pc
-        .create_with_context(ProducerCtx { metrics: metrics.clone(), failure: Mutex::new(None) })
-        .map_err(kafka("create producer"))?;
-    if eos {
-        producer.init_transactions(TIMEOUT).map_err(|e| txn_error("init transactions", e))?;
-    }
+    // Brokers, credentials and the registry may be unavailable or wrong for
+    // a while: stay up and not ready, say why, and retry (no crash loop).
+    let mut backoff = Duration::from_secs(1);
+    let (changelog_partitions, decoder, encoder, producer) = loop {
+        if shutdown.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        match start(&cfg, &rt, &metrics, eos) {
+            Ok(parts) => break parts,
+            Err(e @ (ServiceError::Config(_) | ServiceError::Schema(_))) => return Err(e),
+            Err(e) => {
+                if let ServiceError::Kafka { source, .. } = &e {
+                    metrics.kafka_errors.with_label_values(&[kind_of(source)]).inc();
+                }
+                error!(error = %e, retry_in_s = backoff.as_secs(), "Cannot start; not ready. Check kafka.brokers, credentials and topics.");
+                let until = Instant::now() + backoff;
+                while Instant::now() < until && !shutdown.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+    };
 
     let worker = Arc::new(Mutex::new(Worker {
         cfg: cfg.clone(),
