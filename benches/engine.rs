@@ -140,8 +140,13 @@ fn main() {
         let tps = input(20_000, 30);
         println!("input: {} generated touchpoints for 20,000 customers over 30 days", tps.len());
         let mut c = Criterion::default().configure_from_args();
-        bench_engine(&mut c, &tps);
-        bench_decode(&mut c, &tps);
+        let only = std::env::var("TOUCHSTREAM_BENCH_ONLY").unwrap_or_default();
+        if only.is_empty() || only == "engine" {
+            bench_engine(&mut c, &tps);
+        }
+        if only.is_empty() || only == "decode" {
+            bench_decode(&mut c, &tps);
+        }
         c.final_summary();
     }
     state_size();

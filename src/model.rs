@@ -335,6 +335,88 @@ impl fmt::Display for DerivedType {
     }
 }
 
+/// A set of channels (a bitmask), listed sorted by name.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub struct ChannelSet(u16);
+
+impl ChannelSet {
+    /// The empty set.
+    pub const EMPTY: ChannelSet = ChannelSet(0);
+
+    /// Adds a channel.
+    pub fn insert(&mut self, c: Channel) {
+        self.0 |= 1 << c as u16;
+    }
+
+    /// Whether the set holds `c`.
+    pub fn contains(self, c: Channel) -> bool {
+        self.0 & (1 << c as u16) != 0
+    }
+
+    /// Number of channels.
+    pub fn len(self) -> usize {
+        self.0.count_ones() as usize
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The channels, sorted by name.
+    pub fn iter(self) -> impl Iterator<Item = Channel> {
+        BY_NAME.iter().copied().filter(move |c| self.contains(*c))
+    }
+}
+
+impl FromIterator<Channel> for ChannelSet {
+    fn from_iter<I: IntoIterator<Item = Channel>>(it: I) -> Self {
+        let mut s = ChannelSet::EMPTY;
+        for c in it {
+            s.insert(c);
+        }
+        s
+    }
+}
+
+/// Channels sorted by name.
+const BY_NAME: [Channel; 12] = [
+    Channel::CallCenter,
+    Channel::Chat,
+    Channel::DirectMail,
+    Channel::Email,
+    Channel::Loyalty,
+    Channel::MobileApp,
+    Channel::Other,
+    Channel::Push,
+    Channel::Sms,
+    Channel::Social,
+    Channel::Store,
+    Channel::Web,
+];
+
+impl Serialize for ChannelSet {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.iter())
+    }
+}
+
+/// A derived event's id: 128 bits, written as a hyphenated UUID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct EventId(pub u128);
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&uuid::Uuid::from_u128(self.0).hyphenated(), f)
+    }
+}
+
+impl Serialize for EventId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 /// Channel → weight, sorted by channel name.
 pub type Weights = BTreeMap<&'static str, f64>;
 
@@ -364,7 +446,7 @@ pub enum Payload {
         /// Last emitted score (null at first).
         previous: Option<f64>,
         /// Distinct channels of own touches in the last 30 d, sorted.
-        channels: Vec<Channel>,
+        channels: ChannelSet,
     },
     /// See SPEC 4, `cart_abandoned`.
     CartAbandoned {
@@ -428,7 +510,7 @@ pub enum Payload {
         /// `message_sent` count in (clock − 7 d, clock].
         messages_7d: u32,
         /// Channels of the counted messages, sorted.
-        channels: Vec<Channel>,
+        channels: ChannelSet,
     },
     /// See SPEC 4, `order_attributed`.
     OrderAttributed {
@@ -470,9 +552,9 @@ pub struct DerivedEvent {
     #[serde(rename = "type", serialize_with = "ser_type")]
     pub kind: DerivedType,
     /// Pure function of the cause (see [`crate::engine::event_id`]).
-    pub event_id: String,
+    pub event_id: EventId,
     /// The customer.
-    pub customer_id: String,
+    pub customer_id: std::sync::Arc<str>,
     /// Event time of the cause (touchpoint time or timer due time).
     pub at: EventTime,
     /// Type-specific fields.

@@ -98,7 +98,7 @@ proptest! {
         let mut seen: HashMap<(String, Option<String>), i64> = HashMap::new();
         for ev in &events {
             if let Payload::CartAbandoned { cart_id, last_activity_at, .. } = &ev.payload {
-                let key = (ev.customer_id.clone(), cart_id.clone());
+                let key = (ev.customer_id.to_string(), cart_id.clone());
                 prop_assert!(!seen.contains_key(&key), "abandoned twice: {:?}", key);
                 prop_assert_eq!(ev.at, last_activity_at + HOUR_MS);
                 seen.insert(key, ev.at);

@@ -379,6 +379,6 @@ fn moved_timers_tie_in_the_order_last_set() {
     h.send_ok(tp("a2", "c2", Ch::Web, Ty::AddToCart, T0 + 10 * MIN).value(1.0)); // due T0+1h10m
     h.send_ok(tp("a3", "c1", Ch::Web, Ty::AddToCart, T0 + 10 * MIN).value(1.0)); // c1 moved to T0+1h10m, set after c2
     let out = h.advance(T0 + 2 * HOUR);
-    let got: Vec<(String, i64)> = out.iter().map(|e| (e.customer_id.clone(), e.at)).collect();
+    let got: Vec<(String, i64)> = out.iter().map(|e| (e.customer_id.to_string(), e.at)).collect();
     assert_eq!(got, vec![("c2".into(), T0 + HOUR + 10 * MIN), ("c1".into(), T0 + HOUR + 10 * MIN)]);
 }

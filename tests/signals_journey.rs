@@ -182,7 +182,7 @@ fn timers_fire_in_due_order_across_customers() {
     h.send_ok(tp("a2", "c2", Ch::Web, Ty::AddToCart, T0).value(1.0));
     h.send_ok(tp("a3", "c3", Ch::Web, Ty::AddToCart, T0 + 10 * MIN).value(1.0));
     let out = h.advance(T0 + 2 * HOUR);
-    let got: Vec<(String, i64)> = out.iter().map(|e| (e.customer_id.clone(), e.at)).collect();
+    let got: Vec<(String, i64)> = out.iter().map(|e| (e.customer_id.to_string(), e.at)).collect();
     assert_eq!(
         got,
         vec![("c2".into(), T0 + HOUR), ("c3".into(), T0 + HOUR + 10 * MIN), ("c1".into(), T0 + HOUR + 20 * MIN)]
@@ -221,7 +221,7 @@ fn same_input_same_events_and_ids() {
     let ja: Vec<String> = a.iter().map(|e| e.to_json()).collect();
     let jb: Vec<String> = b.iter().map(|e| e.to_json()).collect();
     assert_eq!(ja, jb);
-    let mut ids: Vec<&str> = a.iter().map(|e| e.event_id.as_str()).collect();
+    let mut ids: Vec<String> = a.iter().map(|e| e.event_id.to_string()).collect();
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), a.len(), "derived event ids are distinct");

@@ -187,16 +187,16 @@ fn weights_value(w: &Weights) -> Value {
     Value::Map(w.iter().map(|(k, v)| (k.to_string(), Value::Double(*v))).collect())
 }
 
-fn channels_value(cs: &[Channel]) -> Value {
-    Value::Array(cs.iter().map(|c| channel_value(*c)).collect())
+fn channels_value(cs: &crate::model::ChannelSet) -> Value {
+    Value::Array(cs.iter().map(channel_value).collect())
 }
 
 /// A derived event as an Avro value of its schema in `schemas/`.
 pub fn derived_value(ev: &DerivedEvent) -> Value {
     let mut fields: Vec<(String, Value)> = vec![
         ("type".into(), Value::String(ev.kind.as_str().to_string())),
-        ("event_id".into(), Value::String(ev.event_id.clone())),
-        ("customer_id".into(), Value::String(ev.customer_id.clone())),
+        ("event_id".into(), Value::String(ev.event_id.to_string())),
+        ("customer_id".into(), Value::String(ev.customer_id.to_string())),
         ("at".into(), Value::TimestampMillis(ev.at)),
     ];
     let ts = Value::TimestampMillis;

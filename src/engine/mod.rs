@@ -93,7 +93,7 @@ pub enum Cause<'a> {
 /// assert_eq!(a, b);
 /// assert_ne!(a, event_id(DerivedType::ChurnRisk, "c1", Cause::Touch("e1")));
 /// ```
-pub fn event_id(kind: DerivedType, customer: &str, cause: Cause<'_>) -> String {
+pub fn event_id(kind: DerivedType, customer: &str, cause: Cause<'_>) -> crate::model::EventId {
     let mut h = xxhash_rust::xxh3::Xxh3::new();
     let mut part = |bytes: &[u8]| {
         h.update(&(bytes.len() as u64).to_le_bytes());
@@ -113,8 +113,7 @@ pub fn event_id(kind: DerivedType, customer: &str, cause: Cause<'_>) -> String {
             part(discriminator.as_bytes());
         }
     }
-    let mut buf = [0u8; uuid::fmt::Hyphenated::LENGTH];
-    uuid::Uuid::new_v8(h.digest128().to_be_bytes()).hyphenated().encode_lower(&mut buf).to_string()
+    crate::model::EventId(uuid::Uuid::new_v8(h.digest128().to_be_bytes()).as_u128())
 }
 
 /// One line of `replay --snapshot`: a customer's state at the final watermark.
@@ -139,7 +138,7 @@ pub struct SnapshotRow {
     /// Last own touch.
     pub last_activity_at: Option<EventTime>,
     /// Channels of own touches in the 30 d before the newest event, sorted.
-    pub channels: Vec<crate::model::Channel>,
+    pub channels: crate::model::ChannelSet,
 }
 
 type Index = HashMap<Arc<str>, u32, ahash::RandomState>;
@@ -210,13 +209,13 @@ fn mark_dirty(dirty: &mut Vec<u32>, c: &mut Customer, slot: u32) {
 }
 
 /// Emits a payload as a derived event.
-fn emit(out: &mut Vec<DerivedEvent>, stats: &mut EngineStats, customer: &str, at: EventTime, cause: Cause<'_>, payload: Payload) {
+fn emit(out: &mut Vec<DerivedEvent>, stats: &mut EngineStats, customer: &Arc<str>, at: EventTime, cause: Cause<'_>, payload: Payload) {
     let kind = payload.derived_type();
     stats.emitted[kind as usize] += 1;
     out.push(DerivedEvent {
         kind,
         event_id: event_id(kind, customer, cause),
-        customer_id: customer.to_string(),
+        customer_id: customer.clone(),
         at,
         payload,
     });

@@ -451,9 +451,10 @@ impl Worker {
         let events = std::mem::take(&mut self.buf);
         for ev in &events {
             let value = self.encoder.encode(ev)?;
+            let event_id = ev.event_id.to_string();
             let headers = OwnedHeaders::new()
                 .insert(Header { key: "type", value: Some(ev.kind.as_str()) })
-                .insert(Header { key: "event_id", value: Some(ev.event_id.as_str()) });
+                .insert(Header { key: "event_id", value: Some(event_id.as_str()) });
             let rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topics[ev.kind as usize])
                 .key(ev.customer_id.as_bytes())
                 .payload(value.as_slice())

@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{decay, distinct_channels, Packed};
 use crate::config::EngineConfig;
-use crate::model::{Channel, EventTime, Payload, TouchType, DAY_MS};
+use crate::model::{Channel, ChannelSet, EventTime, Payload, TouchType, DAY_MS};
 
 const CHANNEL_WINDOW: i64 = 30 * DAY_MS;
 
@@ -63,7 +63,7 @@ impl EngagementState {
     }
 
     /// Channels of own touches in the 30 d before `newest`, sorted.
-    pub fn recent_channels(&self, newest: EventTime) -> Vec<Channel> {
+    pub fn recent_channels(&self, newest: EventTime) -> ChannelSet {
         distinct_channels(
             self.channels
                 .iter()

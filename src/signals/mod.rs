@@ -18,7 +18,7 @@ pub mod survey;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::{Channel, EventTime};
+use crate::model::{Channel, ChannelSet, EventTime};
 
 /// An event time and a 4-bit tag (a channel) in 8 bytes: `t * 16 + tag`.
 /// Valid for |t| < 2^59 ms, which validation guarantees.
@@ -82,19 +82,9 @@ pub fn decay(dt: i64, half_life: i64) -> f64 {
     }
 }
 
-/// Sorted, distinct channels of the given entries.
-pub fn distinct_channels(entries: impl Iterator<Item = Channel>) -> Vec<Channel> {
-    let mut mask = 0u16;
-    for c in entries {
-        mask |= 1 << c as u16;
-    }
-    let mut out: Vec<Channel> = Channel::ALL
-        .iter()
-        .copied()
-        .filter(|c| mask & (1 << *c as u16) != 0)
-        .collect();
-    out.sort_by_key(|c| c.as_str());
-    out
+/// The distinct channels of the given entries.
+pub fn distinct_channels(entries: impl Iterator<Item = Channel>) -> ChannelSet {
+    entries.collect()
 }
 
 #[cfg(test)]
@@ -137,6 +127,10 @@ mod tests {
     #[test]
     fn channels_sorted_by_name() {
         let v = distinct_channels([Channel::Web, Channel::Email, Channel::Web, Channel::Sms].into_iter());
-        assert_eq!(v, vec![Channel::Email, Channel::Sms, Channel::Web]);
+        assert_eq!(v.iter().collect::<Vec<_>>(), vec![Channel::Email, Channel::Sms, Channel::Web]);
+        let all: Vec<&str> = Channel::ALL.iter().copied().collect::<ChannelSet>().iter().map(|c| c.as_str()).collect();
+        let mut sorted = all.clone();
+        sorted.sort();
+        assert_eq!(all, sorted);
     }
 }
