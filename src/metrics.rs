@@ -21,6 +21,10 @@ pub const PARTITION: &str = "partition";
 /// Label name for the Kafka error kind.
 pub const KIND: &str = "kind";
 
+/// Every value of the `kind` label of `touchstream_kafka_errors_total`.
+pub const KAFKA_ERROR_KINDS: [&str; 8] =
+    ["transport", "authentication", "authorization", "ssl", "timeout", "delivery", "schema_registry", "other"];
+
 /// The metrics of one process.
 #[derive(Clone)]
 pub struct Metrics {
@@ -191,7 +195,7 @@ impl Metrics {
                 &r,
                 "touchstream_restore_duration_seconds",
                 "Seconds to restore a partition's state from the changelog.",
-                vec![0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 60.0, 300.0],
+                vec![0.01, 0.1, 0.5, 1.0, 5.0, 15.0, 30.0, 60.0, 120.0, 180.0, 300.0, 600.0],
             ),
             restored_customers: counter(&r, "touchstream_restored_customers_total", "Customers restored from the changelog."),
             commit_duration: histogram(
@@ -269,6 +273,9 @@ impl Metrics {
             customers_by_stage: int_gauge_vec(&r, "touchstream_customers_by_stage", "Customers in memory by journey stage.", &["stage"]),
             registry: r,
         };
+        for kind in KAFKA_ERROR_KINDS {
+            m.kafka_errors.with_label_values(&[kind]);
+        }
         for l in crate::model::ChurnLevel::ALL {
             m.customers_by_churn_level.with_label_values(&[l.as_str()]);
         }

@@ -246,6 +246,11 @@ impl ConsumerContext for ConsumerCtx {
                 }
                 for e in tpl.elements() {
                     let key = (Arc::from(e.topic()), e.partition());
+                    let p = e.partition().to_string();
+                    let labels = [e.topic(), p.as_str()];
+                    let _ = w.metrics.watermark.remove_label_values(&labels);
+                    let _ = w.metrics.watermark_lag.remove_label_values(&labels);
+                    let _ = w.metrics.consumer_lag.remove_label_values(&labels);
                     if w.tasks.remove(&key).is_some() {
                         info!(topic = e.topic(), partition = e.partition(), "Partition revoked.");
                     }
@@ -271,10 +276,31 @@ fn client_config(cfg: &Config) -> ClientConfig {
     // reach our logs through the contexts' `log`.
     c.set_log_level(RDKafkaLogLevel::Warning);
     c.set("bootstrap.servers", &cfg.kafka.brokers);
-    for (k, v) in &cfg.kafka.client {
-        c.set(k, v);
-    }
+    apply_client(&mut c, cfg);
     c
+}
+
+/// Settings the delivery guarantees depend on: `[kafka.client]` cannot
+/// override them.
+const PROTECTED: [&str; 6] = [
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "group.id",
+    "transactional.id",
+    "enable.idempotence",
+    "isolation.level",
+];
+
+/// Applies `[kafka.client]` on top of touchstream's defaults (so users can
+/// tune e.g. `linger.ms` or `statistics.interval.ms`), except [`PROTECTED`] keys.
+fn apply_client(c: &mut ClientConfig, cfg: &Config) {
+    for (k, v) in &cfg.kafka.client {
+        if PROTECTED.contains(&k.as_str()) {
+            warn!(key = k.as_str(), "kafka.client setting ignored: touchstream's delivery guarantees depend on it.");
+        } else {
+            c.set(k, v);
+        }
+    }
 }
 
 /// Reads a `[kafka.client]` secret from a file when given as `file:PATH`
@@ -686,11 +712,14 @@ fn txn_error(op: &str, e: KafkaError) -> ServiceError {
 }
 
 /// Startup clients report connection and authentication problems as
-/// warnings (librdkafka retries them itself).
-struct StartupCtx;
+/// warnings (librdkafka retries them itself) and count them.
+struct StartupCtx {
+    metrics: Arc<Metrics>,
+}
 
 impl ClientContext for StartupCtx {
     fn error(&self, error: KafkaError, reason: &str) {
+        self.metrics.kafka_errors.with_label_values(&[kind_of(&error)]).inc();
         warn!(%error, reason, "Kafka client error during startup.");
     }
 
@@ -714,9 +743,10 @@ impl ConsumerContext for StartupCtx {}
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn ensure_topics(cfg: &Config, rt: &tokio::runtime::Handle) -> Result<i32, ServiceError> {
+fn ensure_topics(cfg: &Config, rt: &tokio::runtime::Handle, metrics: &Arc<Metrics>) -> Result<i32, ServiceError> {
+    let ctx = StartupCtx { metrics: metrics.clone() };
     let meta_client: BaseConsumer<StartupCtx> =
-        client_config(cfg).create_with_context(StartupCtx).map_err(kafka("create metadata client"))?;
+        client_config(cfg).create_with_context(ctx).map_err(kafka("create metadata client"))?;
     let mut partitions = 0;
     for t in &cfg.kafka.input_topics {
         let md = match meta_client.fetch_metadata(Some(t), STARTUP_TIMEOUT) {
@@ -773,7 +803,7 @@ type Started = (i32, InputDecoder, OutputEncoder, ThreadedProducer<ProducerCtx>)
 
 /// Everything that needs the brokers (and registry) before consuming.
 fn start(cfg: &Config, rt: &tokio::runtime::Handle, metrics: &Arc<Metrics>, eos: bool) -> Result<Started, ServiceError> {
-    let changelog_partitions = ensure_topics(cfg, rt)?;
+    let changelog_partitions = ensure_topics(cfg, rt, metrics)?;
     let decoder = InputDecoder::new(cfg)?;
     let encoder = OutputEncoder::new(cfg)?;
     let mut pc = client_config(cfg);
@@ -782,6 +812,7 @@ fn start(cfg: &Config, rt: &tokio::runtime::Handle, metrics: &Arc<Metrics>, eos:
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "5")
         .set("message.timeout.ms", "120000");
+    apply_client(&mut pc, cfg);
     if eos {
         let prefix = cfg.kafka.transactional_id.clone().unwrap_or_else(|| cfg.kafka.group_id.clone());
         pc.set("transactional.id", format!("{prefix}-{}", instance_id(cfg)));
@@ -819,9 +850,6 @@ pub fn run(
             Ok(parts) => break parts,
             Err(e @ (ServiceError::Config(_) | ServiceError::Schema(_))) => return Err(e),
             Err(e) => {
-                if let ServiceError::Kafka { source, .. } = &e {
-                    metrics.kafka_errors.with_label_values(&[kind_of(source)]).inc();
-                }
                 error!(error = %e, retry_in_s = backoff.as_secs(), "Cannot start; not ready. Check kafka.brokers, credentials and topics.");
                 let until = Instant::now() + backoff;
                 while Instant::now() < until && !shutdown.load(Ordering::Relaxed) {
@@ -858,6 +886,7 @@ pub fn run(
         .set("auto.offset.reset", &cfg.kafka.auto_offset_reset)
         .set("isolation.level", "read_committed")
         .set("statistics.interval.ms", "5000");
+    apply_client(&mut cc, &cfg);
     if !cfg.kafka.client.contains_key("group.protocol") && !cfg.kafka.client.contains_key("partition.assignment.strategy") {
         cc.set("partition.assignment.strategy", "cooperative-sticky");
     }
