@@ -136,9 +136,16 @@ fn state_size() {
 
 fn main() {
     let quick_state = std::env::args().any(|a| a == "--state-only");
+    // `cargo test --all-targets` runs benches without `--bench`: then only
+    // check that they work, on tiny inputs.
+    let smoke = !std::env::args().any(|a| a == "--bench");
+    if smoke {
+        std::env::set_var("TOUCHSTREAM_BENCH_CUSTOMERS", "200");
+    }
     if !quick_state {
-        let tps = input(20_000, 30);
-        println!("input: {} generated touchpoints for 20,000 customers over 30 days", tps.len());
+        let customers = if smoke { 200 } else { 20_000 };
+        let tps = input(customers, 30);
+        println!("input: {} generated touchpoints for {customers} customers over 30 days", tps.len());
         let mut c = Criterion::default().configure_from_args();
         let only = std::env::var("TOUCHSTREAM_BENCH_ONLY").unwrap_or_default();
         if only.is_empty() || only == "engine" {
