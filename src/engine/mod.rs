@@ -367,7 +367,8 @@ impl Engine {
     pub fn on_touchpoint(&mut self, tp: Touchpoint, out: &mut Vec<DerivedEvent>) -> Outcome {
         let t = tp.timestamp;
         let h = hash_id(&tp.event_id);
-        if let Some(&slot) = self.index.get(tp.customer_id.as_str()) {
+        let known = self.index.get(tp.customer_id.as_str()).copied();
+        if let Some(slot) = known {
             if self.slots[slot as usize].as_ref().is_some_and(|c| c.dedup.contains(h)) {
                 self.stats.duplicates += 1;
                 return Outcome::Duplicate;
@@ -380,10 +381,13 @@ impl Engine {
         let late = self.watermark.is_late(t);
         let before = self.watermark.current();
         let wm = self.watermark.observe(t);
+        let evictions = self.stats.evicted;
         if before != Some(wm) {
             self.fire_until(wm, out);
         }
-        self.apply(tp, h, out);
+        // Timers may have evicted (and freed the slot of) this customer.
+        let known = if self.stats.evicted == evictions { known } else { None };
+        self.apply(tp, h, known, out);
         self.stats.accepted += 1;
         if late {
             self.stats.late += 1;
@@ -422,9 +426,12 @@ impl Engine {
         (slot, true)
     }
 
-    fn apply(&mut self, tp: Touchpoint, h: u64, out: &mut Vec<DerivedEvent>) {
+    fn apply(&mut self, tp: Touchpoint, h: u64, known: Option<u32>, out: &mut Vec<DerivedEvent>) {
         let t = tp.timestamp;
-        let (slot, is_new) = self.slot_for(&tp.customer_id, t);
+        let (slot, is_new) = match known {
+            Some(slot) => (slot, false),
+            None => self.slot_for(&tp.customer_id, t),
+        };
         let cfg = &*self.cfg;
         let wm = self.watermark.current().unwrap_or(t);
         let late_horizon = wm.saturating_sub(cfg.allowed_lateness);

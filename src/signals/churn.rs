@@ -80,8 +80,15 @@ pub struct Evaluation {
     pub p_alive: Option<f64>,
     /// Whole days since the last own touch.
     pub days_inactive: Option<i64>,
-    /// Conditions that hold, in SPEC order.
-    pub reasons: Vec<ChurnReason>,
+    /// Conditions that hold (bit i = `ChurnReason::ALL[i]`).
+    pub reasons: u8,
+}
+
+impl Evaluation {
+    /// The conditions that hold, in SPEC order.
+    pub fn reason_list(&self) -> Vec<ChurnReason> {
+        ChurnReason::ALL.iter().copied().filter(|r| self.reasons & (1 << r.index()) != 0).collect()
+    }
 }
 
 fn model(cfg: &EngineConfig) -> BgNbd {
@@ -163,18 +170,19 @@ impl ChurnState {
         } else {
             ChurnLevel::Low
         };
-        let mut reasons = Vec::new();
+        let mut reasons = 0u8;
+        let mut add = |r: ChurnReason| reasons |= 1 << r.index();
         if p < P_MEDIUM {
-            reasons.push(ChurnReason::PAlive);
+            add(ChurnReason::PAlive);
         }
         if inactive.is_some_and(|d| d >= INACTIVE_MEDIUM) {
-            reasons.push(ChurnReason::Inactive);
+            add(ChurnReason::Inactive);
         }
         if unsubscribed {
-            reasons.push(ChurnReason::Unsubscribed);
+            add(ChurnReason::Unsubscribed);
         }
         if detractor {
-            reasons.push(ChurnReason::NpsDetractor);
+            add(ChurnReason::NpsDetractor);
         }
         Evaluation {
             level,
@@ -258,7 +266,7 @@ impl ChurnState {
             previous_level: previous,
             p_alive: ev.p_alive,
             days_inactive: ev.days_inactive,
-            reasons: ev.reasons,
+            reasons: ev.reason_list(),
         })
     }
 }
