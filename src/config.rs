@@ -140,6 +140,8 @@ pub struct KafkaConfig {
     pub input_topics: Vec<String>,
     /// Input value format.
     pub input_format: InputFormat,
+    /// Per-topic input format, overriding `input_format` for those topics.
+    pub input_formats: BTreeMap<String, InputFormat>,
     /// Prefix of the per-type output topics.
     pub output_topic_prefix: String,
     /// Dead-letter topic.
@@ -175,6 +177,7 @@ impl Default for KafkaConfig {
             group_id: "touchstream".into(),
             input_topics: vec!["touchpoints".into()],
             input_format: InputFormat::Avro,
+            input_formats: BTreeMap::new(),
             output_topic_prefix: "cx.".into(),
             dlq_topic: "touchpoints.dlq".into(),
             changelog_topic: "touchstream.changelog".into(),

@@ -503,7 +503,7 @@ impl Worker {
         }
         self.ensure_txn()?;
         let decoded = loop {
-            match self.decoder.decode(msg.payload()) {
+            match self.decoder.decode(msg.topic(), msg.payload()) {
                 Ok(raw) => break Ok(raw),
                 Err(Ok(rejection)) => break Err(rejection),
                 Err(Err(e)) => {

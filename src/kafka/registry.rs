@@ -97,6 +97,7 @@ pub const DEFAULT_OUTPUT_ID_BASE: u32 = 101;
 /// Decodes input values (JSON or Confluent-framed Avro).
 pub struct InputDecoder {
     format: InputFormat,
+    formats: std::collections::BTreeMap<String, InputFormat>,
     reader: Schema,
     reader_canonical: String,
     /// Per writer id: whether it equals the reader schema (no resolution needed).
@@ -116,16 +117,16 @@ impl InputDecoder {
             known.insert(id, Arc::new(avro::parse_schema("touchpoint", TOUCHPOINT_SCHEMA)?));
         }
         let reader_canonical = reader.canonical_form();
-        Ok(InputDecoder { format: cfg.kafka.input_format, reader, reader_canonical, same: HashMap::new(), known, registry })
+        Ok(InputDecoder { format: cfg.kafka.input_format, formats: cfg.kafka.input_formats.clone(), reader, reader_canonical, same: HashMap::new(), known, registry })
     }
 
     /// Decodes one record value. `Err(Ok(rejection))` is bad data; the
     /// registry being unreachable is `Err(Err(..))` (retry, do not reject).
-    pub fn decode(&mut self, value: Option<&[u8]>) -> Result<RawTouchpoint, Result<Rejection, RegistryError>> {
+    pub fn decode(&mut self, topic: &str, value: Option<&[u8]>) -> Result<RawTouchpoint, Result<Rejection, RegistryError>> {
         let Some(bytes) = value else {
             return Err(Ok(Rejection::new(RejectReason::DecodeError, "record has no value (tombstone)")));
         };
-        match self.format {
+        match self.formats.get(topic).copied().unwrap_or(self.format) {
             InputFormat::Json => crate::codec::json::decode(bytes).map_err(Ok),
             InputFormat::Avro => {
                 let (id, datum) = avro::unframe(bytes).map_err(Ok)?;
