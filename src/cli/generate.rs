@@ -22,14 +22,7 @@ use crate::codec::json::encode;
 use crate::generate::{stream, GenConfig, DEFAULT_START_MS};
 use crate::model::Touchpoint;
 
-/// Output format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    /// One JSON object per line.
-    Json,
-    /// An Avro object container file (schema `schemas/touchpoint.avsc`).
-    Avro,
-}
+pub use super::FileFormat as Format;
 
 /// Options of `generate`.
 #[derive(Debug, clap::Args)]

@@ -7,6 +7,15 @@ pub mod run;
 
 use thiserror::Error;
 
+/// A touchpoint file format (replay input, generate output).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FileFormat {
+    /// One JSON object per line.
+    Json,
+    /// An Avro object container file (schema `schemas/touchpoint.avsc`).
+    Avro,
+}
+
 /// Why a command failed (bad records are not errors: they are reported and
 /// counted).
 #[derive(Debug, Error)]

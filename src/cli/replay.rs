@@ -22,14 +22,7 @@ use crate::validate::{validate, Clock, RawTouchpoint, RejectReason, Rejection};
 /// The example replayed when no file is given.
 pub const EMBEDDED_EXAMPLE: &str = include_str!("../../examples/touchpoints.jsonl");
 
-/// Input format.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum Format {
-    /// One JSON object per line.
-    Json,
-    /// Avro object container file.
-    Avro,
-}
+pub use super::FileFormat as Format;
 
 /// Options of `replay`.
 #[derive(Debug, clap::Args)]
