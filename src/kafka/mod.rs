@@ -343,7 +343,7 @@ impl Worker {
 
     fn ensure_txn(&mut self) -> Result<(), ServiceError> {
         if self.eos && !self.in_txn {
-            self.producer.begin_transaction().map_err(|e| txn_error("begin transaction", e))?;
+            self.producer.begin_transaction().map_err(|e| self.classify("begin transaction", e))?;
             self.in_txn = true;
         }
         Ok(())
@@ -358,9 +358,26 @@ impl Worker {
                     record = r;
                     std::thread::sleep(Duration::from_millis(2));
                 }
-                Err((e, _)) => return Err(ServiceError::Kafka { op: "produce".into(), source: e }),
+                Err((e, _)) => return Err(self.classify("produce", e)),
             }
         }
+    }
+
+    /// Names the real cause of a producer failure: a fatal producer error
+    /// (e.g. fenced by a newer instance with the same transactional id)
+    /// surfaces as a generic error on the call that hit it.
+    fn classify(&self, op: &str, e: KafkaError) -> ServiceError {
+        if let Some((code, reason)) = self.producer.client().fatal_error() {
+            let fenced = matches!(
+                code,
+                RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch
+            ) || reason.to_lowercase().contains("fenced");
+            if fenced {
+                return ServiceError::Fenced(format!("{op}: {reason}"));
+            }
+            return ServiceError::Delivery(format!("{op}: fatal producer error {code}: {reason}"));
+        }
+        txn_error(op, e)
     }
 
     /// Restores a partition; returns the offset to resume at (None: the
@@ -376,15 +393,24 @@ impl Worker {
             .set("enable.partition.eof", "false")
             .set("isolation.level", "read_committed");
         let rc: BaseConsumer = cc.create().map_err(kafka("create restore consumer"))?;
-        let (low, high) =
-            rc.fetch_watermarks(&cl_topic, cl_partition, TIMEOUT).map_err(kafka("changelog watermarks"))?;
+        // A changelog created a moment ago may not have a leader yet: retry.
+        let deadline = started + self.cfg.kafka.restore_timeout.as_duration();
+        let (low, high) = loop {
+            match rc.fetch_watermarks(&cl_topic, cl_partition, TIMEOUT) {
+                Ok(w) => break w,
+                Err(e) if Instant::now() < deadline => {
+                    warn!(%e, topic, partition, "Changelog not available yet; retrying.");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => return Err(ServiceError::Kafka { op: "changelog watermarks".into(), source: e }),
+            }
+        };
         let mut builder = RestoreBuilder::new(topic);
         if high > low {
             let mut tpl = TopicPartitionList::new();
             tpl.add_partition_offset(&cl_topic, cl_partition, Offset::Beginning)
                 .map_err(kafka("restore assignment"))?;
             rc.assign(&tpl).map_err(kafka("assign changelog"))?;
-            let deadline = started + self.cfg.kafka.restore_timeout.as_duration();
             loop {
                 match rc.poll(Duration::from_millis(200)) {
                     Some(Ok(m)) => {
@@ -669,9 +695,11 @@ impl Worker {
                         .ok_or_else(|| ServiceError::Fenced("no consumer group metadata".into()))?;
                     self.producer
                         .send_offsets_to_transaction(&offsets, &gm, TIMEOUT)
-                        .map_err(|e| txn_error("send offsets to transaction", e))?;
+                        .map_err(|e| self.classify("send offsets to transaction", e))?;
                 }
-                self.producer.commit_transaction(TIMEOUT).map_err(|e| txn_error("commit transaction", e))?;
+                self.producer
+                    .commit_transaction(TIMEOUT)
+                    .map_err(|e| self.classify("commit transaction", e))?;
                 self.in_txn = false;
             }
         } else {
@@ -793,6 +821,7 @@ fn ensure_topics(cfg: &Config, rt: &tokio::runtime::Handle, metrics: &Arc<Metric
         }
     }
     let n = if cl_partitions == 0 { partitions } else { cl_partitions };
+    wait_for_leaders(&meta_client, &cfg.kafka.changelog_topic, n);
     if n < partitions {
         warn!(changelog = n, input = partitions, "The changelog has fewer partitions than the input; partitions share changelog partitions.");
     }
@@ -811,12 +840,15 @@ fn start(cfg: &Config, rt: &tokio::runtime::Handle, metrics: &Arc<Metrics>, eos:
         .set("acks", "all")
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "5")
-        .set("message.timeout.ms", "120000");
+        .set("message.timeout.ms", "60000");
+    if eos {
+        // librdkafka requires message.timeout.ms <= transaction.timeout.ms.
+        pc.set("transaction.timeout.ms", "60000");
+    }
     apply_client(&mut pc, cfg);
     if eos {
         let prefix = cfg.kafka.transactional_id.clone().unwrap_or_else(|| cfg.kafka.group_id.clone());
         pc.set("transactional.id", format!("{prefix}-{}", instance_id(cfg)));
-        pc.set("transaction.timeout.ms", "60000");
     }
     let producer: ThreadedProducer<ProducerCtx> = pc
         .create_with_context(ProducerCtx { metrics: metrics.clone(), failure: Mutex::new(None) })
@@ -825,6 +857,26 @@ fn start(cfg: &Config, rt: &tokio::runtime::Handle, metrics: &Arc<Metrics>, eos:
         producer.init_transactions(TIMEOUT).map_err(|e| txn_error("init transactions", e))?;
     }
     Ok((changelog_partitions, decoder, encoder, producer))
+}
+
+/// Waits (up to 30 s) until every partition of a topic has a leader, so
+/// that a topic created a moment ago can be read at once.
+fn wait_for_leaders(client: &BaseConsumer<StartupCtx>, topic: &str, partitions: i32) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < until {
+        let ready = client.fetch_metadata(Some(topic), STARTUP_TIMEOUT).ok().is_some_and(|md| {
+            md.topics().first().is_some_and(|t| {
+                t.error().is_none()
+                    && t.partitions().len() as i32 >= partitions
+                    && t.partitions().iter().all(|p| p.leader() >= 0 && p.error().is_none())
+            })
+        });
+        if ready {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    warn!(topic, "Partitions still without a leader after 30 s.");
 }
 
 /// Runs the service until `shutdown` is set or a fatal error happens.
@@ -849,6 +901,8 @@ pub fn run(
         match start(&cfg, &rt, &metrics, eos) {
             Ok(parts) => break parts,
             Err(e @ (ServiceError::Config(_) | ServiceError::Schema(_))) => return Err(e),
+            // A client that cannot even be created is misconfigured: retrying cannot help.
+            Err(e @ ServiceError::Kafka { source: KafkaError::ClientCreation(_), .. }) => return Err(e),
             Err(e) => {
                 error!(error = %e, retry_in_s = backoff.as_secs(), "Cannot start; not ready. Check kafka.brokers, credentials and topics.");
                 let until = Instant::now() + backoff;

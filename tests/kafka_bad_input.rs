@@ -1,0 +1,534 @@
+//! Bad input on Kafka (SPEC 2): every reject reason lands in the dead-letter
+//! topic with the original key and bytes and all five headers, good records
+//! around the bad ones still produce exactly replay's outputs (the partition
+//! keeps flowing), and `touchstream_records_rejected_total{reason}` counts
+//! each reason. Plus the idle-partition rule of SPEC 3 on Kafka.
+
+mod kafka_support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_support::*;
+use serde_json::{json, Value};
+use touchstream::codec::avro::{frame, touchpoint_schema, touchpoint_value};
+use touchstream::config::Config;
+use touchstream::engine::Engine;
+use touchstream::model::{Channel, Survey, TouchType, Touchpoint};
+use touchstream::validate::RejectReason;
+
+fn tp(id: &str, cust: &str, ch: Channel, kind: TouchType, t: i64) -> Touchpoint {
+    Touchpoint::new(id, cust, ch, kind, t)
+}
+
+fn avro(t: &Touchpoint, schema_id: u32) -> Vec<u8> {
+    let schema = touchpoint_schema().unwrap();
+    frame(
+        schema_id,
+        &apache_avro::to_avro_datum(&schema, touchpoint_value(t)).unwrap(),
+    )
+}
+
+/// One input record and what should happen to it.
+struct Case {
+    key: Option<Vec<u8>>,
+    value: Option<Vec<u8>>,
+    /// `None`: a good record. `Some(reason)`: must be dead-lettered.
+    reason: Option<RejectReason>,
+    /// The same touchpoint as a JSON line for replay (good and too-late
+    /// records; records rejected before the engine need none).
+    replay_line: Option<String>,
+}
+
+fn good(t: Touchpoint, value: Vec<u8>) -> Case {
+    Case {
+        key: Some(t.customer_id.clone().into_bytes()),
+        value: Some(value),
+        reason: None,
+        replay_line: Some(json_line(&t)),
+    }
+}
+
+fn bad(key: Option<&str>, value: Option<Vec<u8>>, reason: RejectReason) -> Case {
+    Case {
+        key: key.map(|k| k.as_bytes().to_vec()),
+        value,
+        reason: Some(reason),
+        replay_line: None,
+    }
+}
+
+/// Good records around bad ones; the good ones drive a cart, an order and a
+/// timer past the bad records, so the partition must keep flowing.
+fn good_touchpoints() -> Vec<Touchpoint> {
+    let mut v = Vec::new();
+    v.push(tp("g1", "c1", Channel::Web, TouchType::PageView, T0));
+    let mut a = tp(
+        "g2",
+        "c2",
+        Channel::MobileApp,
+        TouchType::AddToCart,
+        T0 + MIN,
+    );
+    a.value = Some(10.0);
+    a.cart_id = Some("k2".into());
+    v.push(a);
+    let mut a = tp(
+        "g3",
+        "c1",
+        Channel::Web,
+        TouchType::AddToCart,
+        T0 + 2 * HOUR,
+    );
+    a.value = Some(25.5);
+    a.currency = Some("EUR".into());
+    v.push(a);
+    let mut o = tp(
+        "g4",
+        "c2",
+        Channel::MobileApp,
+        TouchType::OrderPlaced,
+        T0 + 3 * HOUR,
+    );
+    o.value = Some(10.0);
+    o.order_id = Some("o2".into());
+    v.push(o);
+    v.push(tp(
+        "g5",
+        "c3",
+        Channel::Email,
+        TouchType::MessageClicked,
+        T0 + 4 * HOUR,
+    ));
+    v.push(tp(
+        "g6",
+        "c3",
+        Channel::Web,
+        TouchType::ProductView,
+        T0 + 5 * HOUR,
+    ));
+    let mut s = tp(
+        "g7",
+        "c1",
+        Channel::Email,
+        TouchType::SurveyResponse,
+        T0 + 6 * HOUR,
+    );
+    s.survey = Some(Survey::Nps);
+    s.score = Some(3);
+    v.push(s);
+    v
+}
+
+fn expected_counts(cases: &[Case]) -> BTreeMap<&'static str, usize> {
+    let mut m: BTreeMap<&'static str, usize> =
+        RejectReason::ALL.iter().map(|r| (r.as_str(), 0)).collect();
+    for c in cases {
+        if let Some(r) = c.reason {
+            *m.get_mut(r.as_str()).unwrap() += 1;
+        }
+    }
+    m
+}
+
+/// Runs the cases through the service; checks DLQ, outputs and metrics.
+fn run_cases(b: &str, test: &str, format: &str, cases: Vec<Case>) {
+    let b = b.to_string();
+    let s = Scenario::new(&b, test);
+    s.create_input(1);
+    let records: Vec<In> = cases
+        .iter()
+        .map(|c| In {
+            key: c.key.clone(),
+            value: c.value.clone(),
+            partition: 0,
+        })
+        .collect();
+    produce(&b, &s.input, &records);
+    let mut cfg = s.config();
+    cfg.input_format = format.into();
+    let cfg = s.write_config("svc", &cfg);
+    let lines: Vec<String> = cases.iter().filter_map(|c| c.replay_line.clone()).collect();
+    let expected = replay(&lines, &cfg);
+    assert_eq!(
+        expected
+            .rejected
+            .iter()
+            .map(|(_, r)| r.as_str())
+            .collect::<Vec<_>>(),
+        vec!["too_late"],
+        "replay of the good records plus the too-late one: {}",
+        expected.stderr
+    );
+    assert!(
+        expected
+            .events
+            .iter()
+            .any(|e| e["type"] == "cart_abandoned"),
+        "the good records include a timer"
+    );
+    let want = expected_counts(&cases);
+    let n_bad: usize = want.values().sum();
+
+    let mut svc = s.start(&cfg, "bad");
+    svc.wait_ready(Duration::from_secs(60));
+    let mut out = s.outputs(true);
+    let mut dlq = Collector::new(&b, std::slice::from_ref(&s.dlq), true);
+    out.settle(
+        expected.events.len(),
+        Duration::from_secs(60),
+        Duration::from_secs(10),
+    );
+    assert!(
+        dlq.wait_until(Duration::from_secs(30), |c| c.records.len() >= n_bad),
+        "DLQ has {} of {n_bad}",
+        dlq.records.len()
+    );
+    out.poll_for(Duration::from_secs(1));
+    dlq.poll_for(Duration::from_secs(1));
+
+    // Good records: exactly replay's outputs.
+    let outs = decode_outputs(&out.records, &s.prefix, &OutputSchemas::defaults());
+    check_outputs(&outs, &expected.events, &s.prefix, Copies::Forbidden);
+    check_order_per_partition(&outs, &expected.events);
+
+    // Bad records: each once, in input order, with key, bytes and headers.
+    assert_eq!(dlq.records.len(), n_bad, "DLQ records");
+    let bad_offsets: Vec<(usize, &Case)> = cases
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.reason.is_some())
+        .collect();
+    for (r, (offset, case)) in dlq.records.iter().zip(&bad_offsets) {
+        let reason = case.reason.unwrap().as_str();
+        let at = format!("DLQ record for input offset {offset} ({reason})");
+        for h in [
+            "error.reason",
+            "error.message",
+            "source.topic",
+            "source.partition",
+            "source.offset",
+        ] {
+            assert!(
+                r.header(h).is_some(),
+                "{at}: header {h} missing: {:?}",
+                r.headers
+            );
+        }
+        assert_eq!(
+            r.header("error.reason").as_deref(),
+            Some(reason),
+            "{at}: message {:?}",
+            r.header("error.message")
+        );
+        assert!(
+            !r.header("error.message").unwrap().is_empty(),
+            "{at}: empty error.message"
+        );
+        assert_eq!(
+            r.header("source.topic").as_deref(),
+            Some(s.input.as_str()),
+            "{at}"
+        );
+        assert_eq!(r.header("source.partition").as_deref(), Some("0"), "{at}");
+        assert_eq!(r.header("source.offset"), Some(offset.to_string()), "{at}");
+        assert_eq!(r.key, case.key, "{at}: key");
+        assert_eq!(r.value, case.value, "{at}: value bytes");
+    }
+
+    // Counters.
+    let m = svc.metrics();
+    for (reason, n) in &want {
+        let got = metric_value(
+            &m,
+            &format!("touchstream_records_rejected_total{{reason=\"{reason}\"}}"),
+        );
+        assert_eq!(
+            got, *n as f64,
+            "touchstream_records_rejected_total{{reason=\"{reason}\"}}"
+        );
+    }
+    assert_eq!(
+        metric_value(&m, "touchstream_dlq_records_total"),
+        n_bad as f64
+    );
+    let (st, _) = svc.sigterm(Duration::from_secs(20));
+    assert!(st.success(), "{st}");
+}
+
+/// Avro input: all eight reasons, including `unknown_schema`.
+#[test]
+fn every_reason_reaches_the_dlq_avro() {
+    let Some(b) = broker("bad-avro") else { return };
+    let g = good_touchpoints();
+    let now = wall_ms();
+    let mut cases = vec![good(g[0].clone(), avro(&g[0], 1))];
+    // decode_error: framed under the known id, but the datum is garbage.
+    cases.push(bad(
+        Some("c1"),
+        Some(vec![0, 0, 0, 0, 1, 0xff, 0xff, 0xff, 0xff, 0x01]),
+        RejectReason::DecodeError,
+    ));
+    cases.push(good(g[1].clone(), avro(&g[1], 1)));
+    // unknown_schema: a valid datum under an id nobody registered.
+    cases.push(bad(
+        Some("c2"),
+        Some(avro(
+            &tp("u1", "c2", Channel::Web, TouchType::PageView, T0 + 2 * MIN),
+            999,
+        )),
+        RejectReason::UnknownSchema,
+    ));
+    // missing_field: empty event_id (Avro cannot omit a required field).
+    cases.push(bad(
+        Some("c1"),
+        Some(avro(
+            &tp("", "c1", Channel::Web, TouchType::PageView, T0 + 3 * MIN),
+            1,
+        )),
+        RejectReason::MissingField,
+    ));
+    let long = "x".repeat(300);
+    cases.push(bad(
+        Some(&long),
+        Some(avro(
+            &tp("b1", &long, Channel::Web, TouchType::PageView, T0 + 4 * MIN),
+            1,
+        )),
+        RejectReason::InvalidCustomerId,
+    ));
+    let mut neg = tp("b2", "c2", Channel::Web, TouchType::AddToCart, T0 + 5 * MIN);
+    neg.value = Some(-5.0);
+    cases.push(bad(
+        Some("c2"),
+        Some(avro(&neg, 1)),
+        RejectReason::InvalidValue,
+    ));
+    let mut nan = tp(
+        "b2n",
+        "c2",
+        Channel::Web,
+        TouchType::AddToCart,
+        T0 + 5 * MIN,
+    );
+    nan.value = Some(f64::NAN);
+    cases.push(bad(
+        Some("c2"),
+        Some(avro(&nan, 1)),
+        RejectReason::InvalidValue,
+    ));
+    let mut score = tp(
+        "b3",
+        "c1",
+        Channel::Web,
+        TouchType::SurveyResponse,
+        T0 + 6 * MIN,
+    );
+    score.survey = Some(Survey::Nps);
+    score.score = Some(11);
+    cases.push(bad(
+        Some("c1"),
+        Some(avro(&score, 1)),
+        RejectReason::InvalidScore,
+    ));
+    cases.push(bad(
+        Some("c3"),
+        Some(avro(
+            &tp(
+                "b4",
+                "c3",
+                Channel::Web,
+                TouchType::PageView,
+                now + 2 * HOUR,
+            ),
+            1,
+        )),
+        RejectReason::FutureTimestamp,
+    ));
+    cases.push(good(g[2].clone(), avro(&g[2], 1)));
+    // too_late: the watermark is now T0 + 2h - 5s; T0 is > 1 h behind it.
+    let late = tp("b5", "c2", Channel::Web, TouchType::PageView, T0);
+    cases.push(Case {
+        replay_line: Some(json_line(&late)),
+        ..bad(Some("c2"), Some(avro(&late, 1)), RejectReason::TooLate)
+    });
+    // decode_error: not in the wire format at all; and a tombstone.
+    cases.push(bad(
+        Some("c1"),
+        Some(br#"{"event_id":"j"}"#.to_vec()),
+        RejectReason::DecodeError,
+    ));
+    cases.push(bad(Some("c3"), None, RejectReason::DecodeError));
+    // decode_error: a frame shorter than its header; trailing bytes.
+    cases.push(bad(None, Some(vec![0, 0, 0]), RejectReason::DecodeError));
+    let mut trailing = avro(
+        &tp("b6", "c3", Channel::Web, TouchType::PageView, T0 + 2 * HOUR),
+        1,
+    );
+    trailing.extend_from_slice(&[2, 4, 6]);
+    cases.push(bad(Some("c3"), Some(trailing), RejectReason::DecodeError));
+    for t in &g[3..] {
+        cases.push(good(t.clone(), avro(t, 1)));
+    }
+    run_cases(&b, "bad-avro", "avro", cases);
+}
+
+/// JSON input: every reason JSON can carry; the DLQ reason of each record
+/// is the one replay reports for the same line.
+#[test]
+fn every_reason_reaches_the_dlq_json() {
+    let Some(b) = broker("bad-json") else { return };
+    let g = good_touchpoints();
+    let j = |t: &Touchpoint| json_line(t).into_bytes();
+    let raw = |s: &str| Some(s.as_bytes().to_vec());
+    let mut cases = vec![good(g[0].clone(), j(&g[0]))];
+    cases.push(bad(
+        Some("c1"),
+        raw("this is not json"),
+        RejectReason::DecodeError,
+    ));
+    cases.push(bad(Some("c1"), raw(r#"{"event_id":"d1","customer_id":"c1","channel":"web","type":"add_to_cart","timestamp":1767571200000,"value":"ten"}"#), RejectReason::DecodeError));
+    cases.push(bad(Some("c1"), raw(r#"{"event_id":"d2","customer_id":"c1","channel":"web","type":"survey_response","timestamp":1767571200000,"survey":"happiness","score":3}"#), RejectReason::DecodeError));
+    cases.push(bad(Some("c1"), None, RejectReason::DecodeError));
+    cases.push(good(g[1].clone(), j(&g[1])));
+    cases.push(bad(
+        None,
+        raw(r#"{"event_id":"m1","channel":"web","type":"page_view","timestamp":1767571200000}"#),
+        RejectReason::MissingField,
+    ));
+    cases.push(bad(Some("c2"), raw(r#"{"event_id":"m2","customer_id":"c2","channel":"web","type":"page_view","timestamp":null}"#), RejectReason::MissingField));
+    cases.push(bad(Some("c2"), raw(r#"{"event_id":"i1","customer_id":"","channel":"web","type":"page_view","timestamp":1767571200000}"#), RejectReason::InvalidCustomerId));
+    cases.push(bad(Some("c2"), raw(r#"{"event_id":"v1","customer_id":"c2","channel":"web","type":"add_to_cart","timestamp":1767571200000,"value":-0.01}"#), RejectReason::InvalidValue));
+    cases.push(bad(Some("c2"), raw(r#"{"event_id":"s1","customer_id":"c2","channel":"web","type":"survey_response","timestamp":1767571200000,"survey":"csat","score":0}"#), RejectReason::InvalidScore));
+    cases.push(bad(Some("c2"), raw(r#"{"event_id":"f1","customer_id":"c2","channel":"web","type":"page_view","timestamp":"2100-01-01T00:00:00Z"}"#), RejectReason::FutureTimestamp));
+    cases.push(good(g[2].clone(), j(&g[2])));
+    let late = tp("l1", "c2", Channel::Web, TouchType::PageView, T0);
+    cases.push(Case {
+        replay_line: Some(json_line(&late)),
+        ..bad(Some("c2"), Some(j(&late)), RejectReason::TooLate)
+    });
+    for t in &g[3..] {
+        cases.push(good(t.clone(), j(t)));
+    }
+
+    // Cross-check the expected reasons with replay on the same lines
+    // (the tombstone has no line: replay cannot express it).
+    {
+        let s = Scenario::new(&b, "bad-json-check");
+        let cfg = s.write_config("svc", &s.config());
+        let lines: Vec<String> = cases
+            .iter()
+            .filter(|c| c.value.is_some())
+            .map(|c| String::from_utf8(c.value.clone().unwrap()).unwrap())
+            .collect();
+        let reasons: Vec<Option<&str>> = cases
+            .iter()
+            .filter(|c| c.value.is_some())
+            .map(|c| c.reason.map(|r| r.as_str()))
+            .collect();
+        let r = replay(&lines, &cfg);
+        let mut got: Vec<Option<&str>> = vec![None; lines.len()];
+        for (line, reason) in &r.rejected {
+            got[line - 1] = Some(reason.as_str());
+        }
+        assert_eq!(
+            got, reasons,
+            "replay's reasons for the same lines:\n{}",
+            r.stderr
+        );
+    }
+    run_cases(&b, "bad-json", "json", cases);
+}
+
+/// SPEC 3: a partition that receives nothing for `idle_timeout` advances
+/// its watermark with the wall clock, so a cart is abandoned without new
+/// input — with `at` the due time, as the engine computes it.
+#[test]
+fn idle_partition_abandons_cart_on_wall_clock() {
+    let Some(b) = broker("idle") else { return };
+    let s = Scenario::new(&b, "idle");
+    s.create_input(1);
+    let now = wall_ms();
+    let view = tp(
+        "i1",
+        "idle-c",
+        Channel::Web,
+        TouchType::ProductView,
+        now - 3 * HOUR,
+    );
+    let mut add = tp(
+        "i2",
+        "idle-c",
+        Channel::Web,
+        TouchType::AddToCart,
+        now - 2 * HOUR,
+    );
+    add.value = Some(42.0);
+    add.currency = Some("USD".into());
+    add.cart_id = Some("cart-idle".into());
+    let lines = vec![json_line(&view), json_line(&add)];
+
+    let mut cfg = s.config();
+    cfg.idle_timeout = "2s".into();
+    cfg.extra = "[signals]\ncart_timeout = \"1h\"\n".into();
+    let cfg = s.write_config("svc", &cfg);
+    let expected = replay(&lines, &cfg);
+    assert!(
+        expected
+            .events
+            .iter()
+            .all(|e| e["type"] != "cart_abandoned"),
+        "replay alone must not abandon the cart"
+    );
+
+    // What the engine emits once the watermark follows the wall clock.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let ecfg = Arc::new(
+        Config::from_parts("t", &text, &[])
+            .unwrap()
+            .engine()
+            .unwrap(),
+    );
+    let mut engine = Engine::new(ecfg);
+    let mut evs = Vec::new();
+    engine.on_touchpoint(view.clone(), &mut evs);
+    engine.on_touchpoint(add.clone(), &mut evs);
+    let before = evs.len();
+    engine.advance_watermark(now - 5 * SEC, &mut evs);
+    let fired: Vec<Value> = evs[before..]
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect();
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    let abandoned = fired[0].clone();
+    assert_eq!(abandoned["type"], "cart_abandoned");
+    assert_eq!(abandoned["at"], json!(add.timestamp + HOUR));
+    assert_eq!(abandoned["last_activity_at"], json!(add.timestamp));
+    assert_eq!(abandoned["cart_value"], json!(42.0));
+
+    let mut svc = s.start(&cfg, "idle");
+    svc.wait_ready(Duration::from_secs(60));
+    let started = std::time::Instant::now();
+    produce(&b, &s.input, &json_records(&lines, 0));
+    let mut out = s.outputs(true);
+    let mut all = expected.events.clone();
+    all.push(abandoned.clone());
+    if !out.settle(all.len(), Duration::from_secs(30), Duration::from_secs(15)) {
+        eprintln!(
+            "no cart_abandoned on an idle partition ({} of {} events):\n{}",
+            out.ids.len(),
+            all.len(),
+            svc.log_tail(20)
+        );
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "fired before idle_timeout"
+    );
+    out.poll_for(Duration::from_secs(1));
+    let outs = decode_outputs(&out.records, &s.prefix, &OutputSchemas::defaults());
+    check_outputs(&outs, &all, &s.prefix, Copies::Forbidden);
+    let (st, _) = svc.sigterm(Duration::from_secs(20));
+    assert!(st.success());
+}
