@@ -152,6 +152,8 @@ struct Task {
     gen: u64,
     repairs: Vec<Vec<u8>>,
     last_input: Instant,
+    /// The partition's log span: entered while its records are processed.
+    span: tracing::Span,
 }
 
 /// Everything the poll loop and the rebalance callback share.
@@ -443,6 +445,7 @@ impl Worker {
             None => (Engine::new(self.engine_cfg.clone()), None, None),
         };
         engine.collect_kpis(true);
+        let span = tracing::info_span!("partition", topic, partition);
         let task = Task {
             topic: Arc::from(topic),
             partition,
@@ -452,6 +455,7 @@ impl Worker {
             gen: restored.next_gen,
             repairs: restored.repairs,
             last_input: Instant::now(),
+            span,
         };
         self.metrics.restore_duration.observe(started.elapsed().as_secs_f64());
         self.metrics.restored_customers.inc_by(customers as u64);
@@ -523,10 +527,11 @@ impl Worker {
         self.metrics.records_consumed.with_label_values(&[msg.topic()]).inc();
         self.consumed_at.push(Instant::now());
         let key = (Arc::from(msg.topic()), msg.partition());
-        if !self.tasks.contains_key(&key) {
+        let Some(span) = self.tasks.get(&key).map(|t| t.span.clone()) else {
             warn!(topic = msg.topic(), partition = msg.partition(), "Record for an unassigned partition ignored.");
             return Ok(());
-        }
+        };
+        let _entered = span.enter();
         self.ensure_txn()?;
         let decoded = loop {
             match self.decoder.decode(msg.topic(), msg.payload()) {
