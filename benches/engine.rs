@@ -7,7 +7,12 @@
 //!   the same input, so that engine figures can be read as a ratio to it
 //!   measured in the same run on the same (shared, noisy) machine.
 //! - state size: bytes of state per customer after replaying generated
-//!   traffic for `TOUCHSTREAM_BENCH_CUSTOMERS` customers (default 1,000,000).
+//!   traffic for `TOUCHSTREAM_BENCH_CUSTOMERS` customers (default 1,000,000)
+//!   over `TOUCHSTREAM_BENCH_DAYS` days (default 30).
+//!
+//! `TOUCHSTREAM_BENCH_INPUT_CUSTOMERS` (default 20,000) sets the customers
+//! of the throughput input: with few customers the state stays in the CPU
+//! caches, with many it does not — the engine is memory-bound.
 //!
 //! Run: `cargo bench --bench engine` (add `-- --quick` for a short run).
 
@@ -103,7 +108,7 @@ fn bench_decode(c: &mut Criterion, tps: &[Touchpoint]) {
 
 fn state_size() {
     let customers: u32 = std::env::var("TOUCHSTREAM_BENCH_CUSTOMERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    let days = 30;
+    let days: u32 = std::env::var("TOUCHSTREAM_BENCH_DAYS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
     let started = Instant::now();
     let mut e = Engine::new(Arc::new(EngineConfig::default()));
     let mut out = Vec::new();
@@ -143,7 +148,11 @@ fn main() {
         std::env::set_var("TOUCHSTREAM_BENCH_CUSTOMERS", "200");
     }
     if !quick_state {
-        let customers = if smoke { 200 } else { 20_000 };
+        let customers = if smoke {
+            200
+        } else {
+            std::env::var("TOUCHSTREAM_BENCH_INPUT_CUSTOMERS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000)
+        };
         let tps = input(customers, 30);
         println!("input: {} generated touchpoints for {customers} customers over 30 days", tps.len());
         let mut c = Criterion::default().configure_from_args();

@@ -7,6 +7,7 @@
 //! probability ~2^-64 per pair.
 
 use serde::{Deserialize, Serialize};
+use thin_vec::ThinVec;
 
 /// How many accepted events are remembered per customer.
 pub const WINDOW: usize = 32;
@@ -19,7 +20,7 @@ pub fn hash_id(event_id: &str) -> u64 {
 /// A ring of the last [`WINDOW`] event-id hashes.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Dedup {
-    ring: Vec<u64>,
+    ring: ThinVec<u64>,
     next: u8,
 }
 
@@ -46,7 +47,7 @@ impl Dedup {
 
     /// Heap bytes used.
     pub fn heap_bytes(&self) -> usize {
-        self.ring.capacity() * 8
+        crate::signals::thin_bytes(&self.ring)
     }
 }
 

@@ -6,6 +6,7 @@
 //! five models; weights are summed per channel.
 
 use serde::{Deserialize, Serialize};
+use thin_vec::ThinVec;
 
 use super::{decay, insert_sorted, prune_until, Packed};
 use crate::model::{AttributionModels, Channel, EventTime, Weights, DAY_MS};
@@ -22,7 +23,7 @@ pub const HALF_LIFE: i64 = 7 * DAY_MS;
 /// Attribution state of one customer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AttributionState {
-    touches: Vec<Packed>,
+    touches: ThinVec<Packed>,
 }
 
 fn add(w: &mut Weights, c: Channel, v: f64) {
@@ -32,7 +33,7 @@ fn add(w: &mut Weights, c: Channel, v: f64) {
 impl AttributionState {
     /// Heap bytes used.
     pub fn heap_bytes(&self) -> usize {
-        self.touches.capacity() * 8
+        super::thin_bytes(&self.touches)
     }
 
     /// Number of touches kept.

@@ -7,6 +7,7 @@
 //! `recovery_window` so that an order can recover it.
 
 use serde::{Deserialize, Serialize};
+use thin_vec::ThinVec;
 
 use crate::config::EngineConfig;
 use crate::engine::timers::{LazyTimer, PopAction, TimerKey, TimerKind, TimerQueue, TimerTarget};
@@ -45,15 +46,14 @@ pub struct Abandonment {
 /// Cart state of one customer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct CartState {
-    carts: Vec<Cart>,
-    abandonments: Vec<Abandonment>,
+    carts: ThinVec<Cart>,
+    abandonments: ThinVec<Abandonment>,
 }
 
 impl CartState {
     /// Heap bytes used (approximate).
     pub fn heap_bytes(&self) -> usize {
-        self.carts.capacity() * std::mem::size_of::<Cart>()
-            + self.abandonments.capacity() * std::mem::size_of::<Abandonment>()
+        super::thin_bytes(&self.carts) + super::thin_bytes(&self.abandonments)
             + self
                 .carts
                 .iter()

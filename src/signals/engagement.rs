@@ -7,6 +7,7 @@
 //! newest time.
 
 use serde::{Deserialize, Serialize};
+use thin_vec::ThinVec;
 
 use super::{decay, distinct_channels, Packed};
 use crate::config::EngineConfig;
@@ -22,13 +23,13 @@ pub struct EngagementState {
     /// Last emitted score.
     last_emitted: Option<f64>,
     /// Latest own-touch time per channel (one entry per channel).
-    channels: Vec<Packed>,
+    channels: ThinVec<Packed>,
 }
 
 impl EngagementState {
     /// Heap bytes used.
     pub fn heap_bytes(&self) -> usize {
-        self.channels.capacity() * 8
+        super::thin_bytes(&self.channels)
     }
 
     /// Applies a touch at `t`. `newest_before` is the customer's newest

@@ -5,6 +5,7 @@
 //! whose count before it is back at or under the cap.
 
 use serde::{Deserialize, Serialize};
+use thin_vec::ThinVec;
 
 use super::{distinct_channels, insert_sorted, prune_until, Packed};
 use crate::config::EngineConfig;
@@ -17,7 +18,7 @@ pub const WINDOW: i64 = 7 * DAY_MS;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FatigueState {
     /// Outbound messages still inside some future window, sorted.
-    messages: Vec<Packed>,
+    messages: ThinVec<Packed>,
     /// Set after firing, until re-armed.
     disarmed: bool,
 }
@@ -25,7 +26,7 @@ pub struct FatigueState {
 impl FatigueState {
     /// Heap bytes used.
     pub fn heap_bytes(&self) -> usize {
-        self.messages.capacity() * 8
+        super::thin_bytes(&self.messages)
     }
 
     /// Whether nothing is kept.

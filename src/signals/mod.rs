@@ -17,6 +17,7 @@ pub mod journey;
 pub mod survey;
 
 use serde::{Deserialize, Serialize};
+use thin_vec::ThinVec;
 
 use crate::model::{Channel, ChannelSet, EventTime};
 
@@ -43,10 +44,20 @@ impl Packed {
     }
 }
 
+/// Heap bytes of a thin vector: its header (length and capacity) and its
+/// slots; nothing for an empty one.
+pub fn thin_bytes<T>(v: &ThinVec<T>) -> usize {
+    if v.capacity() == 0 {
+        0
+    } else {
+        16 + v.capacity() * std::mem::size_of::<T>()
+    }
+}
+
 /// Grows a vector by a quarter (at least 4) instead of doubling: per-
 /// customer vectors are small and many, so slack matters more than the
 /// few extra reallocations.
-pub fn reserve_compact<T>(v: &mut Vec<T>) {
+pub fn reserve_compact<T>(v: &mut ThinVec<T>) {
     if v.len() == v.capacity() {
         v.reserve_exact((v.capacity() / 4).max(4));
     }
@@ -54,7 +65,7 @@ pub fn reserve_compact<T>(v: &mut Vec<T>) {
 
 /// Inserts into a vector sorted by time, after every entry with the same
 /// time (so ties keep arrival order).
-pub fn insert_sorted(v: &mut Vec<Packed>, p: Packed) {
+pub fn insert_sorted(v: &mut ThinVec<Packed>, p: Packed) {
     let t = p.time();
     reserve_compact(v);
     if v.last().map_or(true, |l| l.time() <= t) {
@@ -66,7 +77,7 @@ pub fn insert_sorted(v: &mut Vec<Packed>, p: Packed) {
 }
 
 /// Drops entries with time <= `cutoff` from the front of a time-sorted vector.
-pub fn prune_until(v: &mut Vec<Packed>, cutoff: EventTime) {
+pub fn prune_until(v: &mut ThinVec<Packed>, cutoff: EventTime) {
     let n = v.partition_point(|x| x.time() <= cutoff);
     if n > 0 {
         v.drain(..n);
@@ -103,7 +114,7 @@ mod tests {
 
     #[test]
     fn sorted_insert_keeps_ties_in_arrival_order() {
-        let mut v = vec![];
+        let mut v = ThinVec::new();
         insert_sorted(&mut v, Packed::new(10, Channel::Web));
         insert_sorted(&mut v, Packed::new(5, Channel::Sms));
         insert_sorted(&mut v, Packed::new(10, Channel::Email));

@@ -7,6 +7,7 @@
 //! pending or still-acceptable click can need them.
 
 use serde::{Deserialize, Serialize};
+use thin_vec::ThinVec;
 
 use crate::config::EngineConfig;
 use crate::engine::timers::{TimerKey, TimerKind, TimerQueue, TimerTarget};
@@ -33,9 +34,9 @@ pub struct Click {
 /// Survey state of one customer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SurveyState {
-    clicks: Vec<Click>,
+    clicks: ThinVec<Click>,
     /// Recent order times, sorted.
-    orders: Vec<EventTime>,
+    orders: ThinVec<EventTime>,
     /// Due time of the last trigger.
     last_trigger: Option<EventTime>,
 }
@@ -43,9 +44,9 @@ pub struct SurveyState {
 impl SurveyState {
     /// Heap bytes used (approximate).
     pub fn heap_bytes(&self) -> usize {
-        self.clicks.capacity() * std::mem::size_of::<Click>()
+        super::thin_bytes(&self.clicks)
             + self.clicks.iter().map(|c| c.campaign_id.len()).sum::<usize>()
-            + self.orders.capacity() * 8
+            + super::thin_bytes(&self.orders)
     }
 
     /// Whether nothing is kept.
