@@ -182,7 +182,7 @@ impl<'w, O: Write, E: Write> Replay<'w, O, E> {
         for (i, value) in reader.enumerate() {
             let location = format!("record {}", i + 1);
             match value {
-                Ok(v) => self.record(&location, codec::avro::raw_from_value(&v))?,
+                Ok(v) => self.record(&location, codec::avro::raw_from_owned(v))?,
                 Err(e) => {
                     // A corrupt block cannot be resynchronised: report and stop.
                     self.summary.records += 1;

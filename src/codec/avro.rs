@@ -3,7 +3,6 @@
 //! derived events to Confluent-framed datums. The schemas are the files in
 //! `schemas/`, compiled in.
 
-use std::collections::HashMap;
 
 use apache_avro::types::Value;
 use apache_avro::Schema;
@@ -62,91 +61,102 @@ fn decode_err(msg: impl Into<String>) -> Rejection {
     Rejection::new(RejectReason::DecodeError, msg)
 }
 
-fn unwrap_union(v: &Value) -> &Value {
+/// Maps a decoded (reader-schema) Avro record to a raw touchpoint.
+pub fn raw_from_value(value: &Value) -> Result<RawTouchpoint, Rejection> {
+    raw_from_owned(value.clone())
+}
+
+fn owned_union(v: Value) -> Value {
     match v {
-        Value::Union(_, inner) => inner,
+        Value::Union(_, inner) => *inner,
         other => other,
     }
 }
 
-fn opt_string(v: Option<&Value>, name: &str) -> Result<Option<String>, Rejection> {
-    match v.map(unwrap_union) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(decode_err(format!("field `{name}` is not a string: {other:?}"))),
+fn take_string(v: Value, name: &str) -> Result<Option<String>, Rejection> {
+    match owned_union(v) {
+        Value::Null => Ok(None),
+        Value::String(s) => Ok(Some(s)),
+        other => Err(decode_err(format!("field `{name}` is not a string: {other:?}"))),
     }
 }
 
-fn symbol(v: Option<&Value>, name: &str) -> Result<Option<String>, Rejection> {
-    match v.map(unwrap_union) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Enum(_, s)) | Some(Value::String(s)) => Ok(Some(s.clone())),
-        Some(other) => Err(decode_err(format!("field `{name}` is not an enum: {other:?}"))),
+fn take_symbol(v: Value, name: &str) -> Result<Option<String>, Rejection> {
+    match owned_union(v) {
+        Value::Null => Ok(None),
+        Value::Enum(_, s) | Value::String(s) => Ok(Some(s)),
+        other => Err(decode_err(format!("field `{name}` is not an enum: {other:?}"))),
     }
 }
 
-/// Maps a decoded (reader-schema) Avro record to a raw touchpoint.
-pub fn raw_from_value(value: &Value) -> Result<RawTouchpoint, Rejection> {
+/// Like [`raw_from_value`], taking the value (no string copies).
+pub fn raw_from_owned(value: Value) -> Result<RawTouchpoint, Rejection> {
     let Value::Record(fields) = value else {
         return Err(decode_err("not an Avro record"));
     };
-    let f: HashMap<&str, &Value> = fields.iter().map(|(k, v)| (k.as_str(), v)).collect();
-    let timestamp = match f.get("timestamp").map(|v| unwrap_union(v)) {
-        None | Some(Value::Null) => None,
-        Some(Value::Long(t)) | Some(Value::TimestampMillis(t)) => Some(*t),
-        Some(Value::Int(t)) => Some(i64::from(*t)),
-        Some(other) => return Err(decode_err(format!("field `timestamp` is not a long: {other:?}"))),
-    };
-    if timestamp.is_some_and(|t| t.abs() > MAX_ABS_TIMESTAMP) {
-        return Err(decode_err("timestamp out of range"));
-    }
-    let value = match f.get("value").map(|v| unwrap_union(v)) {
-        None | Some(Value::Null) => None,
-        Some(Value::Double(d)) => Some(*d),
-        Some(Value::Float(d)) => Some(f64::from(*d)),
-        Some(other) => return Err(decode_err(format!("field `value` is not a double: {other:?}"))),
-    };
-    let score = match f.get("score").map(|v| unwrap_union(v)) {
-        None | Some(Value::Null) => None,
-        Some(Value::Int(i)) => Some(i64::from(*i)),
-        Some(Value::Long(i)) => Some(*i),
-        Some(other) => return Err(decode_err(format!("field `score` is not an int: {other:?}"))),
-    };
-    let survey = match symbol(f.get("survey").copied(), "survey")? {
-        None => None,
-        Some(s) => Some(Survey::parse(&s).ok_or_else(|| decode_err(format!("unknown survey `{s}`")))?),
-    };
-    let mut attributes = std::collections::BTreeMap::new();
-    match f.get("attributes").map(|v| unwrap_union(v)) {
-        None | Some(Value::Null) => {}
-        Some(Value::Map(m)) => {
-            for (k, v) in m {
-                match v {
-                    Value::String(s) => {
-                        attributes.insert(k.clone(), s.clone());
-                    }
-                    other => return Err(decode_err(format!("attribute `{k}` is not a string: {other:?}"))),
+    let mut raw = RawTouchpoint::default();
+    for (name, v) in fields {
+        match name.as_str() {
+            "event_id" => raw.event_id = take_string(v, "event_id")?,
+            "customer_id" => raw.customer_id = take_string(v, "customer_id")?,
+            "channel" => raw.channel = take_symbol(v, "channel")?.map(|s| Channel::parse_lenient(&s)),
+            "type" => raw.kind = take_symbol(v, "type")?.map(|s| TouchType::parse_lenient(&s)),
+            "timestamp" => {
+                raw.timestamp = match owned_union(v) {
+                    Value::Null => None,
+                    Value::Long(t) | Value::TimestampMillis(t) => Some(t),
+                    Value::Int(t) => Some(i64::from(t)),
+                    other => return Err(decode_err(format!("field `timestamp` is not a long: {other:?}"))),
+                };
+                if raw.timestamp.is_some_and(|t| t.abs() > MAX_ABS_TIMESTAMP) {
+                    return Err(decode_err("timestamp out of range"));
                 }
             }
+            "value" => {
+                raw.value = match owned_union(v) {
+                    Value::Null => None,
+                    Value::Double(d) => Some(d),
+                    Value::Float(d) => Some(f64::from(d)),
+                    other => return Err(decode_err(format!("field `value` is not a double: {other:?}"))),
+                }
+            }
+            "currency" => raw.currency = take_string(v, "currency")?,
+            "cart_id" => raw.cart_id = take_string(v, "cart_id")?,
+            "order_id" => raw.order_id = take_string(v, "order_id")?,
+            "campaign_id" => raw.campaign_id = take_string(v, "campaign_id")?,
+            "session_id" => raw.session_id = take_string(v, "session_id")?,
+            "survey" => {
+                raw.survey = match take_symbol(v, "survey")? {
+                    None => None,
+                    Some(s) => Some(Survey::parse(&s).ok_or_else(|| decode_err(format!("unknown survey `{s}`")))?),
+                }
+            }
+            "score" => {
+                raw.score = match owned_union(v) {
+                    Value::Null => None,
+                    Value::Int(i) => Some(i64::from(i)),
+                    Value::Long(i) => Some(i),
+                    other => return Err(decode_err(format!("field `score` is not an int: {other:?}"))),
+                }
+            }
+            "attributes" => match owned_union(v) {
+                Value::Null => {}
+                Value::Map(m) => {
+                    for (k, v) in m {
+                        match v {
+                            Value::String(s) => {
+                                raw.attributes.insert(k, s);
+                            }
+                            other => return Err(decode_err(format!("attribute `{k}` is not a string: {other:?}"))),
+                        }
+                    }
+                }
+                other => return Err(decode_err(format!("field `attributes` is not a map: {other:?}"))),
+            },
+            _ => {} // fields added by newer writers
         }
-        Some(other) => return Err(decode_err(format!("field `attributes` is not a map: {other:?}"))),
     }
-    Ok(RawTouchpoint {
-        event_id: opt_string(f.get("event_id").copied(), "event_id")?,
-        customer_id: opt_string(f.get("customer_id").copied(), "customer_id")?,
-        channel: symbol(f.get("channel").copied(), "channel")?.map(|s| Channel::parse_lenient(&s)),
-        kind: symbol(f.get("type").copied(), "type")?.map(|s| TouchType::parse_lenient(&s)),
-        timestamp,
-        value,
-        currency: opt_string(f.get("currency").copied(), "currency")?,
-        cart_id: opt_string(f.get("cart_id").copied(), "cart_id")?,
-        order_id: opt_string(f.get("order_id").copied(), "order_id")?,
-        campaign_id: opt_string(f.get("campaign_id").copied(), "campaign_id")?,
-        session_id: opt_string(f.get("session_id").copied(), "session_id")?,
-        survey,
-        score,
-        attributes,
-    })
+    Ok(raw)
 }
 
 fn null_or<T>(v: Option<T>, f: impl FnOnce(T) -> Value) -> Value {
@@ -385,7 +395,45 @@ pub fn decode_datum(writer: &Schema, reader: &Schema, mut datum: &[u8]) -> Resul
     if !datum.is_empty() {
         return Err(decode_err(format!("{} trailing bytes after the Avro datum", datum.len())));
     }
-    raw_from_value(&value)
+    raw_from_owned(value)
+}
+
+/// No single-object header: lets [`apache_avro::GenericSingleObjectReader`]
+/// decode bare datums with the names of its schema resolved once.
+struct NoHeader;
+
+impl apache_avro::headers::HeaderBuilder for NoHeader {
+    fn build_header(&self) -> Vec<u8> {
+        Vec::new()
+    }
+}
+
+/// Decodes datums written with one known schema (the common case: the
+/// writer schema is the reader schema), resolving the schema's names once
+/// instead of per record as `from_avro_datum` does.
+pub struct DatumReader {
+    inner: apache_avro::GenericSingleObjectReader,
+}
+
+impl DatumReader {
+    /// A reader for datums written with `schema`.
+    pub fn new(schema: &Schema) -> Result<Self, SchemaError> {
+        apache_avro::GenericSingleObjectReader::new_with_header_builder(schema.clone(), NoHeader)
+            .map(|inner| DatumReader { inner })
+            .map_err(|e| SchemaError::Parse { name: "datum reader".into(), message: e.to_string() })
+    }
+
+    /// Decodes one datum into a raw touchpoint.
+    pub fn decode(&self, mut datum: &[u8]) -> Result<RawTouchpoint, Rejection> {
+        let value = self
+            .inner
+            .read_value(&mut datum)
+            .map_err(|e| decode_err(format!("Avro datum does not decode: {e}")))?;
+        if !datum.is_empty() {
+            return Err(decode_err(format!("{} trailing bytes after the Avro datum", datum.len())));
+        }
+        raw_from_owned(value)
+    }
 }
 
 #[cfg(test)]
@@ -440,6 +488,11 @@ mod tests {
         let (id, body) = unframe(&framed).unwrap();
         assert_eq!(id, 7);
         let raw = decode_datum(&schema, &schema, body).unwrap();
+        assert_eq!(DatumReader::new(&schema).unwrap().decode(body).unwrap(), raw);
+        assert!(DatumReader::new(&schema).unwrap().decode(&[0xff, 0xff]).is_err());
+        let mut trailing = body.to_vec();
+        trailing.push(0);
+        assert!(DatumReader::new(&schema).unwrap().decode(&trailing).is_err());
         assert_eq!(raw.channel, Some(Channel::Sms));
         assert_eq!(raw.kind, Some(TouchType::SurveyResponse));
         assert_eq!(raw.timestamp, Some(1234));

@@ -100,8 +100,9 @@ pub struct InputDecoder {
     formats: std::collections::BTreeMap<String, InputFormat>,
     reader: Schema,
     reader_canonical: String,
-    /// Per writer id: whether it equals the reader schema (no resolution needed).
-    same: HashMap<u32, bool>,
+    /// Per writer id: a fast reader when it equals the reader schema (no
+    /// resolution needed), else None.
+    same: HashMap<u32, Option<Arc<avro::DatumReader>>>,
     known: HashMap<u32, Arc<Schema>>,
     registry: Option<Registry>,
 }
@@ -151,9 +152,19 @@ impl InputDecoder {
                     },
                 };
                 let canonical = &self.reader_canonical;
-                let same = *self.same.entry(id).or_insert_with(|| writer.canonical_form() == *canonical);
-                let reader = if same { &*writer } else { &self.reader };
-                avro::decode_datum(&writer, reader, datum).map_err(Ok)
+                let fast = self
+                    .same
+                    .entry(id)
+                    .or_insert_with(|| {
+                        (writer.canonical_form() == *canonical)
+                            .then(|| avro::DatumReader::new(&writer).ok().map(Arc::new))
+                            .flatten()
+                    })
+                    .clone();
+                match fast {
+                    Some(r) => r.decode(datum).map_err(Ok),
+                    None => avro::decode_datum(&writer, &self.reader, datum).map_err(Ok),
+                }
             }
         }
     }
