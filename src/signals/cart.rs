@@ -23,8 +23,6 @@ pub const MAX_OPEN_CARTS: usize = 64;
 pub struct Cart {
     id: Option<Box<str>>,
     eligible: bool,
-    /// Set once abandoned; the cart stays until an order closes it.
-    abandoned: bool,
     /// Σ add_to_cart values − Σ remove_from_cart values.
     sum: f64,
     /// Latest `checkout_started` carrying a value: (time, value).
@@ -48,12 +46,27 @@ pub struct Abandonment {
 pub struct CartState {
     carts: ThinVec<Cart>,
     abandonments: ThinVec<Abandonment>,
+    /// Carts abandoned and not yet closed by an order, as hashes of their
+    /// keys (8 bytes instead of a whole cart): they are not abandoned again.
+    #[serde(default)]
+    closed: ThinVec<u64>,
+}
+
+/// Abandoned carts remembered per customer at most (beyond it the oldest is
+/// forgotten and could be abandoned again; far above real use).
+pub const MAX_CLOSED_CARTS: usize = 256;
+
+fn cart_key(id: Option<&str>) -> u64 {
+    match id {
+        None => xxhash_rust::xxh3::xxh3_64(b"\0"),
+        Some(id) => xxhash_rust::xxh3::xxh3_64_with_seed(id.as_bytes(), 1),
+    }
 }
 
 impl CartState {
     /// Heap bytes used (approximate).
     pub fn heap_bytes(&self) -> usize {
-        super::thin_bytes(&self.carts) + super::thin_bytes(&self.abandonments)
+        super::thin_bytes(&self.carts) + super::thin_bytes(&self.abandonments) + super::thin_bytes(&self.closed)
             + self
                 .carts
                 .iter()
@@ -65,13 +78,16 @@ impl CartState {
 
     /// Whether nothing is kept.
     pub fn is_empty(&self) -> bool {
-        self.carts.is_empty() && self.abandonments.is_empty()
+        self.carts.is_empty() && self.abandonments.is_empty() && self.closed.is_empty()
     }
 
     /// Applies cart activity (add, remove, checkout); returns whether the
     /// cart just became eligible (a cart "started").
     pub fn on_activity(&mut self, cfg: &EngineConfig, tp: &Touchpoint, timers: &mut TimerQueue, slot: u32) -> bool {
         let id = tp.cart_id.as_deref();
+        if !self.closed.is_empty() && self.closed.contains(&cart_key(id)) {
+            return false; // not abandoned again until an order closes it
+        }
         let idx = match self.carts.iter().position(|c| c.id.as_deref() == id) {
             Some(i) => i,
             None => {
@@ -89,7 +105,6 @@ impl CartState {
                 self.carts.push(Cart {
                     id: id.map(Into::into),
                     eligible: false,
-                    abandoned: false,
                     sum: 0.0,
                     checkout: None,
                     currency: None,
@@ -101,9 +116,6 @@ impl CartState {
             }
         };
         let cart = &mut self.carts[idx];
-        if cart.abandoned {
-            return false; // not abandoned again until an order closes it
-        }
         let was_eligible = cart.eligible;
         let t = tp.timestamp;
         let v = tp.value.unwrap_or(0.0);
@@ -145,6 +157,7 @@ impl CartState {
             timers.cancel(&mut cart.timer);
         }
         self.carts.clear();
+        self.closed.clear();
         let t = tp.timestamp;
         let in_window = |a: &Abandonment| t >= a.at && t - a.at <= cfg.recovery_window;
         let by_id = tp.cart_id.as_deref().and_then(|id| {
@@ -183,14 +196,19 @@ impl CartState {
         target: TimerTarget,
         timers: &mut TimerQueue,
     ) -> (PopAction, Option<Payload>) {
-        let Some(cart) = self.carts.iter_mut().find(|c| c.timer.queued == key) else {
+        let Some(i) = self.carts.iter().position(|c| c.timer.queued == key) else {
             return (PopAction::Stale, None);
         };
-        let action = timers.resolve(&mut cart.timer, key, target);
-        if action != PopAction::Fire || cart.abandoned {
+        let action = timers.resolve(&mut self.carts[i].timer, key, target);
+        if action != PopAction::Fire {
             return (action, None);
         }
-        cart.abandoned = true;
+        // An abandoned cart keeps only its key until an order closes it.
+        let cart = self.carts.remove(i);
+        if self.closed.len() >= MAX_CLOSED_CARTS {
+            self.closed.remove(0);
+        }
+        self.closed.push(cart_key(cart.id.as_deref()));
         let cart_value = match cart.checkout {
             Some((_, v)) => v,
             None => cart.sum.max(0.0),
