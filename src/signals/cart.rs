@@ -102,6 +102,9 @@ impl CartState {
                     let mut gone = self.carts.remove(oldest);
                     timers.cancel(&mut gone.timer);
                 }
+                if self.carts.len() == self.carts.capacity() {
+                    self.carts.reserve_exact(1);
+                }
                 self.carts.push(Cart {
                     id: id.map(Into::into),
                     eligible: false,
@@ -156,8 +159,8 @@ impl CartState {
         for cart in &mut self.carts {
             timers.cancel(&mut cart.timer);
         }
-        self.carts.clear();
-        self.closed.clear();
+        self.carts = ThinVec::new();
+        self.closed = ThinVec::new();
         let t = tp.timestamp;
         let in_window = |a: &Abandonment| t >= a.at && t - a.at <= cfg.recovery_window;
         let by_id = tp.cart_id.as_deref().and_then(|id| {
@@ -174,6 +177,7 @@ impl CartState {
                 .map(|(i, _)| i)
         })?;
         let a = self.abandonments.remove(pick);
+        super::free_if_empty(&mut self.abandonments);
         Some(Payload::CartRecovered {
             cart_id: a.cart_id.map(String::from),
             order_id: tp.order_id.clone(),
@@ -186,6 +190,7 @@ impl CartState {
     pub fn prune(&mut self, cfg: &EngineConfig, horizon: EventTime) {
         self.abandonments
             .retain(|a| a.at.saturating_add(cfg.recovery_window) >= horizon);
+        super::free_if_empty(&mut self.abandonments);
     }
 
     /// A cart timer popped from the queue. Returns the abandonment payload
@@ -205,6 +210,7 @@ impl CartState {
         }
         // An abandoned cart keeps only its key until an order closes it.
         let cart = self.carts.remove(i);
+        super::free_if_empty(&mut self.carts);
         if self.closed.len() >= MAX_CLOSED_CARTS {
             self.closed.remove(0);
         }

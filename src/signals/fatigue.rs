@@ -40,6 +40,7 @@ impl FatigueState {
         insert_sorted(&mut self.messages, Packed::new(t, channel));
         // Messages at or before clock − 7 d never count again: the clock only moves on.
         prune_until(&mut self.messages, from);
+        super::free_if_empty(&mut self.messages);
         let after = self.messages.len() as u32;
         let this_counts = t > from;
         let before = if this_counts { after - 1 } else { after };

@@ -54,6 +54,14 @@ pub fn thin_bytes<T>(v: &ThinVec<T>) -> usize {
     }
 }
 
+/// Frees an emptied vector's allocation (per-customer lists are many and
+/// mostly empty: keeping their capacity would cost more than reallocating).
+pub fn free_if_empty<T>(v: &mut ThinVec<T>) {
+    if v.is_empty() && v.capacity() > 0 {
+        *v = ThinVec::new();
+    }
+}
+
 /// Grows a vector by a quarter (at least 4) instead of doubling: per-
 /// customer vectors are small and many, so slack matters more than the
 /// few extra reallocations.

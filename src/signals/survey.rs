@@ -91,6 +91,7 @@ impl SurveyState {
         let oldest_click = self.clicks.iter().map(|c| c.at).min().unwrap_or(horizon).min(horizon);
         let keep_from = self.orders.partition_point(|&t| t < oldest_click);
         self.orders.drain(..keep_from);
+        super::free_if_empty(&mut self.orders);
         if self.orders.len() > MAX_ORDER_TIMES {
             let extra = self.orders.len() - MAX_ORDER_TIMES;
             self.orders.drain(..extra);
@@ -102,6 +103,7 @@ impl SurveyState {
     pub fn on_timer(&mut self, cfg: &EngineConfig, key: TimerKey) -> Option<Payload> {
         let i = self.clicks.iter().position(|c| c.key == key)?;
         let click = self.clicks.remove(i);
+        super::free_if_empty(&mut self.clicks);
         let due = key.due;
         let converted = self.orders.iter().any(|&t| t >= click.at && t <= due);
         let cooling = self.last_trigger.is_some_and(|last| due - last < cfg.survey_cooldown);
