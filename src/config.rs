@@ -450,17 +450,34 @@ impl Config {
             path: name.to_string(),
             message: e.to_string(),
         })?;
+        // Environment values are read as TOML values (numbers, booleans,
+        // arrays) when they parse as one; `raw` keeps them as text for keys
+        // that turn out to want a string (`TOUCHSTREAM_KAFKA__GROUP_ID=123`).
+        let mut raw: Vec<(Vec<String>, String)> = Vec::new();
         for (var, value) in vars {
-            apply_env(&mut table, var, value)?;
-        }
-        let cfg: Config = serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-            ConfigError::Key {
-                key: e.path().to_string(),
-                message: e.inner().to_string(),
+            if let Some(path) = apply_env(&mut table, var, value)? {
+                raw.push((path, value.clone()));
             }
-        })?;
-        cfg.engine()?;
-        Ok(cfg)
+        }
+        loop {
+            match serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(table.clone())) {
+                Ok(cfg) => {
+                    cfg.engine()?;
+                    return Ok(cfg);
+                }
+                Err(e) => {
+                    let key = e.path().to_string();
+                    let retry = raw.iter().position(|(p, _)| p.join(".") == key);
+                    match retry {
+                        Some(i) => {
+                            let (path, text) = raw.remove(i);
+                            set_path(&mut table, &path, toml::Value::String(text));
+                        }
+                        None => return Err(ConfigError::Key { key, message: e.inner().to_string() }),
+                    }
+                }
+            }
+        }
     }
 
     /// The pure engine settings, validated.
@@ -546,13 +563,29 @@ fn key_err(key: &str, message: &str) -> ConfigError {
 /// one (numbers, booleans, arrays), else as strings. Keys of the
 /// `[kafka.client]` pass-through use `_` for librdkafka's `.`
 /// (`TOUCHSTREAM_KAFKA__CLIENT__SASL_PASSWORD` → `sasl.password`).
-fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), ConfigError> {
+fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
+    let mut node = table;
+    for (i, part) in path.iter().enumerate() {
+        if i + 1 == path.len() {
+            node.insert(part.clone(), value);
+            return;
+        }
+        match node.get_mut(part) {
+            Some(toml::Value::Table(t)) => node = t,
+            _ => return,
+        }
+    }
+}
+
+/// Returns the key path when the value was read as a non-string TOML value
+/// (so that the caller can fall back to the text).
+fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<Option<Vec<String>>, ConfigError> {
     let Some(rest) = var.strip_prefix("TOUCHSTREAM_") else {
-        return Ok(());
+        return Ok(None);
     };
     if !rest.contains("__") {
         // TOUCHSTREAM_TEST_PYTHON and the like are not config overrides.
-        return Ok(());
+        return Ok(None);
     }
     let parts: Vec<String> = rest.split("__").map(|p| p.to_ascii_lowercase()).collect();
     if parts.iter().any(|p| p.is_empty()) {
@@ -573,10 +606,11 @@ fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), Conf
         if i == last {
             if is_client {
                 node.insert(part.replace('_', "."), toml::Value::String(value.to_string()));
-            } else {
-                node.insert(part.clone(), parsed);
+                return Ok(None);
             }
-            return Ok(());
+            let typed = !parsed.is_str();
+            node.insert(part.clone(), parsed);
+            return Ok(typed.then(|| parts.clone()));
         }
         let entry = node
             .entry(part.clone())
@@ -591,7 +625,7 @@ fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<(), Conf
             }
         };
     }
-    Ok(())
+    Ok(None)
 }
 
 #[cfg(test)]
@@ -643,9 +677,13 @@ mod tests {
             ("TOUCHSTREAM_SIGNALS__MIN_DELTA".to_string(), "2.5".to_string()),
             ("TOUCHSTREAM_KAFKA__CLIENT__SASL_PASSWORD".to_string(), "s3cret".to_string()),
             ("TOUCHSTREAM_TEST_PYTHON".to_string(), "/usr/bin/python3".to_string()),
+            ("TOUCHSTREAM_KAFKA__GROUP_ID".to_string(), "123".to_string()),
+            ("TOUCHSTREAM_KAFKA__DLQ_TOPIC".to_string(), "true".to_string()),
         ];
         let c = Config::from_parts("t", text, &vars).unwrap();
         assert_eq!(c.kafka.brokers, "b:2");
+        assert_eq!(c.kafka.group_id, "123");
+        assert_eq!(c.kafka.dlq_topic, "true");
         assert_eq!(c.kafka.input_topics, vec!["p".to_string(), "q".to_string()]);
         assert_eq!(c.signals.min_delta, 2.5);
         assert_eq!(c.signals.contact_cap, 3);

@@ -176,7 +176,9 @@ pub fn validate(raw: RawTouchpoint, clock: Clock) -> Result<Touchpoint, Rejectio
             ));
         }
     }
-    if timestamp > clock.now.saturating_add(clock.max_future) {
+    // Beyond ±2^53 ms the engine cannot represent a time; such a value is
+    // in the future of any real clock.
+    if timestamp > clock.now.saturating_add(clock.max_future) || timestamp > MAX_ABS_TIMESTAMP {
         return Err(Rejection::new(
             FutureTimestamp,
             format!("`timestamp` {timestamp} is more than {} ms ahead of the wall clock {}", clock.max_future, clock.now),
@@ -255,5 +257,11 @@ mod tests {
         );
         assert_eq!(reason(RawTouchpoint { timestamp: Some(CLOCK.now + 3_600_001), ..good() }), Some(RejectReason::FutureTimestamp));
         assert_eq!(reason(RawTouchpoint { timestamp: Some(CLOCK.now + 3_600_000), ..good() }), None);
+        assert_eq!(reason(RawTouchpoint { timestamp: Some(i64::MAX), ..good() }), Some(RejectReason::FutureTimestamp));
+        let far = Clock { now: i64::MAX / 2, max_future: 0 };
+        assert_eq!(
+            validate(RawTouchpoint { timestamp: Some(MAX_ABS_TIMESTAMP + 1), ..good() }, far).unwrap_err().reason,
+            RejectReason::FutureTimestamp
+        );
     }
 }

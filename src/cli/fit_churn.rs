@@ -116,7 +116,7 @@ pub fn run(opts: Opts) -> Result<ExitCode, CliError> {
     } else {
         writeln!(
             out,
-            "# BG/NBD fit over {} customers ({} purchase days), observation end {}\n# log-likelihood = {:.4} (time unit: days); {} invalid records skipped\n[churn]\nr = {:.6}\nalpha = {:.6}\na = {:.6}\nb = {:.6}",
+            "# BG/NBD fit over {} customers ({} purchase days), observation end {}\n# log-likelihood = {:.4} (time unit: days); {} invalid records skipped\n[churn]\nr = {:?}\nalpha = {:?}\na = {:?}\nb = {:?}",
             f.customers,
             purchase_days,
             codec::json::format_rfc3339(end),

@@ -108,7 +108,7 @@ pub fn raw_from_owned(value: Value) -> Result<RawTouchpoint, Rejection> {
                     Value::Int(t) => Some(i64::from(t)),
                     other => return Err(decode_err(format!("field `timestamp` is not a long: {other:?}"))),
                 };
-                if raw.timestamp.is_some_and(|t| t.abs() > MAX_ABS_TIMESTAMP) {
+                if raw.timestamp.is_some_and(|t| t < -MAX_ABS_TIMESTAMP) {
                     return Err(decode_err("timestamp out of range"));
                 }
             }

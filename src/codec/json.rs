@@ -75,7 +75,9 @@ fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<EventTime>, D::Er
             f.write_str("integer epoch millis or an RFC 3339 string")
         }
         fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
-            if v.abs() > MAX_ABS_TIMESTAMP {
+            // Far-future values are `future_timestamp` (validation); only
+            // times before year −285,000 are undecodable.
+            if v < -MAX_ABS_TIMESTAMP {
                 return Err(E::custom(format!("timestamp {v} out of range")));
             }
             Ok(Some(v))
@@ -118,6 +120,11 @@ fn survey<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Survey>, D::Error> {
 /// assert_eq!(raw.timestamp, Some(1_767_225_600_000));
 /// ```
 pub fn decode(bytes: &[u8]) -> Result<RawTouchpoint, Rejection> {
+    // serde would also accept a JSON array (fields by position): a
+    // touchpoint is an object.
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Rejection::new(RejectReason::DecodeError, "a touchpoint must be a JSON object"));
+    }
     let j: JsonTouchpoint =
         serde_json::from_slice(bytes).map_err(|e| Rejection::new(RejectReason::DecodeError, e.to_string()))?;
     Ok(RawTouchpoint {
@@ -157,6 +164,9 @@ mod tests {
         assert_eq!(reason(ok), None);
         assert_eq!(reason("not json"), Some(RejectReason::DecodeError));
         assert_eq!(reason("[1,2]"), Some(RejectReason::DecodeError));
+        assert_eq!(reason(r#"["e1","c1","web","page_view",1767225600000]"#), Some(RejectReason::DecodeError));
+        assert_eq!(reason(r#"{"timestamp":-9223372036854775808}"#), Some(RejectReason::DecodeError));
+        assert_eq!(decode(br#"{"timestamp":9223372036854775807}"#).unwrap().timestamp, Some(i64::MAX));
         assert_eq!(reason(r#"{"event_id":5}"#), Some(RejectReason::DecodeError));
         assert_eq!(reason(r#"{"timestamp":1.5}"#), Some(RejectReason::DecodeError));
         assert_eq!(reason(r#"{"timestamp":"yesterday"}"#), Some(RejectReason::DecodeError));

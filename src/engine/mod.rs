@@ -388,6 +388,11 @@ impl Engine {
         // Timers may have evicted (and freed the slot of) this customer.
         let known = if self.stats.evicted == evictions { known } else { None };
         self.apply(tp, h, known, out);
+        // A late record may set a timer the watermark has already reached
+        // (e.g. a cart timer): it fires now, after the record.
+        if self.timers.peek_due().is_some_and(|d| d <= wm) {
+            self.fire_until(wm, out);
+        }
         self.stats.accepted += 1;
         if late {
             self.stats.late += 1;
@@ -505,9 +510,11 @@ impl Engine {
             kpi(kpis, || Kpi::SurveyScore { survey, channel: tp.channel, score });
         }
         match kind {
-            TouchType::SupportContact if c.support_open.is_none() => c.support_open = Some((t, tp.channel)),
+            TouchType::SupportContact if c.support_open.is_none() => {
+                c.support_open = Some(crate::signals::Packed::new(t, tp.channel))
+            }
             TouchType::SupportResolved => {
-                if let Some((opened, channel)) = c.support_open.take() {
+                if let Some((opened, channel)) = c.support_open.take().map(|p| (p.time(), p.channel())) {
                     let seconds = (t - opened).max(0) as f64 / 1000.0;
                     kpi(kpis, || Kpi::SupportResolved { channel, seconds });
                 }
@@ -569,7 +576,8 @@ impl Engine {
                                 Payload::CartAbandoned { cart_id, channel, .. } => {
                                     let channel = *channel;
                                     kpi(kpis, || Kpi::CartAbandoned { channel });
-                                    cart_id.clone().unwrap_or_default()
+                                    // Named carts "k:<id>", the unnamed cart "-": never equal.
+                                    cart_id.as_deref().map_or_else(|| "-".to_string(), |id| format!("k:{id}"))
                                 }
                                 _ => String::new(),
                             };

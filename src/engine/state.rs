@@ -44,7 +44,7 @@ pub struct Customer {
     pub attribution: AttributionState,
     /// Open support contact: (time, channel), for the resolution-time KPI.
     #[serde(default)]
-    pub support_open: Option<(EventTime, crate::model::Channel)>,
+    pub support_open: Option<crate::signals::Packed>,
     /// Channel of the previous own touch (channel-switch KPI).
     #[serde(default)]
     pub last_channel: Option<crate::model::Channel>,

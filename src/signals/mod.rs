@@ -25,22 +25,29 @@ use crate::model::{Channel, ChannelSet, EventTime};
 /// Valid for |t| < 2^59 ms, which validation guarantees.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct Packed(i64);
+pub struct Packed(std::num::NonZeroI64);
 
 impl Packed {
     /// Packs a time and a channel.
     pub fn new(t: EventTime, channel: Channel) -> Self {
-        Packed(t * 16 + channel as i64)
+        // Tag 15 is never a channel (there are 12), so the value is never 0:
+        // store tag + 1 in the low 4 bits.
+        let v = t * 16 + channel as i64 + 1;
+        Packed(std::num::NonZeroI64::new(v).unwrap_or(std::num::NonZeroI64::MIN))
+    }
+
+    fn raw(self) -> i64 {
+        self.0.get() - 1
     }
 
     /// The time.
     pub fn time(self) -> EventTime {
-        self.0.div_euclid(16)
+        self.raw().div_euclid(16)
     }
 
     /// The channel.
     pub fn channel(self) -> Channel {
-        Channel::from_index(self.0.rem_euclid(16) as usize).unwrap_or(Channel::Other)
+        Channel::from_index(self.raw().rem_euclid(16) as usize).unwrap_or(Channel::Other)
     }
 }
 

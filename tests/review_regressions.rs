@@ -1,0 +1,74 @@
+//! Regressions found in review: each case once went wrong.
+
+use std::io::Write;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use touchstream::config::EngineConfig;
+use touchstream::engine::Engine;
+use touchstream::model::{Channel, DerivedType, Touchpoint, TouchType, HOUR_MS};
+
+const W: i64 = 1_767_261_600_000; // 2026-01-01T10:00:00Z
+
+fn replay(input: &str, extra: &[&str]) -> (String, String, i32) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_touchstream"))
+        .args(["replay", "-", "--now", "2026-02-01T00:00:00Z"])
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    (String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into(), out.status.code().unwrap_or(-1))
+}
+
+#[test]
+fn a_timer_set_already_due_fires_after_the_record() {
+    let mut e = Engine::new(Arc::new(EngineConfig::default()));
+    let mut out = Vec::new();
+    e.on_touchpoint(Touchpoint::new("c1", "c", Channel::Web, TouchType::PageView, W + 5_000), &mut out);
+    // Late but allowed: its cart is due at W, which the watermark already reached.
+    e.on_touchpoint(Touchpoint::new("d1", "d", Channel::Web, TouchType::AddToCart, W - HOUR_MS), &mut out);
+    let abandoned: Vec<_> = out.iter().filter(|e| e.kind == DerivedType::CartAbandoned).collect();
+    assert_eq!(abandoned.len(), 1);
+    assert_eq!(abandoned[0].at, W);
+    assert_eq!(&*abandoned[0].customer_id, "d");
+    // It comes after the record's own events.
+    let last = out.last().unwrap();
+    assert_eq!(last.kind, DerivedType::CartAbandoned);
+}
+
+#[test]
+fn extreme_timestamps_never_crash_and_get_the_right_reason() {
+    let lines = [
+        r#"{"event_id":"a","customer_id":"c","channel":"web","type":"page_view","timestamp":-9223372036854775808}"#,
+        r#"{"event_id":"b","customer_id":"c","channel":"web","type":"page_view","timestamp":9223372036854775807}"#,
+        r#"{"event_id":"c","customer_id":"c","channel":"web","type":"page_view","timestamp":9999999999999999}"#,
+        r#"["e1","c1","web","page_view",1767225600000]"#,
+        r#"{"event_id":"d","customer_id":"c","channel":"web","type":"page_view","timestamp":1767225600000}"#,
+    ];
+    let (out, err, code) = replay(&(lines.join("\n") + "\n"), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("line 1: decode_error"), "{err}");
+    assert!(err.contains("line 2: future_timestamp"), "{err}");
+    assert!(err.contains("line 3: future_timestamp"), "{err}");
+    assert!(err.contains("line 4: decode_error"), "a JSON array is not a touchpoint: {err}");
+    assert_eq!(out.lines().count(), 2, "the good record still produces its events: {out}");
+}
+
+#[test]
+fn fit_churn_output_always_pastes_into_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.jsonl");
+    let lines: Vec<String> = (0..2)
+        .map(|i| format!(r#"{{"event_id":"o{i}","customer_id":"c","channel":"web","type":"order_placed","timestamp":{}}}"#, W + i * 86_400_000 * 3))
+        .collect();
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_touchstream")).args(["fit-churn"]).arg(&path).output().unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let section = &text[text.find("[churn]").unwrap()..];
+    touchstream::config::Config::from_parts("fit", section, &[]).expect("pastes into the config");
+}
