@@ -309,7 +309,6 @@ impl Engine {
             e.timers.restore(&mut c.churn.timer, target(TimerKind::Churn));
             c.cart.restore_timers(&mut e.timers, slot);
             c.survey.restore_timers(&mut e.timers, slot);
-            e.timers.add_ttl(c.newest.saturating_add(e.cfg.state_ttl), slot);
             e.population.level(None, Some(c.churn.level));
             e.population.stage(None, c.journey.stage);
             e.index.insert(c.id.clone(), slot);
@@ -426,7 +425,6 @@ impl Engine {
             }
         };
         self.index.insert(id, slot);
-        self.timers.add_ttl(t.saturating_add(self.cfg.state_ttl), slot);
         self.population.level(None, Some(crate::model::ChurnLevel::Low));
         (slot, true)
     }
@@ -476,7 +474,7 @@ impl Engine {
         // churn_risk
         c.churn.apply(cfg, &tp);
         let level_before = c.churn.level;
-        let churn = c.churn.reevaluate(cfg, clock, timers, slot);
+        let churn = c.churn.reevaluate(cfg, clock, timers, slot, newest.saturating_add(cfg.state_ttl));
         let became_high = matches!(churn, Some(Payload::ChurnRisk { level: ChurnLevel::High, .. }));
         if let Some(p) = churn {
             population.level(Some(level_before), Some(c.churn.level));
@@ -553,14 +551,20 @@ impl Engine {
 
     fn fire_until(&mut self, wm: EventTime, out: &mut Vec<DerivedEvent>) {
         while let Some((key, target)) = self.timers.pop_due(wm) {
-            if target.kind == TimerKind::Ttl {
-                self.on_ttl(key, target.slot);
-                continue;
+            if self.fire_one(key, target, out) {
+                self.evict(target.slot);
             }
+        }
+    }
+
+    /// Runs one popped timer; returns true when the customer's state TTL
+    /// is up (its churn timer doubles as the TTL check).
+    fn fire_one(&mut self, key: TimerKey, target: timers::TimerTarget, out: &mut Vec<DerivedEvent>) -> bool {
+        {
             let cfg = &*self.cfg;
             let Engine { slots, timers, stats, dirty, kpis, population, .. } = self;
             let Some(c) = slots.get_mut(target.slot as usize).and_then(Option::as_mut) else {
-                continue;
+                return false;
             };
             let id = c.id.clone();
             let due = key.due;
@@ -588,14 +592,18 @@ impl Engine {
                 }
                 TimerKind::Churn => {
                     if timers.resolve(&mut c.churn.timer, key, target) != PopAction::Fire {
-                        continue;
+                        return false;
+                    }
+                    let expires = c.newest.saturating_add(cfg.state_ttl);
+                    if due >= expires {
+                        return true;
                     }
                     mark_dirty(dirty, c, target.slot);
                     stats.timers_fired += 1;
                     c.clock = c.clock.max(due);
                     let cause = Cause::Timer { kind: TimerKind::Churn, due, discriminator: "" };
                     let level_before = c.churn.level;
-                    let churn = c.churn.reevaluate(cfg, c.clock, timers, target.slot);
+                    let churn = c.churn.reevaluate(cfg, c.clock, timers, target.slot, expires);
                     let became_high = matches!(churn, Some(Payload::ChurnRisk { level: ChurnLevel::High, .. }));
                     if let Some(p) = churn {
                         population.level(Some(level_before), Some(c.churn.level));
@@ -613,7 +621,7 @@ impl Engine {
                 }
                 TimerKind::Survey => {
                     let Some(discriminator) = c.survey.campaign_of(key).map(str::to_string) else {
-                        continue;
+                        return false;
                     };
                     mark_dirty(dirty, c, target.slot);
                     stats.timers_fired += 1;
@@ -626,17 +634,11 @@ impl Engine {
                 TimerKind::Ttl => {}
             }
         }
+        false
     }
 
-    fn on_ttl(&mut self, key: TimerKey, slot: u32) {
-        let Some(c) = self.slots.get_mut(slot as usize).and_then(Option::as_mut) else {
-            return;
-        };
-        let expires = c.newest.saturating_add(self.cfg.state_ttl);
-        if expires > key.due {
-            self.timers.add_ttl(expires, slot);
-            return;
-        }
+    /// Removes a customer whose state TTL is up, with its timers.
+    fn evict(&mut self, slot: u32) {
         let Some(mut c) = self.slots[slot as usize].take() else {
             return;
         };

@@ -246,21 +246,25 @@ impl ChurnState {
     }
 
     /// Re-evaluates at `clock`; returns the payload when the level changed,
-    /// and re-arms the timer. `changed_to_high` tells journey.
+    /// and re-arms the timer at the next flip — or at `expires`, the
+    /// customer's state-TTL instant, if that comes first (the same timer
+    /// then evicts the customer, so no customer needs a second entry).
     pub fn reevaluate(
         &mut self,
         cfg: &EngineConfig,
         clock: EventTime,
         timers: &mut TimerQueue,
         slot: u32,
+        expires: EventTime,
     ) -> Option<Payload> {
         let ev = self.evaluate(cfg, clock);
         let previous = self.level;
         self.level = ev.level;
-        match self.next_flip(cfg, clock) {
-            Some(due) => timers.set(&mut self.timer, due, TimerTarget { slot, kind: TimerKind::Churn }),
-            None => timers.cancel(&mut self.timer),
-        }
+        let due = match self.next_flip(cfg, clock) {
+            Some(due) if due < expires => due,
+            _ => expires,
+        };
+        timers.set(&mut self.timer, due, TimerTarget { slot, kind: TimerKind::Churn });
         (ev.level != previous).then(|| Payload::ChurnRisk {
             level: ev.level,
             previous_level: previous,
