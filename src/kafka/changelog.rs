@@ -232,6 +232,22 @@ mod tests {
     }
 
     #[test]
+    fn tombstones_after_a_committed_deletion_leave_the_customer_absent() {
+        let t = "tp";
+        let mut b = RestoreBuilder::new(t);
+        let rec = |gen, c: Option<Customer>| encode_state(&StateRecord { gen, state: c });
+        b.push(&state_key(t, "d", 1), Some(&rec(1, Some(cust("d", 10, 1)))), 0).unwrap();
+        b.push(&state_key(t, "d", 2), Some(&rec(2, None)), 1).unwrap();
+        b.push(&marker_key(t), Some(&encode_marker(&Marker { gen: 2, offset: 7, meta: meta() })), 2).unwrap();
+        // Next generation: both keys tombstoned; crash before its marker.
+        b.push(&state_key(t, "d", 1), None, 3).unwrap();
+        b.push(&state_key(t, "d", 2), None, 4).unwrap();
+        let r = b.finish();
+        assert!(r.customers.is_empty());
+        assert!(r.repairs.is_empty());
+    }
+
+    #[test]
     fn latest_complete_generation_wins_and_deletions_stick() {
         let t = "tp";
         let mut b = RestoreBuilder::new(t);

@@ -154,6 +154,12 @@ struct Task {
     last_input: Instant,
     /// The partition's log span: entered while its records are processed.
     span: tracing::Span,
+    /// Customers evicted in a generation no marker has covered yet.
+    evicted_pending: Vec<Arc<str>>,
+    /// Customers whose eviction a marker covers: their changelog keys are
+    /// tombstoned at the next checkpoint (unless they came back), so that
+    /// compaction forgets them.
+    evicted_committed: Vec<Arc<str>>,
 }
 
 /// Everything the poll loop and the rebalance callback share.
@@ -456,6 +462,8 @@ impl Worker {
             repairs: restored.repairs,
             last_input: Instant::now(),
             span,
+            evicted_pending: Vec::new(),
+            evicted_committed: Vec::new(),
         };
         self.metrics.restore_duration.observe(started.elapsed().as_secs_f64());
         self.metrics.restored_customers.inc_by(customers as u64);
@@ -645,7 +653,13 @@ impl Worker {
             let Some(task) = self.tasks.get_mut(&key) else { continue };
             let changes = task.engine.drain_changes();
             let meta = task.engine.meta();
-            let repairs = std::mem::take(&mut task.repairs);
+            let mut repairs = std::mem::take(&mut task.repairs);
+            for id in std::mem::take(&mut task.evicted_committed) {
+                if task.engine.customer(&id).is_none() {
+                    repairs.push(state_key(&task.topic, &id, 1));
+                    repairs.push(state_key(&task.topic, &id, 2));
+                }
+            }
             let covered = task.marker.map(|(o, m)| (Some(o), m));
             let unchanged = changes.is_empty() && repairs.is_empty() && covered == Some((task.next_offset, meta));
             if unchanged {
@@ -666,7 +680,11 @@ impl Worker {
                         (k, encode_state(&StateRecord { gen, state: Some(c) }))
                     }
                     StateChange::Delete { id, slot } => {
-                        (state_key(&topic, &id, slot), encode_state(&StateRecord { gen, state: None }))
+                        let k = state_key(&topic, &id, slot);
+                        if let Some(t) = self.tasks.get_mut(&key) {
+                            t.evicted_pending.push(id);
+                        }
+                        (k, encode_state(&StateRecord { gen, state: None }))
                     }
                 };
                 self.send(BaseRecord::to(&cl_topic).key(k.as_slice()).payload(v.as_slice()).partition(cl_partition))?;
@@ -719,6 +737,8 @@ impl Worker {
         for (key, m, _) in markers {
             if let Some(t) = self.tasks.get_mut(&key) {
                 t.marker = Some((m.offset, m.meta));
+                let covered = std::mem::take(&mut t.evicted_pending);
+                t.evicted_committed.extend(covered);
             }
         }
         let done = Instant::now();
