@@ -29,7 +29,12 @@ use touchstream::model::Touchpoint;
 use touchstream::validate::{validate, Clock};
 
 fn input(customers: u32, days: u32) -> Vec<Touchpoint> {
-    stream(&GenConfig { customers, days, ..GenConfig::default() }).collect()
+    stream(&GenConfig {
+        customers,
+        days,
+        ..GenConfig::default()
+    })
+    .collect()
 }
 
 fn bench_engine(c: &mut Criterion, tps: &[Touchpoint]) {
@@ -75,12 +80,17 @@ fn bench_engine(c: &mut Criterion, tps: &[Touchpoint]) {
 }
 
 fn bench_decode(c: &mut Criterion, tps: &[Touchpoint]) {
-    let clock = Clock { now: i64::MAX / 4, max_future: 0 };
+    let clock = Clock {
+        now: i64::MAX / 4,
+        max_future: 0,
+    };
     let json: Vec<String> = tps.iter().map(codec::json::encode).collect();
     let schema = codec::avro::touchpoint_schema().expect("schema");
     let avro: Vec<Vec<u8>> = tps
         .iter()
-        .map(|tp| apache_avro::to_avro_datum(&schema, codec::avro::touchpoint_value(tp)).expect("encode"))
+        .map(|tp| {
+            apache_avro::to_avro_datum(&schema, codec::avro::touchpoint_value(tp)).expect("encode")
+        })
         .collect();
     let reader = codec::avro::DatumReader::new(&schema).expect("reader");
     let mut g = c.benchmark_group("decode");
@@ -90,7 +100,9 @@ fn bench_decode(c: &mut Criterion, tps: &[Touchpoint]) {
         b.iter(|| {
             let mut ok = 0;
             for l in &json {
-                ok += codec::json::decode(l.as_bytes()).and_then(|r| validate(r, clock)).is_ok() as usize;
+                ok += codec::json::decode(l.as_bytes())
+                    .and_then(|r| validate(r, clock))
+                    .is_ok() as usize;
             }
             black_box(ok)
         })
@@ -108,13 +120,23 @@ fn bench_decode(c: &mut Criterion, tps: &[Touchpoint]) {
 }
 
 fn state_size() {
-    let customers: u32 = std::env::var("TOUCHSTREAM_BENCH_CUSTOMERS").ok().and_then(|v| v.parse().ok()).unwrap_or(1_000_000);
-    let days: u32 = std::env::var("TOUCHSTREAM_BENCH_DAYS").ok().and_then(|v| v.parse().ok()).unwrap_or(30);
+    let customers: u32 = std::env::var("TOUCHSTREAM_BENCH_CUSTOMERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1_000_000);
+    let days: u32 = std::env::var("TOUCHSTREAM_BENCH_DAYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
     let started = Instant::now();
     let mut e = Engine::new(Arc::new(EngineConfig::default()));
     let mut out = Vec::new();
     let mut n = 0u64;
-    for tp in stream(&GenConfig { customers, days, ..GenConfig::default() }) {
+    for tp in stream(&GenConfig {
+        customers,
+        days,
+        ..GenConfig::default()
+    }) {
         e.on_touchpoint(tp, &mut out);
         out.clear();
         n += 1;
@@ -152,10 +174,16 @@ fn main() {
         let customers = if smoke {
             200
         } else {
-            std::env::var("TOUCHSTREAM_BENCH_INPUT_CUSTOMERS").ok().and_then(|v| v.parse().ok()).unwrap_or(20_000)
+            std::env::var("TOUCHSTREAM_BENCH_INPUT_CUSTOMERS")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(20_000)
         };
         let tps = input(customers, 30);
-        println!("input: {} generated touchpoints for {customers} customers over 30 days", tps.len());
+        println!(
+            "input: {} generated touchpoints for {customers} customers over 30 days",
+            tps.len()
+        );
         let mut c = Criterion::default().configure_from_args();
         let only = std::env::var("TOUCHSTREAM_BENCH_ONLY").unwrap_or_default();
         if only.is_empty() || only == "engine" {

@@ -110,7 +110,12 @@ struct NegLl<'a> {
 
 impl NegLl<'_> {
     fn eval(&self, p: &[f64]) -> f64 {
-        let m = BgNbd { r: p[0].exp(), alpha: p[1].exp(), a: p[2].exp(), b: p[3].exp() };
+        let m = BgNbd {
+            r: p[0].exp(),
+            alpha: p[1].exp(),
+            a: p[2].exp(),
+            b: p[3].exp(),
+        };
         let ll: f64 = self
             .data
             .iter()
@@ -153,7 +158,15 @@ pub fn fit(summaries: &[Summary]) -> Result<Fit, FitError> {
         }
     }
     let problem = NegLl { data: &grouped };
-    let mut best: Vec<f64> = vec![0.0, (summaries.iter().map(|s| s.big_t).sum::<f64>() / summaries.len() as f64).max(1.0).ln() - 1.0, 0.0, 0.0];
+    let mut best: Vec<f64> = vec![
+        0.0,
+        (summaries.iter().map(|s| s.big_t).sum::<f64>() / summaries.len() as f64)
+            .max(1.0)
+            .ln()
+            - 1.0,
+        0.0,
+        0.0,
+    ];
     let mut best_cost = problem.eval(&best);
     for round in 0..20 {
         let step = if round == 0 { 0.5 } else { 0.05 };
@@ -184,7 +197,12 @@ pub fn fit(summaries: &[Summary]) -> Result<Fit, FitError> {
         }
     }
     Ok(Fit {
-        model: BgNbd { r: best[0].exp(), alpha: best[1].exp(), a: best[2].exp(), b: best[3].exp() },
+        model: BgNbd {
+            r: best[0].exp(),
+            alpha: best[1].exp(),
+            a: best[2].exp(),
+            b: best[3].exp(),
+        },
         log_likelihood: -best_cost,
         customers: summaries.len(),
     })
@@ -194,7 +212,12 @@ pub fn fit(summaries: &[Summary]) -> Result<Fit, FitError> {
 mod tests {
     use super::*;
 
-    const CDNOW: BgNbd = BgNbd { r: 0.243, alpha: 30.898, a: 0.793, b: 2.426 };
+    const CDNOW: BgNbd = BgNbd {
+        r: 0.243,
+        alpha: 30.898,
+        a: 0.793,
+        b: 2.426,
+    };
 
     #[test]
     fn crossing_inverts_p_alive() {
@@ -214,11 +237,22 @@ mod tests {
             .map(|i| {
                 let x = (i % 5) as f64;
                 let big_t = 200.0 + (i % 7) as f64 * 10.0;
-                Summary { x, t_x: if x > 0.0 { big_t * (i % 3 + 1) as f64 / 4.0 } else { 0.0 }, big_t }
+                Summary {
+                    x,
+                    t_x: if x > 0.0 {
+                        big_t * (i % 3 + 1) as f64 / 4.0
+                    } else {
+                        0.0
+                    },
+                    big_t,
+                }
             })
             .collect();
         let f = fit(&data).unwrap();
-        let truth: f64 = data.iter().map(|s| CDNOW.log_likelihood(s.x, s.t_x, s.big_t)).sum();
+        let truth: f64 = data
+            .iter()
+            .map(|s| CDNOW.log_likelihood(s.x, s.t_x, s.big_t))
+            .sum();
         assert!(f.log_likelihood >= truth - 1e-6);
     }
 }

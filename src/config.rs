@@ -420,7 +420,9 @@ pub struct EngineConfig {
 impl Default for EngineConfig {
     fn default() -> Self {
         // The default config is valid by construction.
-        Config::default().engine().unwrap_or_else(|_| unreachable!("defaults are valid"))
+        Config::default()
+            .engine()
+            .unwrap_or_else(|_| unreachable!("defaults are valid"))
     }
 }
 
@@ -436,7 +438,9 @@ impl Config {
             })?,
             None => String::new(),
         };
-        let name = path.map(|p| p.display().to_string()).unwrap_or_else(|| "<none>".into());
+        let name = path
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "<none>".into());
         Config::from_parts(&name, &text, &vars)
     }
 
@@ -446,10 +450,12 @@ impl Config {
         text: &str,
         vars: &[(String, String)],
     ) -> Result<Config, ConfigError> {
-        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::Syntax {
-            path: name.to_string(),
-            message: e.to_string(),
-        })?;
+        let mut table: toml::Table =
+            text.parse()
+                .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                    path: name.to_string(),
+                    message: e.to_string(),
+                })?;
         // Environment values are read as TOML values (numbers, booleans,
         // arrays) when they parse as one; `raw` keeps them as text for keys
         // that turn out to want a string (`TOUCHSTREAM_KAFKA__GROUP_ID=123`).
@@ -473,7 +479,12 @@ impl Config {
                             let (path, text) = raw.remove(i);
                             set_path(&mut table, &path, toml::Value::String(text));
                         }
-                        None => return Err(ConfigError::Key { key, message: e.inner().to_string() }),
+                        None => {
+                            return Err(ConfigError::Key {
+                                key,
+                                message: e.inner().to_string(),
+                            })
+                        }
                     }
                 }
             }
@@ -492,7 +503,10 @@ impl Config {
                 message: "not a touchpoint type".into(),
             })?;
             if !w.is_finite() {
-                return Err(key_err(&format!("engagement.weights.{name}"), "must be finite"));
+                return Err(key_err(
+                    &format!("engagement.weights.{name}"),
+                    "must be finite",
+                ));
             }
             weights[t.index()] = *w;
         }
@@ -579,7 +593,11 @@ fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
 
 /// Returns the key path when the value was read as a non-string TOML value
 /// (so that the caller can fall back to the text).
-fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<Option<Vec<String>>, ConfigError> {
+fn apply_env(
+    table: &mut toml::Table,
+    var: &str,
+    value: &str,
+) -> Result<Option<Vec<String>>, ConfigError> {
     let Some(rest) = var.strip_prefix("TOUCHSTREAM_") else {
         return Ok(None);
     };
@@ -605,7 +623,10 @@ fn apply_env(table: &mut toml::Table, var: &str, value: &str) -> Result<Option<V
     for (i, part) in parts.iter().enumerate() {
         if i == last {
             if is_client {
-                node.insert(part.replace('_', "."), toml::Value::String(value.to_string()));
+                node.insert(
+                    part.replace('_', "."),
+                    toml::Value::String(value.to_string()),
+                );
                 return Ok(None);
             }
             let typed = !parsed.is_str();
@@ -673,12 +694,27 @@ mod tests {
         "#;
         let vars = vec![
             ("TOUCHSTREAM_KAFKA__BROKERS".to_string(), "b:2".to_string()),
-            ("TOUCHSTREAM_KAFKA__INPUT_TOPICS".to_string(), "p,q".to_string()),
-            ("TOUCHSTREAM_SIGNALS__MIN_DELTA".to_string(), "2.5".to_string()),
-            ("TOUCHSTREAM_KAFKA__CLIENT__SASL_PASSWORD".to_string(), "s3cret".to_string()),
-            ("TOUCHSTREAM_TEST_PYTHON".to_string(), "/usr/bin/python3".to_string()),
+            (
+                "TOUCHSTREAM_KAFKA__INPUT_TOPICS".to_string(),
+                "p,q".to_string(),
+            ),
+            (
+                "TOUCHSTREAM_SIGNALS__MIN_DELTA".to_string(),
+                "2.5".to_string(),
+            ),
+            (
+                "TOUCHSTREAM_KAFKA__CLIENT__SASL_PASSWORD".to_string(),
+                "s3cret".to_string(),
+            ),
+            (
+                "TOUCHSTREAM_TEST_PYTHON".to_string(),
+                "/usr/bin/python3".to_string(),
+            ),
             ("TOUCHSTREAM_KAFKA__GROUP_ID".to_string(), "123".to_string()),
-            ("TOUCHSTREAM_KAFKA__DLQ_TOPIC".to_string(), "true".to_string()),
+            (
+                "TOUCHSTREAM_KAFKA__DLQ_TOPIC".to_string(),
+                "true".to_string(),
+            ),
         ];
         let c = Config::from_parts("t", text, &vars).unwrap();
         assert_eq!(c.kafka.brokers, "b:2");
@@ -688,14 +724,21 @@ mod tests {
         assert_eq!(c.signals.min_delta, 2.5);
         assert_eq!(c.signals.contact_cap, 3);
         assert_eq!(c.time.max_out_of_orderness, Millis(10_000));
-        assert_eq!(c.kafka.client.get("sasl.password").map(String::as_str), Some("s3cret"));
+        assert_eq!(
+            c.kafka.client.get("sasl.password").map(String::as_str),
+            Some("s3cret")
+        );
         assert_eq!(c.engine().unwrap().weights[0], 1.5);
     }
 
     #[test]
     fn bad_keys_are_named() {
-        let err = Config::from_parts("t", "[time]\nmax_out_of_orderness = \"soon\"\n", &[]).unwrap_err();
-        assert!(err.to_string().contains("time.max_out_of_orderness"), "{err}");
+        let err =
+            Config::from_parts("t", "[time]\nmax_out_of_orderness = \"soon\"\n", &[]).unwrap_err();
+        assert!(
+            err.to_string().contains("time.max_out_of_orderness"),
+            "{err}"
+        );
         let err = Config::from_parts("t", "[signals]\ncart_timeot = \"1h\"\n", &[]).unwrap_err();
         assert!(err.to_string().contains("cart_timeot"), "{err}");
         let err = Config::from_parts("t", "[kafka]\ndelivery = \"maybe\"\n", &[]).unwrap_err();

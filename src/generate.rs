@@ -161,7 +161,9 @@ pub fn generate(cfg: &GenConfig) -> Vec<Touchpoint> {
 /// Like [`generate`], but builds each [`Touchpoint`] only when it is asked
 /// for (the compact records are generated and sorted up front).
 pub fn stream(cfg: &GenConfig) -> Touchpoints {
-    let threads = std::thread::available_parallelism().map_or(1, |p| p.get()).min(8) as u32;
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |p| p.get())
+        .min(8) as u32;
     stream_with(cfg, if cfg.customers < 2_000 { 1 } else { threads })
 }
 
@@ -169,8 +171,10 @@ fn stream_with(cfg: &GenConfig, threads: u32) -> Touchpoints {
     let plan = Plan::new(cfg);
     let parts = sorted_parts(cfg, &plan, threads);
     let len = parts.iter().map(Vec::len).sum();
-    let mut parts: Vec<std::iter::Peekable<std::vec::IntoIter<Ev>>> =
-        parts.into_iter().map(|p| p.into_iter().peekable()).collect();
+    let mut parts: Vec<std::iter::Peekable<std::vec::IntoIter<Ev>>> = parts
+        .into_iter()
+        .map(|p| p.into_iter().peekable())
+        .collect();
     parts.retain_mut(|p| p.peek().is_some());
     Touchpoints {
         parts,
@@ -324,11 +328,16 @@ fn attribute(code: u16) -> Option<(&'static str, String)> {
         DEVICE_ANDROID => ("device", "android".to_string()),
         DEVICE_DESKTOP => ("device", "desktop".to_string()),
         DEVICE_MOBILE_WEB => ("device", "mobile_web".to_string()),
-        c if (STORE_BASE + 1..STORE_BASE + 100).contains(&c) => ("store", format!("store-{:02}", c - STORE_BASE)),
-        c if (NETWORK_BASE..NETWORK_BASE + 3).contains(&c) => {
-            ("network", NETWORKS[usize::from(c - NETWORK_BASE)].to_string())
+        c if (STORE_BASE + 1..STORE_BASE + 100).contains(&c) => {
+            ("store", format!("store-{:02}", c - STORE_BASE))
         }
-        c if (TOPIC_BASE..TOPIC_BASE + 4).contains(&c) => ("topic", TOPICS[usize::from(c - TOPIC_BASE)].to_string()),
+        c if (NETWORK_BASE..NETWORK_BASE + 3).contains(&c) => (
+            "network",
+            NETWORKS[usize::from(c - NETWORK_BASE)].to_string(),
+        ),
+        c if (TOPIC_BASE..TOPIC_BASE + 4).contains(&c) => {
+            ("topic", TOPICS[usize::from(c - TOPIC_BASE)].to_string())
+        }
         c if (POINTS_BASE + 1..POINTS_BASE + 100).contains(&c) => {
             ("points", (u32::from(c - POINTS_BASE) * 100).to_string())
         }
@@ -500,8 +509,8 @@ static BARGAIN: Habits = Habits {
 
 /// Relative traffic by hour of day (UTC).
 const HOURS: [f64; 24] = [
-    1.0, 0.6, 0.3, 0.2, 0.2, 0.4, 1.0, 2.0, 3.0, 3.0, 3.0, 3.5, 4.0, 4.0, 3.5, 3.0, 3.0, 3.5, 4.5, 5.5, 6.0, 5.5, 4.0,
-    2.0,
+    1.0, 0.6, 0.3, 0.2, 0.2, 0.4, 1.0, 2.0, 3.0, 3.0, 3.0, 3.5, 4.0, 4.0, 3.5, 3.0, 3.0, 3.5, 4.5,
+    5.5, 6.0, 5.5, 4.0, 2.0,
 ];
 
 // ---------------------------------------------------------------------------
@@ -539,10 +548,17 @@ impl Plan {
             for k in 1..=cfg.campaigns_per_week {
                 let day = rng.gen_range(0..7i64);
                 let hour = rng.gen_range(8..20i64);
-                let at =
-                    cfg.start_ms + i64::from(w) * WEEK_MS + day * DAY_MS + hour * HOUR_MS + rng.gen_range(0..HOUR_MS);
-                let channel = [Channel::Email, Channel::Sms, Channel::Push, Channel::DirectMail]
-                    [pick(&mut rng, &[0.60, 0.20, 0.15, 0.05])];
+                let at = cfg.start_ms
+                    + i64::from(w) * WEEK_MS
+                    + day * DAY_MS
+                    + hour * HOUR_MS
+                    + rng.gen_range(0..HOUR_MS);
+                let channel = [
+                    Channel::Email,
+                    Channel::Sms,
+                    Channel::Push,
+                    Channel::DirectMail,
+                ][pick(&mut rng, &[0.60, 0.20, 0.15, 0.05])];
                 let reach = rng.gen_range(0.3..0.8);
                 if at >= end {
                     continue;
@@ -631,7 +647,9 @@ fn normal(rng: &mut StdRng) -> f64 {
 fn sorted_parts(cfg: &GenConfig, plan: &Plan, threads: u32) -> Vec<Vec<Ev>> {
     let n = cfg.customers;
     let part = |lo: u32, hi: u32| {
-        let mut evs: Vec<Ev> = (lo..=hi).flat_map(|c| Customer::new(cfg, plan, c).run()).collect();
+        let mut evs: Vec<Ev> = (lo..=hi)
+            .flat_map(|c| Customer::new(cfg, plan, c).run())
+            .collect();
         evs.shrink_to_fit();
         evs.sort_unstable_by_key(Ev::key);
         evs
@@ -864,7 +882,9 @@ impl<'a> Customer<'a> {
             Persona::OneTime => vec![first + self.rng.gen_range(span / 10..span * 6 / 10 + 1)],
             Persona::Lapsing => {
                 let n = self.rng.gen_range(1..=3u32);
-                let mut out: Vec<i64> = (0..n).map(|_| first + self.rng.gen_range(0..span)).collect();
+                let mut out: Vec<i64> = (0..n)
+                    .map(|_| first + self.rng.gen_range(0..span))
+                    .collect();
                 out.sort_unstable();
                 out
             }
@@ -881,7 +901,10 @@ impl<'a> Customer<'a> {
         } else {
             None
         };
-        let mut plan: Vec<(i64, SessionKind)> = purchases.iter().map(|&t| (t, SessionKind::Purchase)).collect();
+        let mut plan: Vec<(i64, SessionKind)> = purchases
+            .iter()
+            .map(|&t| (t, SessionKind::Purchase))
+            .collect();
         if self.first > start {
             let kind = if self.chance(0.4) {
                 SessionKind::Social
@@ -904,7 +927,9 @@ impl<'a> Customer<'a> {
                 }
             }
             for _ in 0..poisson(&mut self.rng, lambda) {
-                let t = day + pick(&mut self.rng, &HOURS) as i64 * HOUR_MS + self.rng.gen_range(0..HOUR_MS);
+                let t = day
+                    + pick(&mut self.rng, &HOURS) as i64 * HOUR_MS
+                    + self.rng.gen_range(0..HOUR_MS);
                 let kind = ORGANIC[pick(&mut self.rng, &self.h.mix)];
                 if t >= self.first && t < self.until {
                     plan.push((t, kind));
@@ -959,14 +984,22 @@ impl<'a> Customer<'a> {
             TouchType::PageView
         };
         let attr = self.device_attr(channel);
-        let e = self.ev(t, kind, channel).session(session).campaign(campaign).attr(attr);
+        let e = self
+            .ev(t, kind, channel)
+            .session(session)
+            .campaign(campaign)
+            .attr(attr);
         self.push(e);
         t
     }
 
     /// `n` page views, product views and searches after `t`.
     fn views(&mut self, mut t: i64, channel: Channel, session: u32, n: u32) -> i64 {
-        const KINDS: [TouchType; 3] = [TouchType::PageView, TouchType::ProductView, TouchType::Search];
+        const KINDS: [TouchType; 3] = [
+            TouchType::PageView,
+            TouchType::ProductView,
+            TouchType::Search,
+        ];
         for _ in 0..n {
             t += self.secs(5, 90);
             let kind = KINDS[pick(&mut self.rng, &[0.35, 0.45, 0.20])];
@@ -993,7 +1026,14 @@ impl<'a> Customer<'a> {
 
     /// A session that fills a cart and orders it with probability `buy`,
     /// else abandons it (before or at checkout).
-    fn cart(&mut self, t0: i64, channel: Option<Channel>, buy: f64, intent: bool, campaign: u32) -> i64 {
+    fn cart(
+        &mut self,
+        t0: i64,
+        channel: Option<Channel>,
+        buy: f64,
+        intent: bool,
+        campaign: u32,
+    ) -> i64 {
         let channel = channel.unwrap_or_else(|| self.web_or_app());
         let s = self.next_session();
         let mut t = self.open_session(t0, channel, s, campaign);
@@ -1053,7 +1093,15 @@ impl<'a> Customer<'a> {
         t
     }
 
-    fn order(&mut self, t: i64, channel: Channel, cart: u32, cents: u32, session: u32, campaign: u32) {
+    fn order(
+        &mut self,
+        t: i64,
+        channel: Channel,
+        cart: u32,
+        cents: u32,
+        session: u32,
+        campaign: u32,
+    ) {
         self.orders += 1;
         let order = self.orders;
         let cur = self.currency;
@@ -1076,8 +1124,15 @@ impl<'a> Customer<'a> {
         }
         if self.chance(self.h.returns) {
             let r = t + self.rng.gen_range(3 * DAY_MS..20 * DAY_MS);
-            let ch = if self.chance(0.4) { Channel::Store } else { Channel::Web };
-            let e = self.ev(r, TouchType::OrderReturned, ch).order(order).money(cents, cur);
+            let ch = if self.chance(0.4) {
+                Channel::Store
+            } else {
+                Channel::Web
+            };
+            let e = self
+                .ev(r, TouchType::OrderReturned, ch)
+                .order(order)
+                .money(cents, cur);
             self.push(e);
         }
         if self.chance(0.2) {
@@ -1109,7 +1164,9 @@ impl<'a> Customer<'a> {
 
     fn social(&mut self, t: i64) -> i64 {
         let network = NETWORK_BASE + pick(&mut self.rng, &[0.5, 0.3, 0.2]) as u16;
-        let e = self.ev(t, TouchType::SocialInteraction, Channel::Social).attr(network);
+        let e = self
+            .ev(t, TouchType::SocialInteraction, Channel::Social)
+            .attr(network);
         self.push(e);
         if self.chance(0.3) {
             let dt = self.secs(5, 60);
@@ -1133,11 +1190,17 @@ impl<'a> Customer<'a> {
             Channel::Chat => self.rng.gen_range(5 * MIN..3 * HOUR_MS),
             _ => self.rng.gen_range(HOUR_MS..48 * HOUR_MS),
         };
-        let e = self.ev(resolved, TouchType::SupportResolved, channel).attr(topic);
+        let e = self
+            .ev(resolved, TouchType::SupportResolved, channel)
+            .attr(topic);
         self.push(e);
         if self.chance(0.45) {
             let at = resolved + self.rng.gen_range(30 * MIN..DAY_MS);
-            let kind = if self.chance(0.6) { Survey::Csat } else { Survey::Ces };
+            let kind = if self.chance(0.6) {
+                Survey::Csat
+            } else {
+                Survey::Ces
+            };
             self.survey(at, kind);
         }
         t + self.secs(120, 900)
@@ -1194,7 +1257,9 @@ impl<'a> Customer<'a> {
             if unsubscribed {
                 continue;
             }
-            let e = self.ev(m.t, TouchType::MessageSent, m.channel).campaign(m.campaign);
+            let e = self
+                .ev(m.t, TouchType::MessageSent, m.channel)
+                .campaign(m.campaign);
             self.push(e);
             if let MsgKind::Reminder(i) = m.kind {
                 reminded[i] = true;
@@ -1225,7 +1290,9 @@ impl<'a> Customer<'a> {
         let week = ((s0 - self.cfg.start_ms) / WEEK_MS) as u32;
         let campaign = self.plan.flash + week;
         let n = self.rng.gen_range(11..=15u32) as usize;
-        let mut ts: Vec<i64> = (0..n).map(|_| s0 + self.rng.gen_range(0..6 * DAY_MS)).collect();
+        let mut ts: Vec<i64> = (0..n)
+            .map(|_| s0 + self.rng.gen_range(0..6 * DAY_MS))
+            .collect();
         ts.sort_unstable();
         for (k, t) in ts.into_iter().enumerate() {
             let mut options = vec![Channel::Email];
@@ -1258,7 +1325,9 @@ impl<'a> Customer<'a> {
         let opened = matches!(m.channel, Channel::Email | Channel::Push) && self.chance(open);
         if opened {
             t += 30 * SEC + exponential(&mut self.rng, 2.0 * HOUR_MS as f64);
-            let e = self.ev(t, TouchType::MessageOpened, m.channel).campaign(m.campaign);
+            let e = self
+                .ev(t, TouchType::MessageOpened, m.channel)
+                .campaign(m.campaign);
             self.push(e);
         }
         let clicked = match m.channel {
@@ -1272,13 +1341,17 @@ impl<'a> Customer<'a> {
             } else {
                 30 * SEC + exponential(&mut self.rng, 40.0 * MIN as f64)
             };
-            let e = self.ev(t, TouchType::MessageClicked, m.channel).campaign(m.campaign);
+            let e = self
+                .ev(t, TouchType::MessageClicked, m.channel)
+                .campaign(m.campaign);
             self.push(e);
         }
         let reacted = opened || clicked || m.channel == Channel::Sms;
         if reacted && matches!(m.channel, Channel::Email | Channel::Sms) && self.chance(unsub) {
             let dt = self.secs(20, 300);
-            let e = self.ev(t + dt, TouchType::Unsubscribed, m.channel).campaign(m.campaign);
+            let e = self
+                .ev(t + dt, TouchType::Unsubscribed, m.channel)
+                .campaign(m.campaign);
             self.push(e);
             return true;
         }
@@ -1350,8 +1423,9 @@ impl<'a> Customer<'a> {
 
     fn finish(mut self) -> Vec<Ev> {
         let (start, end, until) = (self.cfg.start_ms, self.cfg.end_ms(), self.until);
-        self.evs
-            .retain(|e| e.t >= start && e.t < end && (e.t < until || e.kind == TouchType::MessageSent));
+        self.evs.retain(|e| {
+            e.t >= start && e.t < end && (e.t < until || e.kind == TouchType::MessageSent)
+        });
         self.evs.sort_by_key(|e| e.t); // stable: ties keep generation order
         let max = self.cfg.disorder_ms.clamp(0, i64::from(u32::MAX));
         let mut prev = start - 1;
@@ -1537,7 +1611,9 @@ mod tests {
         let cents = |v: Option<f64>| (v.unwrap() * 100.0).round() as u64;
         let mut checked = 0;
         for tp in &tps {
-            let Some(cart) = tp.cart_id.as_deref() else { continue };
+            let Some(cart) = tp.cart_id.as_deref() else {
+                continue;
+            };
             match tp.kind {
                 TouchType::AddToCart => *totals.entry(cart).or_default() += cents(tp.value),
                 TouchType::RemoveFromCart => *totals.entry(cart).or_default() -= cents(tp.value),
@@ -1559,7 +1635,8 @@ mod tests {
         for tp in &tps {
             by_customer.entry(&tp.customer_id).or_default().push(tp);
         }
-        let (mut abandoned, mut recovered, mut fatigued, mut lapsed, mut clicked_no_order) = (0, 0, 0, 0, 0);
+        let (mut abandoned, mut recovered, mut fatigued, mut lapsed, mut clicked_no_order) =
+            (0, 0, 0, 0, 0);
         for evs in by_customer.values() {
             let orders: Vec<&Touchpoint> = evs
                 .iter()
@@ -1578,7 +1655,9 @@ mod tests {
                 }
             }
             for (cart, at) in &last_activity {
-                let closed = orders.iter().any(|o| o.timestamp >= *at && o.timestamp - at < HOUR_MS);
+                let closed = orders
+                    .iter()
+                    .any(|o| o.timestamp >= *at && o.timestamp - at < HOUR_MS);
                 if !closed {
                     abandoned += 1;
                     if orders
@@ -1599,15 +1678,18 @@ mod tests {
                 fatigued += 1;
             }
             // No own touch in the last 30 days.
-            let last_own = evs.iter().filter(|t| t.kind.is_own()).map(|t| t.timestamp).max();
+            let last_own = evs
+                .iter()
+                .filter(|t| t.kind.is_own())
+                .map(|t| t.timestamp)
+                .max();
             if last_own.is_some_and(|t| c.end_ms() - t > 30 * DAY_MS) {
                 lapsed += 1;
             }
             for click in evs.iter().filter(|t| t.kind == TouchType::MessageClicked) {
-                if !orders
-                    .iter()
-                    .any(|o| o.timestamp >= click.timestamp && o.timestamp - click.timestamp <= DAY_MS)
-                {
+                if !orders.iter().any(|o| {
+                    o.timestamp >= click.timestamp && o.timestamp - click.timestamp <= DAY_MS
+                }) {
                     clicked_no_order += 1;
                 }
             }
@@ -1619,11 +1701,19 @@ mod tests {
         );
         assert!(fatigued >= 10, "fatigued {fatigued}");
         assert!(lapsed >= 50, "lapsed {lapsed}");
-        assert!(clicked_no_order >= 50, "clicked without order {clicked_no_order}");
+        assert!(
+            clicked_no_order >= 50,
+            "clicked without order {clicked_no_order}"
+        );
         // Loyal customers order again and again; browsers never do.
         let repeat = by_customer
             .values()
-            .filter(|e| e.iter().filter(|t| t.kind == TouchType::OrderPlaced).count() >= 3)
+            .filter(|e| {
+                e.iter()
+                    .filter(|t| t.kind == TouchType::OrderPlaced)
+                    .count()
+                    >= 3
+            })
             .count();
         assert!(repeat >= 50, "repeat buyers {repeat}");
         let detractors = tps

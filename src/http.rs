@@ -47,7 +47,10 @@ struct AppState {
 }
 
 async fn render_metrics(State(s): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], s.metrics.render())
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        s.metrics.render(),
+    )
 }
 
 async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
@@ -68,14 +71,30 @@ async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
 
 /// Binds `listen` and serves in a background thread; returns the bound
 /// address (useful with port 0).
-pub fn spawn(listen: &str, metrics: Arc<Metrics>, health: Arc<Health>) -> Result<SocketAddr, HttpError> {
-    let addr: SocketAddr = listen.parse().map_err(|_| HttpError::Address(listen.to_string()))?;
-    let std_listener =
-        std::net::TcpListener::bind(addr).map_err(|source| HttpError::Bind { addr: listen.to_string(), source })?;
+pub fn spawn(
+    listen: &str,
+    metrics: Arc<Metrics>,
+    health: Arc<Health>,
+) -> Result<SocketAddr, HttpError> {
+    let addr: SocketAddr = listen
+        .parse()
+        .map_err(|_| HttpError::Address(listen.to_string()))?;
+    let std_listener = std::net::TcpListener::bind(addr).map_err(|source| HttpError::Bind {
+        addr: listen.to_string(),
+        source,
+    })?;
     std_listener
         .set_nonblocking(true)
-        .map_err(|source| HttpError::Bind { addr: listen.to_string(), source })?;
-    let local = std_listener.local_addr().map_err(|source| HttpError::Bind { addr: listen.to_string(), source })?;
+        .map_err(|source| HttpError::Bind {
+            addr: listen.to_string(),
+            source,
+        })?;
+    let local = std_listener
+        .local_addr()
+        .map_err(|source| HttpError::Bind {
+            addr: listen.to_string(),
+            source,
+        })?;
     let app = Router::new()
         .route("/metrics", get(render_metrics))
         .route("/healthz", get(healthz))
@@ -84,7 +103,10 @@ pub fn spawn(listen: &str, metrics: Arc<Metrics>, health: Arc<Health>) -> Result
     std::thread::Builder::new()
         .name("http".into())
         .spawn(move || {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 Ok(rt) => rt,
                 Err(e) => {
                     tracing::error!(%e, "HTTP runtime failed to start.");
@@ -102,6 +124,9 @@ pub fn spawn(listen: &str, metrics: Arc<Metrics>, health: Arc<Health>) -> Result
                 }
             });
         })
-        .map_err(|source| HttpError::Bind { addr: listen.to_string(), source })?;
+        .map_err(|source| HttpError::Bind {
+            addr: listen.to_string(),
+            source,
+        })?;
     Ok(local)
 }

@@ -6,8 +6,8 @@
 //! them here per batch.
 
 use prometheus::{
-    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
+    IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Label name for the reject reason.
@@ -22,8 +22,16 @@ pub const PARTITION: &str = "partition";
 pub const KIND: &str = "kind";
 
 /// Every value of the `kind` label of `touchstream_kafka_errors_total`.
-pub const KAFKA_ERROR_KINDS: [&str; 8] =
-    ["transport", "authentication", "authorization", "ssl", "timeout", "delivery", "schema_registry", "other"];
+pub const KAFKA_ERROR_KINDS: [&str; 8] = [
+    "transport",
+    "authentication",
+    "authorization",
+    "ssl",
+    "timeout",
+    "delivery",
+    "schema_registry",
+    "other",
+];
 
 /// The metrics of one process.
 #[derive(Clone)]
@@ -105,12 +113,19 @@ pub struct Metrics {
 }
 
 fn int_gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
-    let g = IntGaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    let g = IntGaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
     let _ = r.register(Box::new(g.clone()));
     g
 }
 
-fn histogram_vec(r: &Registry, name: &str, help: &str, labels: &[&str], buckets: Vec<f64>) -> HistogramVec {
+fn histogram_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+    buckets: Vec<f64>,
+) -> HistogramVec {
     let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(buckets), labels)
         .unwrap_or_else(|e| panic!("metric {name}: {e}"));
     let _ = r.register(Box::new(h.clone()));
@@ -124,7 +139,8 @@ fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
 }
 
 fn counter_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    let c = IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
     let _ = r.register(Box::new(c.clone()));
     c
 }
@@ -136,7 +152,8 @@ fn gauge(r: &Registry, name: &str, help: &str) -> IntGauge {
 }
 
 fn gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> GaugeVec {
-    let g = GaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    let g = GaugeVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
     let _ = r.register(Box::new(g.clone()));
     g
 }
@@ -153,7 +170,9 @@ impl Metrics {
     /// a failure here is a programming error caught by the unit test.)
     pub fn new() -> Self {
         let r = Registry::new();
-        let secs = vec![0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0];
+        let secs = vec![
+            0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+        ];
         let m = Metrics {
             records_consumed: counter_vec(&r, "touchstream_records_consumed_total", "Input records consumed.", &[TOPIC]),
             records_rejected: counter_vec(
@@ -296,29 +315,57 @@ impl Metrics {
         use crate::engine::kpi::Kpi;
         for k in kpis {
             match k {
-                Kpi::Touch { channel, kind } => self.touchpoints.with_label_values(&[channel.as_str(), kind.as_str()]).inc(),
-                Kpi::Order { channel, currency, value } => {
+                Kpi::Touch { channel, kind } => self
+                    .touchpoints
+                    .with_label_values(&[channel.as_str(), kind.as_str()])
+                    .inc(),
+                Kpi::Order {
+                    channel,
+                    currency,
+                    value,
+                } => {
                     self.orders.with_label_values(&[channel.as_str()]).inc();
                     let cur = currency_label(currency.as_deref());
-                    self.revenue.with_label_values(&[channel.as_str(), cur.as_str()]).inc_by(value.unwrap_or(0.0));
+                    self.revenue
+                        .with_label_values(&[channel.as_str(), cur.as_str()])
+                        .inc_by(value.unwrap_or(0.0));
                 }
-                Kpi::CartStarted { channel } => self.carts_started.with_label_values(&[channel.as_str()]).inc(),
-                Kpi::CartAbandoned { channel } => self.carts_abandoned.with_label_values(&[channel.as_str()]).inc(),
-                Kpi::CartRecovered { channel } => self.carts_recovered.with_label_values(&[channel.as_str()]).inc(),
-                Kpi::CampaignClick { channel } => self.campaign_clicks.with_label_values(&[channel.as_str()]).inc(),
-                Kpi::CampaignConversion { channel } => {
-                    self.campaign_conversions.with_label_values(&[channel.as_str()]).inc()
-                }
-                Kpi::SurveyScore { survey, channel, score } => self
+                Kpi::CartStarted { channel } => self
+                    .carts_started
+                    .with_label_values(&[channel.as_str()])
+                    .inc(),
+                Kpi::CartAbandoned { channel } => self
+                    .carts_abandoned
+                    .with_label_values(&[channel.as_str()])
+                    .inc(),
+                Kpi::CartRecovered { channel } => self
+                    .carts_recovered
+                    .with_label_values(&[channel.as_str()])
+                    .inc(),
+                Kpi::CampaignClick { channel } => self
+                    .campaign_clicks
+                    .with_label_values(&[channel.as_str()])
+                    .inc(),
+                Kpi::CampaignConversion { channel } => self
+                    .campaign_conversions
+                    .with_label_values(&[channel.as_str()])
+                    .inc(),
+                Kpi::SurveyScore {
+                    survey,
+                    channel,
+                    score,
+                } => self
                     .survey_score
                     .with_label_values(&[survey.as_str(), channel.as_str()])
                     .observe(f64::from(*score)),
-                Kpi::SupportResolved { channel, seconds } => {
-                    self.support_resolution.with_label_values(&[channel.as_str()]).observe(*seconds)
-                }
-                Kpi::ChannelSwitch { from, to } => {
-                    self.channel_switches.with_label_values(&[from.as_str(), to.as_str()]).inc()
-                }
+                Kpi::SupportResolved { channel, seconds } => self
+                    .support_resolution
+                    .with_label_values(&[channel.as_str()])
+                    .observe(*seconds),
+                Kpi::ChannelSwitch { from, to } => self
+                    .channel_switches
+                    .with_label_values(&[from.as_str(), to.as_str()])
+                    .inc(),
             }
         }
     }
@@ -326,10 +373,14 @@ impl Metrics {
     /// Sets the population gauges from the sum over engines.
     pub fn set_population(&self, p: &crate::engine::kpi::Population) {
         for l in crate::model::ChurnLevel::ALL {
-            self.customers_by_churn_level.with_label_values(&[l.as_str()]).set(p.levels[l.index()]);
+            self.customers_by_churn_level
+                .with_label_values(&[l.as_str()])
+                .set(p.levels[l.index()]);
         }
         for st in crate::model::JourneyStage::ALL {
-            self.customers_by_stage.with_label_values(&[st.as_str()]).set(p.stages[st.index()]);
+            self.customers_by_stage
+                .with_label_values(&[st.as_str()])
+                .set(p.stages[st.index()]);
         }
     }
 
@@ -346,7 +397,9 @@ impl Metrics {
 pub fn currency_label(c: Option<&str>) -> String {
     match c {
         None => "none".into(),
-        Some(c) if c.len() == 3 && c.bytes().all(|b| b.is_ascii_alphabetic()) => c.to_ascii_uppercase(),
+        Some(c) if c.len() == 3 && c.bytes().all(|b| b.is_ascii_alphabetic()) => {
+            c.to_ascii_uppercase()
+        }
         Some(_) => "other".into(),
     }
 }

@@ -574,4 +574,3 @@ impl DerivedEvent {
         serde_json::to_string(self).unwrap_or_default()
     }
 }
-

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use crate::model::{Channel, EventTime, Survey, Touchpoint, TouchType};
+use crate::model::{Channel, EventTime, Survey, TouchType, Touchpoint};
 
 /// Why a record was rejected; `as_str` gives the SPEC name used for the DLQ
 /// header and the metric label.
@@ -80,7 +80,10 @@ pub struct Rejection {
 impl Rejection {
     /// A rejection.
     pub fn new(reason: RejectReason, message: impl Into<String>) -> Self {
-        Rejection { reason, message: message.into() }
+        Rejection {
+            reason,
+            message: message.into(),
+        }
     }
 }
 
@@ -144,7 +147,12 @@ pub struct Clock {
 /// Applies the SPEC rules in order.
 pub fn validate(raw: RawTouchpoint, clock: Clock) -> Result<Touchpoint, Rejection> {
     use RejectReason::*;
-    let missing = |name: &str| Rejection::new(MissingField, format!("required field `{name}` is missing or null"));
+    let missing = |name: &str| {
+        Rejection::new(
+            MissingField,
+            format!("required field `{name}` is missing or null"),
+        )
+    };
     let event_id = raw.event_id.ok_or_else(|| missing("event_id"))?;
     if event_id.is_empty() {
         return Err(Rejection::new(MissingField, "`event_id` is empty"));
@@ -156,17 +164,26 @@ pub fn validate(raw: RawTouchpoint, clock: Clock) -> Result<Touchpoint, Rejectio
     if customer_id.is_empty() || customer_id.len() > MAX_CUSTOMER_ID_BYTES {
         return Err(Rejection::new(
             InvalidCustomerId,
-            format!("`customer_id` must be 1..=256 bytes, got {}", customer_id.len()),
+            format!(
+                "`customer_id` must be 1..=256 bytes, got {}",
+                customer_id.len()
+            ),
         ));
     }
     if let Some(v) = raw.value {
         if !v.is_finite() || v < 0.0 {
-            return Err(Rejection::new(InvalidValue, format!("`value` must be finite and >= 0, got {v}")));
+            return Err(Rejection::new(
+                InvalidValue,
+                format!("`value` must be finite and >= 0, got {v}"),
+            ));
         }
     }
     if let Some(score) = raw.score {
         let Some(survey) = raw.survey else {
-            return Err(Rejection::new(InvalidScore, format!("`score` {score} without a `survey`")));
+            return Err(Rejection::new(
+                InvalidScore,
+                format!("`score` {score} without a `survey`"),
+            ));
         };
         let (lo, hi) = survey.score_range();
         if score < i64::from(lo) || score > i64::from(hi) {
@@ -181,7 +198,10 @@ pub fn validate(raw: RawTouchpoint, clock: Clock) -> Result<Touchpoint, Rejectio
     if timestamp > clock.now.saturating_add(clock.max_future) || timestamp > MAX_ABS_TIMESTAMP {
         return Err(Rejection::new(
             FutureTimestamp,
-            format!("`timestamp` {timestamp} is more than {} ms ahead of the wall clock {}", clock.max_future, clock.now),
+            format!(
+                "`timestamp` {timestamp} is more than {} ms ahead of the wall clock {}",
+                clock.max_future, clock.now
+            ),
         ));
     }
     Ok(Touchpoint {
@@ -217,7 +237,10 @@ mod tests {
         }
     }
 
-    const CLOCK: Clock = Clock { now: 10_000_000, max_future: 3_600_000 };
+    const CLOCK: Clock = Clock {
+        now: 10_000_000,
+        max_future: 3_600_000,
+    };
 
     fn reason(raw: RawTouchpoint) -> Option<RejectReason> {
         validate(raw, CLOCK).err().map(|r| r.reason)
@@ -226,41 +249,157 @@ mod tests {
     #[test]
     fn rules_in_order() {
         assert_eq!(reason(good()), None);
-        assert_eq!(reason(RawTouchpoint { event_id: Some(String::new()), ..good() }), Some(RejectReason::MissingField));
-        assert_eq!(reason(RawTouchpoint { timestamp: None, ..good() }), Some(RejectReason::MissingField));
-        // missing beats invalid customer id
         assert_eq!(
-            reason(RawTouchpoint { customer_id: Some(String::new()), timestamp: None, ..good() }),
+            reason(RawTouchpoint {
+                event_id: Some(String::new()),
+                ..good()
+            }),
             Some(RejectReason::MissingField)
         );
-        assert_eq!(reason(RawTouchpoint { customer_id: Some("x".repeat(257)), ..good() }), Some(RejectReason::InvalidCustomerId));
-        assert_eq!(reason(RawTouchpoint { customer_id: Some("x".repeat(256)), ..good() }), None);
-        // invalid customer id beats invalid value
         assert_eq!(
-            reason(RawTouchpoint { customer_id: Some(String::new()), value: Some(-1.0), ..good() }),
+            reason(RawTouchpoint {
+                timestamp: None,
+                ..good()
+            }),
+            Some(RejectReason::MissingField)
+        );
+        // missing beats invalid customer id
+        assert_eq!(
+            reason(RawTouchpoint {
+                customer_id: Some(String::new()),
+                timestamp: None,
+                ..good()
+            }),
+            Some(RejectReason::MissingField)
+        );
+        assert_eq!(
+            reason(RawTouchpoint {
+                customer_id: Some("x".repeat(257)),
+                ..good()
+            }),
             Some(RejectReason::InvalidCustomerId)
         );
-        assert_eq!(reason(RawTouchpoint { value: Some(f64::NAN), ..good() }), Some(RejectReason::InvalidValue));
-        assert_eq!(reason(RawTouchpoint { value: Some(f64::INFINITY), ..good() }), Some(RejectReason::InvalidValue));
-        assert_eq!(reason(RawTouchpoint { value: Some(0.0), ..good() }), None);
         assert_eq!(
-            reason(RawTouchpoint { value: Some(-1.0), survey: Some(Survey::Nps), score: Some(11), ..good() }),
+            reason(RawTouchpoint {
+                customer_id: Some("x".repeat(256)),
+                ..good()
+            }),
+            None
+        );
+        // invalid customer id beats invalid value
+        assert_eq!(
+            reason(RawTouchpoint {
+                customer_id: Some(String::new()),
+                value: Some(-1.0),
+                ..good()
+            }),
+            Some(RejectReason::InvalidCustomerId)
+        );
+        assert_eq!(
+            reason(RawTouchpoint {
+                value: Some(f64::NAN),
+                ..good()
+            }),
             Some(RejectReason::InvalidValue)
         );
-        assert_eq!(reason(RawTouchpoint { survey: Some(Survey::Nps), score: Some(11), ..good() }), Some(RejectReason::InvalidScore));
-        assert_eq!(reason(RawTouchpoint { survey: Some(Survey::Csat), score: Some(0), ..good() }), Some(RejectReason::InvalidScore));
-        assert_eq!(reason(RawTouchpoint { survey: Some(Survey::Ces), score: Some(7), ..good() }), None);
-        assert_eq!(reason(RawTouchpoint { score: Some(3), ..good() }), Some(RejectReason::InvalidScore));
         assert_eq!(
-            reason(RawTouchpoint { survey: Some(Survey::Nps), score: Some(-1), timestamp: Some(CLOCK.now + 3_600_001), ..good() }),
+            reason(RawTouchpoint {
+                value: Some(f64::INFINITY),
+                ..good()
+            }),
+            Some(RejectReason::InvalidValue)
+        );
+        assert_eq!(
+            reason(RawTouchpoint {
+                value: Some(0.0),
+                ..good()
+            }),
+            None
+        );
+        assert_eq!(
+            reason(RawTouchpoint {
+                value: Some(-1.0),
+                survey: Some(Survey::Nps),
+                score: Some(11),
+                ..good()
+            }),
+            Some(RejectReason::InvalidValue)
+        );
+        assert_eq!(
+            reason(RawTouchpoint {
+                survey: Some(Survey::Nps),
+                score: Some(11),
+                ..good()
+            }),
             Some(RejectReason::InvalidScore)
         );
-        assert_eq!(reason(RawTouchpoint { timestamp: Some(CLOCK.now + 3_600_001), ..good() }), Some(RejectReason::FutureTimestamp));
-        assert_eq!(reason(RawTouchpoint { timestamp: Some(CLOCK.now + 3_600_000), ..good() }), None);
-        assert_eq!(reason(RawTouchpoint { timestamp: Some(i64::MAX), ..good() }), Some(RejectReason::FutureTimestamp));
-        let far = Clock { now: i64::MAX / 2, max_future: 0 };
         assert_eq!(
-            validate(RawTouchpoint { timestamp: Some(MAX_ABS_TIMESTAMP + 1), ..good() }, far).unwrap_err().reason,
+            reason(RawTouchpoint {
+                survey: Some(Survey::Csat),
+                score: Some(0),
+                ..good()
+            }),
+            Some(RejectReason::InvalidScore)
+        );
+        assert_eq!(
+            reason(RawTouchpoint {
+                survey: Some(Survey::Ces),
+                score: Some(7),
+                ..good()
+            }),
+            None
+        );
+        assert_eq!(
+            reason(RawTouchpoint {
+                score: Some(3),
+                ..good()
+            }),
+            Some(RejectReason::InvalidScore)
+        );
+        assert_eq!(
+            reason(RawTouchpoint {
+                survey: Some(Survey::Nps),
+                score: Some(-1),
+                timestamp: Some(CLOCK.now + 3_600_001),
+                ..good()
+            }),
+            Some(RejectReason::InvalidScore)
+        );
+        assert_eq!(
+            reason(RawTouchpoint {
+                timestamp: Some(CLOCK.now + 3_600_001),
+                ..good()
+            }),
+            Some(RejectReason::FutureTimestamp)
+        );
+        assert_eq!(
+            reason(RawTouchpoint {
+                timestamp: Some(CLOCK.now + 3_600_000),
+                ..good()
+            }),
+            None
+        );
+        assert_eq!(
+            reason(RawTouchpoint {
+                timestamp: Some(i64::MAX),
+                ..good()
+            }),
+            Some(RejectReason::FutureTimestamp)
+        );
+        let far = Clock {
+            now: i64::MAX / 2,
+            max_future: 0,
+        };
+        assert_eq!(
+            validate(
+                RawTouchpoint {
+                    timestamp: Some(MAX_ABS_TIMESTAMP + 1),
+                    ..good()
+                },
+                far
+            )
+            .unwrap_err()
+            .reason,
             RejectReason::FutureTimestamp
         );
     }

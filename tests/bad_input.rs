@@ -17,7 +17,12 @@ fn replay(input: &str, extra: &[&str]) -> (String, String, i32) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn touchstream");
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     (
         String::from_utf8(out.stdout).unwrap(),
@@ -46,8 +51,14 @@ fn check(bad: &str, reason: &str) {
     let (out, err, code) = replay(&(mixed.join("\n") + "\n"), &[]);
     assert_eq!(code, 0, "bad input is not fatal: {err}");
     assert_eq!(out, alone, "good records unaffected by {reason}");
-    assert!(err.contains(&format!("line 3: {reason}: ")), "expected `line 3: {reason}` in:\n{err}");
-    assert!(err.contains(&format!("{reason}=1")), "counted in the summary:\n{err}");
+    assert!(
+        err.contains(&format!("line 3: {reason}: ")),
+        "expected `line 3: {reason}` in:\n{err}"
+    );
+    assert!(
+        err.contains(&format!("{reason}=1")),
+        "counted in the summary:\n{err}"
+    );
     let (_, _, strict) = replay(&(mixed.join("\n") + "\n"), &["--strict"]);
     assert_eq!(strict, 1, "--strict fails on a rejection");
 }
@@ -59,7 +70,10 @@ fn decode_error_not_json() {
 
 #[test]
 fn decode_error_wrong_type() {
-    check(r#"{"event_id":7,"customer_id":"c","channel":"web","type":"page_view","timestamp":1}"#, "decode_error");
+    check(
+        r#"{"event_id":7,"customer_id":"c","channel":"web","type":"page_view","timestamp":1}"#,
+        "decode_error",
+    );
 }
 
 #[test]
@@ -72,7 +86,10 @@ fn decode_error_unknown_survey() {
 
 #[test]
 fn decode_error_bad_timestamp() {
-    check(r#"{"event_id":"x","customer_id":"c","channel":"web","type":"page_view","timestamp":"last tuesday"}"#, "decode_error");
+    check(
+        r#"{"event_id":"x","customer_id":"c","channel":"web","type":"page_view","timestamp":"last tuesday"}"#,
+        "decode_error",
+    );
 }
 
 #[test]
@@ -103,25 +120,45 @@ fn decode_error_invalid_utf8() {
 
 #[test]
 fn missing_field_absent() {
-    check(r#"{"event_id":"x","channel":"web","type":"page_view","timestamp":"2026-01-10T11:00:00Z"}"#, "missing_field");
+    check(
+        r#"{"event_id":"x","channel":"web","type":"page_view","timestamp":"2026-01-10T11:00:00Z"}"#,
+        "missing_field",
+    );
 }
 
 #[test]
 fn missing_field_null_and_empty_event_id() {
-    check(r#"{"event_id":"x","customer_id":"c","channel":"web","type":null,"timestamp":"2026-01-10T11:00:00Z"}"#, "missing_field");
-    check(r#"{"event_id":"","customer_id":"c","channel":"web","type":"page_view","timestamp":"2026-01-10T11:00:00Z"}"#, "missing_field");
+    check(
+        r#"{"event_id":"x","customer_id":"c","channel":"web","type":null,"timestamp":"2026-01-10T11:00:00Z"}"#,
+        "missing_field",
+    );
+    check(
+        r#"{"event_id":"","customer_id":"c","channel":"web","type":"page_view","timestamp":"2026-01-10T11:00:00Z"}"#,
+        "missing_field",
+    );
 }
 
 #[test]
 fn invalid_customer_id() {
     let long = "x".repeat(257);
-    check(&format!(r#"{{"event_id":"x","customer_id":"{long}","channel":"web","type":"page_view","timestamp":"2026-01-10T11:00:00Z"}}"#), "invalid_customer_id");
-    check(r#"{"event_id":"x","customer_id":"","channel":"web","type":"page_view","timestamp":"2026-01-10T11:00:00Z"}"#, "invalid_customer_id");
+    check(
+        &format!(
+            r#"{{"event_id":"x","customer_id":"{long}","channel":"web","type":"page_view","timestamp":"2026-01-10T11:00:00Z"}}"#
+        ),
+        "invalid_customer_id",
+    );
+    check(
+        r#"{"event_id":"x","customer_id":"","channel":"web","type":"page_view","timestamp":"2026-01-10T11:00:00Z"}"#,
+        "invalid_customer_id",
+    );
 }
 
 #[test]
 fn invalid_value() {
-    check(r#"{"event_id":"x","customer_id":"c","channel":"web","type":"order_placed","value":-3,"timestamp":"2026-01-10T11:00:00Z"}"#, "invalid_value");
+    check(
+        r#"{"event_id":"x","customer_id":"c","channel":"web","type":"order_placed","value":-3,"timestamp":"2026-01-10T11:00:00Z"}"#,
+        "invalid_value",
+    );
 }
 
 #[test]
@@ -135,19 +172,28 @@ fn invalid_score() {
 #[test]
 fn future_timestamp() {
     // --now is 2026-02-01T00:00Z; more than 1 h ahead is rejected.
-    check(r#"{"event_id":"x","customer_id":"c","channel":"web","type":"page_view","timestamp":"2026-02-01T01:00:01Z"}"#, "future_timestamp");
+    check(
+        r#"{"event_id":"x","customer_id":"c","channel":"web","type":"page_view","timestamp":"2026-02-01T01:00:01Z"}"#,
+        "future_timestamp",
+    );
 }
 
 #[test]
 fn too_late() {
     // The watermark after line 2 is 10:29:55; lateness 1 h: 09:29:54 is too late.
-    check(r#"{"event_id":"x","customer_id":"c","channel":"web","type":"page_view","timestamp":"2026-01-10T09:29:54Z"}"#, "too_late");
+    check(
+        r#"{"event_id":"x","customer_id":"c","channel":"web","type":"page_view","timestamp":"2026-01-10T09:29:54Z"}"#,
+        "too_late",
+    );
 }
 
 #[test]
 fn rule_order_first_failure_wins() {
     // Missing customer_id and a negative value: missing_field wins.
-    check(r#"{"event_id":"x","channel":"web","type":"order_placed","value":-3,"timestamp":"2026-01-10T11:00:00Z"}"#, "missing_field");
+    check(
+        r#"{"event_id":"x","channel":"web","type":"order_placed","value":-3,"timestamp":"2026-01-10T11:00:00Z"}"#,
+        "missing_field",
+    );
     // Bad score and a future timestamp: invalid_score wins.
     check(
         r#"{"event_id":"x","customer_id":"c","channel":"web","type":"survey_response","survey":"nps","score":11,"timestamp":"2027-01-01T00:00:00Z"}"#,
@@ -159,11 +205,17 @@ fn rule_order_first_failure_wins() {
 fn duplicates_are_dropped_silently_and_blank_lines_count_for_numbering() {
     let good = good_lines();
     let (alone, _, _) = replay(&(good.join("\n") + "\n"), &[]);
-    let input = format!("{}\n\n{}\n{}\n{}\n{}\n", good[0], good[1], good[0], good[2], good[3]);
+    let input = format!(
+        "{}\n\n{}\n{}\n{}\n{}\n",
+        good[0], good[1], good[0], good[2], good[3]
+    );
     let (out, err, code) = replay(&input, &[]);
     assert_eq!(code, 0);
     assert_eq!(out, alone);
-    assert!(!err.contains("line 4"), "a duplicate is not reported: {err}");
+    assert!(
+        !err.contains("line 4"),
+        "a duplicate is not reported: {err}"
+    );
     assert!(err.contains("1 duplicates"), "{err}");
     let input = format!("{}\n\nnope\n{}\n", good[0], good[1]);
     let (_, err, _) = replay(&input, &[]);

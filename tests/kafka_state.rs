@@ -424,16 +424,29 @@ fn state_ttl_evictions_survive_restart_and_are_tombstoned() {
 
     let mut svc = s.start(&cfg, "t1");
     svc.wait_ready(Duration::from_secs(60));
-    let producer = produce_paced(&b, &s.input, json_records(&lines, 0), 10, Duration::from_millis(300));
+    let producer = produce_paced(
+        &b,
+        &s.input,
+        json_records(&lines, 0),
+        10,
+        Duration::from_millis(300),
+    );
     let mut out = s.outputs(false);
-    assert!(out.wait_distinct(expected.events.len() / 2, Duration::from_secs(60)), "no progress");
+    assert!(
+        out.wait_distinct(expected.events.len() / 2, Duration::from_secs(60)),
+        "no progress"
+    );
     let (st, _) = svc.sigterm(Duration::from_secs(20));
     assert!(st.success(), "{st}\n{}", svc.log_tail(20));
     producer.join().unwrap();
 
     let mut svc = s.start(&cfg, "t2");
     svc.wait_ready(Duration::from_secs(60));
-    out.settle(expected.events.len(), Duration::from_secs(60), Duration::from_secs(10));
+    out.settle(
+        expected.events.len(),
+        Duration::from_secs(60),
+        Duration::from_secs(10),
+    );
     let outs = decode_outputs(&out.records, &s.prefix, &OutputSchemas::defaults());
     check_outputs(&outs, &expected.events, &s.prefix, Copies::Forbidden);
     let (st, _) = svc.sigterm(Duration::from_secs(20));
@@ -443,6 +456,12 @@ fn state_ttl_evictions_survive_restart_and_are_tombstoned() {
     let engine = engine_after(&lines, &cfg);
     assert!(engine.stats().evicted > 0, "the input must evict customers");
     assert_state_equal(&restored, &engine, lines.len() as i64);
-    let tombstones = read_partition(&b, &s.changelog, 0, false).iter().filter(|r| r.value.is_none()).count();
-    assert!(tombstones > 0, "evicted customers' changelog keys are tombstoned");
+    let tombstones = read_partition(&b, &s.changelog, 0, false)
+        .iter()
+        .filter(|r| r.value.is_none())
+        .count();
+    assert!(
+        tombstones > 0,
+        "evicted customers' changelog keys are tombstoned"
+    );
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use touchstream::config::EngineConfig;
 use touchstream::engine::Engine;
 use touchstream::metrics::Metrics;
-use touchstream::model::{Channel, Survey, Touchpoint, TouchType, HOUR_MS};
+use touchstream::model::{Channel, Survey, TouchType, Touchpoint, HOUR_MS};
 
 const T0: i64 = 1_767_571_200_000;
 
@@ -39,41 +39,182 @@ fn kpi_counters_follow_literal_input() {
     let mut a1b = a1.clone();
     a1b.event_id = "a1b".into(); // second add to the same cart: not a new cart
     feed(&mut e, a1b);
-    let mut click = tp("a2", "alice", Channel::Email, TouchType::MessageClicked, T0 + 2 * HOUR_MS);
+    let mut click = tp(
+        "a2",
+        "alice",
+        Channel::Email,
+        TouchType::MessageClicked,
+        T0 + 2 * HOUR_MS,
+    );
     click.campaign_id = Some("spring".into());
     feed(&mut e, click); // reaches the cart timer (T0 + 1 h): abandoned on web
-    let mut order = tp("a3", "alice", Channel::MobileApp, TouchType::OrderPlaced, T0 + 3 * HOUR_MS);
+    let mut order = tp(
+        "a3",
+        "alice",
+        Channel::MobileApp,
+        TouchType::OrderPlaced,
+        T0 + 3 * HOUR_MS,
+    );
     order.value = Some(42.5);
     order.currency = Some("eur".into());
     order.cart_id = Some("k1".into());
     feed(&mut e, order);
     // Bob: support on chat resolved 2 h later, an NPS answer of 9 in the store.
-    feed(&mut e, tp("b1", "bob", Channel::Chat, TouchType::SupportContact, T0 + 3 * HOUR_MS));
-    feed(&mut e, tp("b2", "bob", Channel::Chat, TouchType::SupportResolved, T0 + 5 * HOUR_MS));
-    let mut nps = tp("b3", "bob", Channel::Store, TouchType::SurveyResponse, T0 + 5 * HOUR_MS);
+    feed(
+        &mut e,
+        tp(
+            "b1",
+            "bob",
+            Channel::Chat,
+            TouchType::SupportContact,
+            T0 + 3 * HOUR_MS,
+        ),
+    );
+    feed(
+        &mut e,
+        tp(
+            "b2",
+            "bob",
+            Channel::Chat,
+            TouchType::SupportResolved,
+            T0 + 5 * HOUR_MS,
+        ),
+    );
+    let mut nps = tp(
+        "b3",
+        "bob",
+        Channel::Store,
+        TouchType::SurveyResponse,
+        T0 + 5 * HOUR_MS,
+    );
     nps.survey = Some(Survey::Nps);
     nps.score = Some(9);
     feed(&mut e, nps);
     m.set_population(&e.population());
 
     let text = m.render();
-    assert_eq!(value(&text, r#"touchstream_touchpoints_total{channel="web",type="add_to_cart"}"#), 2.0);
-    assert_eq!(value(&text, r#"touchstream_carts_started_total{channel="web"}"#), 1.0);
-    assert_eq!(value(&text, r#"touchstream_carts_abandoned_total{channel="web"}"#), 1.0);
-    assert_eq!(value(&text, r#"touchstream_carts_recovered_total{channel="mobile_app"}"#), 1.0);
-    assert_eq!(value(&text, r#"touchstream_orders_total{channel="mobile_app"}"#), 1.0);
-    assert_eq!(value(&text, r#"touchstream_revenue_total{channel="mobile_app",currency="EUR"}"#), 42.5);
-    assert_eq!(value(&text, r#"touchstream_campaign_clicks_total{channel="email"}"#), 1.0);
-    assert_eq!(value(&text, r#"touchstream_campaign_conversions_total{channel="email"}"#), 1.0);
-    assert_eq!(value(&text, r#"touchstream_channel_switches_total{from="web",to="email"}"#), 1.0);
-    assert_eq!(value(&text, r#"touchstream_channel_switches_total{from="email",to="mobile_app"}"#), 1.0);
-    assert_eq!(value(&text, r#"touchstream_channel_switches_total{from="chat",to="store"}"#), 1.0);
-    assert_eq!(value(&text, r#"touchstream_support_resolution_seconds_sum{channel="chat"}"#), 7200.0);
-    assert_eq!(value(&text, r#"touchstream_support_resolution_seconds_count{channel="chat"}"#), 1.0);
-    assert_eq!(value(&text, r#"touchstream_survey_score_sum{channel="store",survey="nps"}"#), 9.0);
-    assert_eq!(value(&text, r#"touchstream_survey_score_bucket{channel="store",survey="nps",le="8"}"#), 0.0);
-    assert_eq!(value(&text, r#"touchstream_survey_score_bucket{channel="store",survey="nps",le="9"}"#), 1.0);
-    assert_eq!(value(&text, r#"touchstream_customers_by_churn_level{level="low"}"#), 2.0);
-    assert_eq!(value(&text, r#"touchstream_customers_by_stage{stage="transaction"}"#), 1.0);
-    assert_eq!(value(&text, r#"touchstream_customers_by_stage{stage="engagement"}"#), 1.0);
+    assert_eq!(
+        value(
+            &text,
+            r#"touchstream_touchpoints_total{channel="web",type="add_to_cart"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(&text, r#"touchstream_carts_started_total{channel="web"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(&text, r#"touchstream_carts_abandoned_total{channel="web"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"touchstream_carts_recovered_total{channel="mobile_app"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(&text, r#"touchstream_orders_total{channel="mobile_app"}"#),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"touchstream_revenue_total{channel="mobile_app",currency="EUR"}"#
+        ),
+        42.5
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"touchstream_campaign_clicks_total{channel="email"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"touchstream_campaign_conversions_total{channel="email"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"touchstream_channel_switches_total{from="web",to="email"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"touchstream_channel_switches_total{from="email",to="mobile_app"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"touchstream_channel_switches_total{from="chat",to="store"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"touchstream_support_resolution_seconds_sum{channel="chat"}"#
+        ),
+        7200.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"touchstream_support_resolution_seconds_count{channel="chat"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"touchstream_survey_score_sum{channel="store",survey="nps"}"#
+        ),
+        9.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"touchstream_survey_score_bucket{channel="store",survey="nps",le="8"}"#
+        ),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"touchstream_survey_score_bucket{channel="store",survey="nps",le="9"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"touchstream_customers_by_churn_level{level="low"}"#
+        ),
+        2.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"touchstream_customers_by_stage{stage="transaction"}"#
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &text,
+            r#"touchstream_customers_by_stage{stage="engagement"}"#
+        ),
+        1.0
+    );
 }

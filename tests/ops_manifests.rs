@@ -62,7 +62,10 @@ fn loud(test: &str, why: &str) {
 
 fn skip_ops(test: &str) -> bool {
     if std::env::var("TOUCHSTREAM_SKIP_OPS_CHECKS").is_ok_and(|v| v == "1") {
-        loud(test, "TOUCHSTREAM_SKIP_OPS_CHECKS=1 (manifest, rule and metric checks not run)");
+        loud(
+            test,
+            "TOUCHSTREAM_SKIP_OPS_CHECKS=1 (manifest, rule and metric checks not run)",
+        );
         return true;
     }
     false
@@ -100,14 +103,21 @@ fn scan_metric_names(text: &str, out: &mut BTreeSet<String>) {
 /// The metric names the dashboard and the alert/recording rules use.
 fn used_metric_names() -> BTreeSet<String> {
     let mut names = BTreeSet::new();
-    let dash: serde_json::Value =
-        serde_json::from_str(&read("k8s/grafana-dashboard.json")).expect("k8s/grafana-dashboard.json is JSON");
+    let dash: serde_json::Value = serde_json::from_str(&read("k8s/grafana-dashboard.json"))
+        .expect("k8s/grafana-dashboard.json is JSON");
     scan_metric_names(&dash.to_string(), &mut names);
     // The rules file: only its `spec` counts, which is everything after the
     // `spec:` line (comments above it may mention names in prose).
     let rules = read("k8s/prometheusrule.yaml");
-    let spec = rules.split_once("\nspec:").map(|(_, s)| s).expect("prometheusrule.yaml has a spec");
-    let spec: String = spec.lines().filter(|l| !l.trim_start().starts_with('#')).collect::<Vec<_>>().join("\n");
+    let spec = rules
+        .split_once("\nspec:")
+        .map(|(_, s)| s)
+        .expect("prometheusrule.yaml has a spec");
+    let spec: String = spec
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
     scan_metric_names(&spec, &mut names);
     names
 }
@@ -129,15 +139,26 @@ fn check_manifests_script_passes() {
         .expect("run scripts/check-manifests");
     let stderr = String::from_utf8_lossy(&out.stderr);
     eprintln!("{stderr}");
-    assert!(out.status.success(), "scripts/check-manifests failed ({}):\n{stderr}", out.status);
+    assert!(
+        out.status.success(),
+        "scripts/check-manifests failed ({}):\n{stderr}",
+        out.status
+    );
     let listed: BTreeSet<String> = std::fs::read_to_string(&list)
         .expect("metric list written")
         .lines()
         .map(str::to_string)
         .filter(|l| !l.is_empty())
         .collect();
-    assert_eq!(listed, used_metric_names(), "scripts/check-manifests and this test disagree on the metric names used");
-    assert!(listed.len() > 20, "suspiciously few metric names: {listed:?}");
+    assert_eq!(
+        listed,
+        used_metric_names(),
+        "scripts/check-manifests and this test disagree on the metric names used"
+    );
+    assert!(
+        listed.len() > 20,
+        "suspiciously few metric names: {listed:?}"
+    );
 }
 
 /// `TOUCHSTREAM_*` variables of the StatefulSet with a usable value: the
@@ -148,13 +169,18 @@ fn statefulset_env() -> Vec<(String, String)> {
     let lines: Vec<&str> = text.lines().map(str::trim).collect();
     let mut vars = Vec::new();
     for (i, l) in lines.iter().enumerate() {
-        let Some(name) = l.strip_prefix("- name: ") else { continue };
+        let Some(name) = l.strip_prefix("- name: ") else {
+            continue;
+        };
         let name = name.trim().trim_matches('"');
         if !name.starts_with("TOUCHSTREAM_") {
             continue;
         }
         let value = match lines.get(i + 1).and_then(|n| n.strip_prefix("value:")) {
-            Some(v) => v.trim().trim_matches('"').replace("$(POD_NAME)", "touchstream-0"),
+            Some(v) => v
+                .trim()
+                .trim_matches('"')
+                .replace("$(POD_NAME)", "touchstream-0"),
             None => "placeholder-from-secret".to_string(),
         };
         vars.push((name.to_string(), value));
@@ -172,16 +198,31 @@ fn k8s_config_loads_as_a_touchstream_config() {
         "TOUCHSTREAM_KAFKA__CLIENT__SASL_USERNAME",
         "TOUCHSTREAM_KAFKA__CLIENT__SASL_PASSWORD",
     ] {
-        assert!(names.contains(&must), "statefulset.yaml sets {must}: {names:?}");
+        assert!(
+            names.contains(&must),
+            "statefulset.yaml sets {must}: {names:?}"
+        );
     }
     let cfg = Config::from_parts("k8s/touchstream.toml", &text, &vars)
         .unwrap_or_else(|e| panic!("k8s/touchstream.toml with the StatefulSet's environment: {e}"));
     assert_eq!(cfg.kafka.delivery, Delivery::AtLeastOnce);
-    assert_eq!(cfg.http.listen, "0.0.0.0:9464", "the port the probes, Services and NetworkPolicy use");
+    assert_eq!(
+        cfg.http.listen, "0.0.0.0:9464",
+        "the port the probes, Services and NetworkPolicy use"
+    );
     assert_eq!(cfg.kafka.instance_id.as_deref(), Some("touchstream-0"));
-    assert_eq!(cfg.kafka.client.get("sasl.username").map(String::as_str), Some("placeholder-from-secret"));
-    assert_eq!(cfg.kafka.client.get("sasl.password").map(String::as_str), Some("placeholder-from-secret"));
-    assert_eq!(cfg.kafka.client.get("client.id").map(String::as_str), Some("touchstream-touchstream-0"));
+    assert_eq!(
+        cfg.kafka.client.get("sasl.username").map(String::as_str),
+        Some("placeholder-from-secret")
+    );
+    assert_eq!(
+        cfg.kafka.client.get("sasl.password").map(String::as_str),
+        Some("placeholder-from-secret")
+    );
+    assert_eq!(
+        cfg.kafka.client.get("client.id").map(String::as_str),
+        Some("touchstream-touchstream-0")
+    );
     // Every SPEC 6 key is written out (not only defaulted).
     for key in [
         "brokers",
@@ -204,16 +245,20 @@ fn k8s_config_loads_as_a_touchstream_config() {
         "state_ttl",
     ] {
         assert!(
-            text.lines().any(|l| l.trim_start().starts_with(&format!("{key} ="))),
+            text.lines()
+                .any(|l| l.trim_start().starts_with(&format!("{key} ="))),
             "k8s/touchstream.toml does not set `{key}`"
         );
     }
     // The documented alternative works as written.
     let eos = text
         .replace("delivery = \"at_least_once\"", "# was at_least_once")
-        .replace("# delivery = \"exactly_once\"", "delivery = \"exactly_once\"");
-    let cfg =
-        Config::from_parts("k8s/touchstream.toml (exactly_once)", &eos, &vars).expect("exactly_once variant loads");
+        .replace(
+            "# delivery = \"exactly_once\"",
+            "delivery = \"exactly_once\"",
+        );
+    let cfg = Config::from_parts("k8s/touchstream.toml (exactly_once)", &eos, &vars)
+        .expect("exactly_once variant loads");
     assert_eq!(cfg.kafka.delivery, Delivery::ExactlyOnce);
 }
 
@@ -233,17 +278,31 @@ fn dockerfile_agrees_with_the_manifests() {
     ] {
         assert!(docker.contains(needle), "Dockerfile lacks {needle:?}");
     }
-    for needle in
-        ["runAsUser: 10001", "containerPort: 9464", "mountPath: /etc/touchstream", "/etc/touchstream/touchstream.toml"]
-    {
+    for needle in [
+        "runAsUser: 10001",
+        "containerPort: 9464",
+        "mountPath: /etc/touchstream",
+        "/etc/touchstream/touchstream.toml",
+    ] {
         assert!(sts.contains(needle), "statefulset.yaml lacks {needle:?}");
     }
     // Everything the build reads is in the build context.
     let ignore = read(".dockerignore");
-    for dir in ["src/", "schemas/", "examples/", "benches/", "Cargo.toml", "Cargo.lock"] {
-        assert!(ignore.lines().any(|l| l.trim() == format!("!{dir}")), ".dockerignore does not admit {dir}");
+    for dir in [
+        "src/",
+        "schemas/",
+        "examples/",
+        "benches/",
+        "Cargo.toml",
+        "Cargo.lock",
+    ] {
         assert!(
-            docker.contains(&format!("COPY {}", dir.trim_end_matches('/'))) || dir.starts_with("Cargo"),
+            ignore.lines().any(|l| l.trim() == format!("!{dir}")),
+            ".dockerignore does not admit {dir}"
+        );
+        assert!(
+            docker.contains(&format!("COPY {}", dir.trim_end_matches('/')))
+                || dir.starts_with("Cargo"),
             "Dockerfile does not copy {dir}"
         );
     }
@@ -268,12 +327,22 @@ fn broker(test: &str) -> Option<String> {
 }
 
 fn unique(prefix: &str) -> String {
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-    format!("{prefix}-{}-{:x}", std::process::id(), (nanos as u64) & 0xffff_ffff_ffff)
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{prefix}-{}-{:x}",
+        std::process::id(),
+        (nanos as u64) & 0xffff_ffff_ffff
+    )
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0").port()
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("bind 127.0.0.1:0")
+        .port()
 }
 
 fn client(b: &str) -> ClientConfig {
@@ -283,14 +352,20 @@ fn client(b: &str) -> ClientConfig {
 }
 
 fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread().enable_all().build().expect("tokio runtime")
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
 }
 
 fn create_topic(b: &str, name: &str, partitions: i32) {
     let admin: AdminClient<DefaultClientContext> = client(b).create().expect("admin client");
     let t = NewTopic::new(name, partitions, TopicReplication::Fixed(1));
     let res = runtime()
-        .block_on(admin.create_topics([&t], &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)))))
+        .block_on(admin.create_topics(
+            [&t],
+            &AdminOptions::new().operation_timeout(Some(Duration::from_secs(30))),
+        ))
         .expect("create_topics");
     for r in res {
         if let Err((n, code)) = r {
@@ -300,7 +375,9 @@ fn create_topic(b: &str, name: &str, partitions: i32) {
 }
 
 fn delete_topics(b: &str, names: &[String]) {
-    let Ok(admin) = client(b).create::<AdminClient<DefaultClientContext>>() else { return };
+    let Ok(admin) = client(b).create::<AdminClient<DefaultClientContext>>() else {
+        return;
+    };
     let refs: Vec<&str> = names.iter().map(String::as_str).collect();
     let _ = runtime().block_on(admin.delete_topics(&refs, &AdminOptions::new()));
 }
@@ -321,7 +398,10 @@ impl Drop for Running {
 
 impl Running {
     fn get(&self, path: &str) -> Option<(u16, String)> {
-        match ureq::get(&format!("{}{path}", self.base)).timeout(Duration::from_secs(3)).call() {
+        match ureq::get(&format!("{}{path}", self.base))
+            .timeout(Duration::from_secs(3))
+            .call()
+        {
             Ok(r) => Some((r.status(), r.into_string().unwrap_or_default())),
             Err(ureq::Error::Status(code, r)) => Some((code, r.into_string().unwrap_or_default())),
             Err(_) => None,
@@ -336,12 +416,20 @@ impl Running {
 
     fn check_alive(&mut self, what: &str) {
         if let Ok(Some(status)) = self.child.try_wait() {
-            panic!("touchstream exited ({status}) while {what}:\n{}", self.log_tail());
+            panic!(
+                "touchstream exited ({status}) while {what}:\n{}",
+                self.log_tail()
+            );
         }
     }
 
     /// Polls until `done(scrape)` holds; returns the last scrape.
-    fn wait_metrics(&mut self, what: &str, timeout: Duration, done: impl Fn(&str) -> bool) -> String {
+    fn wait_metrics(
+        &mut self,
+        what: &str,
+        timeout: Duration,
+        done: impl Fn(&str) -> bool,
+    ) -> String {
         let end = Instant::now() + timeout;
         loop {
             self.check_alive(what);
@@ -349,7 +437,11 @@ impl Running {
             if done(&text) {
                 return text;
             }
-            assert!(Instant::now() < end, "timed out {what}:\n{}", self.log_tail());
+            assert!(
+                Instant::now() < end,
+                "timed out {what}:\n{}",
+                self.log_tail()
+            );
             std::thread::sleep(Duration::from_millis(250));
         }
     }
@@ -359,7 +451,11 @@ impl Running {
 fn sample_sum(scrape: &str, name: &str, label: &str) -> f64 {
     scrape
         .lines()
-        .filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with(['{', ' '])) && l.contains(label))
+        .filter(|l| {
+            l.strip_prefix(name)
+                .is_some_and(|r| r.starts_with(['{', ' ']))
+                && l.contains(label)
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -386,8 +482,11 @@ fn exposed_names(scrape: &str) -> BTreeSet<String> {
 
 fn promtool() -> PathBuf {
     let find = || {
-        std::env::var_os("PATH")
-            .and_then(|p| std::env::split_paths(&p).map(|d| d.join("promtool")).find(|f| f.is_file()))
+        std::env::var_os("PATH").and_then(|p| {
+            std::env::split_paths(&p)
+                .map(|d| d.join("promtool"))
+                .find(|f| f.is_file())
+        })
     };
     if let Some(p) = find() {
         return p;
@@ -421,26 +520,47 @@ fn live_scrape_has_every_dashboard_and_rule_metric() {
     let input = format!("{id}-touchpoints");
     create_topic(&b, &input, 2);
     let gen = Command::new(BIN)
-        .args(["generate", "--seed", "11", "--customers", "60", "--days", "21"])
+        .args([
+            "generate",
+            "--seed",
+            "11",
+            "--customers",
+            "60",
+            "--days",
+            "21",
+        ])
         .output()
         .expect("run touchstream generate");
-    assert!(gen.status.success(), "generate: {}", String::from_utf8_lossy(&gen.stderr));
+    assert!(
+        gen.status.success(),
+        "generate: {}",
+        String::from_utf8_lossy(&gen.stderr)
+    );
     let lines: Vec<String> = String::from_utf8(gen.stdout)
         .expect("utf-8")
         .lines()
         .filter(|l| !l.trim().is_empty())
         .map(str::to_string)
         .collect();
-    assert!(lines.len() > 1000, "generator gave only {} lines", lines.len());
+    assert!(
+        lines.len() > 1000,
+        "generator gave only {} lines",
+        lines.len()
+    );
     let producer: BaseProducer = client(&b).create().expect("producer");
     let mut sent = 0usize;
-    let bad = ["this is not json".to_string(), r#"{"event_id":"x","channel":"web"}"#.to_string()];
+    let bad = [
+        "this is not json".to_string(),
+        r#"{"event_id":"x","channel":"web"}"#.to_string(),
+    ];
     for line in lines.iter().chain(bad.iter()) {
         let key = serde_json::from_str::<serde_json::Value>(line)
             .ok()
             .and_then(|v| v["customer_id"].as_str().map(str::to_string))
             .unwrap_or_else(|| "bad".to_string());
-        let mut rec = BaseRecord::to(&input).key(key.as_bytes()).payload(line.as_bytes());
+        let mut rec = BaseRecord::to(&input)
+            .key(key.as_bytes())
+            .payload(line.as_bytes());
         loop {
             match producer.send(rec) {
                 Ok(()) => break,
@@ -452,7 +572,9 @@ fn live_scrape_has_every_dashboard_and_rule_metric() {
         }
         sent += 1;
     }
-    producer.flush(Duration::from_secs(30)).expect("flush input");
+    producer
+        .flush(Duration::from_secs(30))
+        .expect("flush input");
 
     // The service.
     let dir = tempfile::tempdir().expect("tempdir");
@@ -487,7 +609,9 @@ idle_timeout = "1h"
         .arg(&cfg_path)
         .args(["--log-format", "text"])
         .env_clear()
-        .envs(std::env::vars().filter(|(k, _)| !(k.starts_with("TOUCHSTREAM_") && k.contains("__"))))
+        .envs(
+            std::env::vars().filter(|(k, _)| !(k.starts_with("TOUCHSTREAM_") && k.contains("__"))),
+        )
         .env("RUST_LOG", "info")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())
@@ -495,11 +619,21 @@ idle_timeout = "1h"
         .stderr(std::fs::File::create(&log).expect("log file"))
         .spawn()
         .expect("spawn touchstream run");
-    let mut svc = Running { child, log, base: format!("http://127.0.0.1:{port}") };
+    let mut svc = Running {
+        child,
+        log,
+        base: format!("http://127.0.0.1:{port}"),
+    };
     let topics: Vec<String> = {
-        let mut t: Vec<String> =
-            touchstream::model::DerivedType::ALL.iter().map(|d| format!("{id}.cx.{}", d.as_str())).collect();
-        t.extend([input.clone(), format!("{id}.dlq"), format!("{id}.changelog")]);
+        let mut t: Vec<String> = touchstream::model::DerivedType::ALL
+            .iter()
+            .map(|d| format!("{id}.cx.{}", d.as_str()))
+            .collect();
+        t.extend([
+            input.clone(),
+            format!("{id}.dlq"),
+            format!("{id}.changelog"),
+        ]);
         t
     };
 
@@ -509,7 +643,11 @@ idle_timeout = "1h"
         if matches!(svc.get("/readyz"), Some((200, _))) {
             break;
         }
-        assert!(Instant::now() < end, "not ready after 90 s:\n{}", svc.log_tail());
+        assert!(
+            Instant::now() < end,
+            "not ready after 90 s:\n{}",
+            svc.log_tail()
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
     let consumed_label = format!("topic=\"{input}\"");
@@ -518,10 +656,14 @@ idle_timeout = "1h"
     });
     // Consumer lag comes from librdkafka statistics (every 5 s) and the
     // processing latency from the next checkpoint.
-    let scrape = svc.wait_metrics("waiting for consumer lag and a checkpoint", Duration::from_secs(30), |m| {
-        m.contains("touchstream_consumer_lag_records{")
-            && sample_sum(m, "touchstream_processing_latency_seconds_count", "") > 0.0
-    });
+    let scrape = svc.wait_metrics(
+        "waiting for consumer lag and a checkpoint",
+        Duration::from_secs(30),
+        |m| {
+            m.contains("touchstream_consumer_lag_records{")
+                && sample_sum(m, "touchstream_processing_latency_seconds_count", "") > 0.0
+        },
+    );
     let (status, _) = svc.get("/healthz").expect("/healthz answers");
     assert_eq!(status, 200, "/healthz");
     drop(svc); // killed: everything below works on the scrape
@@ -538,21 +680,33 @@ idle_timeout = "1h"
         .stderr(Stdio::piped())
         .spawn()
         .expect("run promtool check metrics");
-    p.stdin.take().expect("stdin").write_all(scrape.as_bytes()).expect("write scrape to promtool");
+    p.stdin
+        .take()
+        .expect("stdin")
+        .write_all(scrape.as_bytes())
+        .expect("write scrape to promtool");
     let out = p.wait_with_output().expect("promtool output");
-    let lint = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let lint = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // Every metric the dashboard and the rules use is exposed.
     let exposed = exposed_names(&scrape);
     let missing: Vec<&String> = used.iter().filter(|n| !exposed.contains(*n)).collect();
     let (kpi, pipeline): (Vec<&String>, Vec<&String>) = missing.iter().partition(|n| {
-        KPI_METRICS
-            .iter()
-            .any(|k| n.as_str() == *k || n.strip_prefix(k).is_some_and(|s| ["_bucket", "_sum", "_count"].contains(&s)))
+        KPI_METRICS.iter().any(|k| {
+            n.as_str() == *k
+                || n.strip_prefix(k)
+                    .is_some_and(|s| ["_bucket", "_sum", "_count"].contains(&s))
+        })
     });
     let mut problems = Vec::new();
     if !out.status.success() {
-        problems.push(format!("`promtool check metrics` failed on the live scrape:\n{lint}"));
+        problems.push(format!(
+            "`promtool check metrics` failed on the live scrape:\n{lint}"
+        ));
     } else if !lint.trim().is_empty() {
         eprintln!("promtool check metrics:\n{lint}");
     }
@@ -586,7 +740,16 @@ fn metric_name_scanner() {
         r#"sum(rate(touchstream_a_total[5m])) / touchstream:b:sum + xtouchstream_c + histogram_quantile(0.9, touchstream_d_bucket) touchstream_"#,
         &mut n,
     );
-    assert_eq!(n.into_iter().collect::<Vec<_>>(), vec!["touchstream_a_total", "touchstream_d_bucket"]);
-    let e = exposed_names("# TYPE touchstream_h histogram\ntouchstream_h_bucket{le=\"1\"} 0\ntouchstream_g 1\n");
-    assert!(e.contains("touchstream_h") && e.contains("touchstream_h_bucket") && e.contains("touchstream_g"));
+    assert_eq!(
+        n.into_iter().collect::<Vec<_>>(),
+        vec!["touchstream_a_total", "touchstream_d_bucket"]
+    );
+    let e = exposed_names(
+        "# TYPE touchstream_h histogram\ntouchstream_h_bucket{le=\"1\"} 0\ntouchstream_g 1\n",
+    );
+    assert!(
+        e.contains("touchstream_h")
+            && e.contains("touchstream_h_bucket")
+            && e.contains("touchstream_g")
+    );
 }

@@ -7,23 +7,27 @@ use std::sync::Arc;
 use proptest::prelude::*;
 use touchstream::config::EngineConfig;
 use touchstream::engine::Engine;
-use touchstream::model::{Channel, DerivedEvent, Payload, Touchpoint, TouchType, DAY_MS, HOUR_MS};
+use touchstream::model::{Channel, DerivedEvent, Payload, TouchType, Touchpoint, DAY_MS, HOUR_MS};
 use touchstream::validate::{validate, Clock};
 
 const BASE: i64 = 1_767_571_200_000;
 
-fn arb_touchpoint(allow_orders: bool) -> impl Strategy<Value = (u8, u8, u8, i64, Option<u8>, u32, u8)> {
+fn arb_touchpoint(
+    allow_orders: bool,
+) -> impl Strategy<Value = (u8, u8, u8, i64, Option<u8>, u32, u8)> {
     let max_kind = TouchType::ALL.len() as u8;
     (
-        0u8..4,                               // customer
-        0u8..max_kind,                        // type
-        0u8..12,                              // channel
-        0i64..(3 * DAY_MS),                   // time offset
-        proptest::option::of(0u8..3),         // cart id
-        0u32..100,                            // value
-        0u8..11,                              // score
+        0u8..4,                       // customer
+        0u8..max_kind,                // type
+        0u8..12,                      // channel
+        0i64..(3 * DAY_MS),           // time offset
+        proptest::option::of(0u8..3), // cart id
+        0u32..100,                    // value
+        0u8..11,                      // score
     )
-        .prop_filter("orders allowed?", move |t| allow_orders || TouchType::ALL[t.1 as usize] != TouchType::OrderPlaced)
+        .prop_filter("orders allowed?", move |t| {
+            allow_orders || TouchType::ALL[t.1 as usize] != TouchType::OrderPlaced
+        })
 }
 
 fn build(spec: &[(u8, u8, u8, i64, Option<u8>, u32, u8)]) -> Vec<Touchpoint> {
@@ -31,7 +35,13 @@ fn build(spec: &[(u8, u8, u8, i64, Option<u8>, u32, u8)]) -> Vec<Touchpoint> {
         .enumerate()
         .map(|(i, &(c, k, ch, dt, cart, v, score))| {
             let kind = TouchType::ALL[k as usize];
-            let mut tp = Touchpoint::new(format!("e{}", i % 40), format!("c{c}"), Channel::ALL[ch as usize], kind, BASE + dt);
+            let mut tp = Touchpoint::new(
+                format!("e{}", i % 40),
+                format!("c{c}"),
+                Channel::ALL[ch as usize],
+                kind,
+                BASE + dt,
+            );
             tp.cart_id = cart.map(|k| format!("k{k}"));
             tp.value = Some(f64::from(v));
             if kind == TouchType::MessageClicked {

@@ -12,8 +12,15 @@ fn bin() -> Command {
 
 fn run(args: &[&str]) -> (String, String) {
     let out = bin().args(args).output().expect("run touchstream");
-    assert!(out.status.success(), "touchstream {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
-    (String::from_utf8(out.stdout).unwrap(), String::from_utf8(out.stderr).unwrap())
+    assert!(
+        out.status.success(),
+        "touchstream {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
 }
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/touchpoints.jsonl");
@@ -25,13 +32,19 @@ fn embedded_example_replays_every_signal_deterministically() {
     assert_eq!(embedded, from_file, "no argument means the shipped example");
     let (again, _) = run(&["replay", EXAMPLE]);
     assert_eq!(from_file, again, "same input, same output, byte for byte");
-    assert!(summary.contains(" 0 rejected"), "the example is clean: {summary}");
+    assert!(
+        summary.contains(" 0 rejected"),
+        "the example is clean: {summary}"
+    );
     let mut types = BTreeSet::new();
     let mut ids = BTreeSet::new();
     for line in embedded.lines() {
         let v: serde_json::Value = serde_json::from_str(line).expect("each output line is JSON");
         types.insert(v["type"].as_str().unwrap().to_string());
-        assert!(ids.insert(v["event_id"].as_str().unwrap().to_string()), "event ids are unique");
+        assert!(
+            ids.insert(v["event_id"].as_str().unwrap().to_string()),
+            "event ids are unique"
+        );
         assert!(v["customer_id"].is_string() && v["at"].is_i64());
     }
     for t in [
@@ -59,7 +72,10 @@ fn snapshot_has_one_line_per_customer_with_every_field() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         customers.insert(v["customer_id"].as_str().unwrap().to_string());
     }
-    let rows: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let rows: Vec<serde_json::Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     assert_eq!(rows.len(), customers.len());
     for r in &rows {
         for f in [
@@ -80,7 +96,10 @@ fn snapshot_has_one_line_per_customer_with_every_field() {
         assert!((0.0..100.0).contains(&s));
         assert_eq!(r["orders"].as_u64().unwrap() > 0, r["p_alive"].is_f64());
     }
-    let sorted: Vec<&str> = rows.iter().map(|r| r["customer_id"].as_str().unwrap()).collect();
+    let sorted: Vec<&str> = rows
+        .iter()
+        .map(|r| r["customer_id"].as_str().unwrap())
+        .collect();
     let mut expect = sorted.clone();
     expect.sort();
     assert_eq!(sorted, expect, "sorted by customer id");
@@ -91,7 +110,15 @@ fn avro_container_replays_like_json() {
     let dir = tempfile::tempdir().unwrap();
     let json = dir.path().join("t.jsonl");
     let avro = dir.path().join("t.avro");
-    let gen = ["generate", "--seed", "7", "--customers", "40", "--days", "20"];
+    let gen = [
+        "generate",
+        "--seed",
+        "7",
+        "--customers",
+        "40",
+        "--days",
+        "20",
+    ];
     let (text, _) = run(&gen);
     std::fs::write(&json, text).unwrap();
     let mut args = gen.to_vec();
@@ -125,9 +152,30 @@ fn garbage_file_never_crashes_the_binary() {
         bytes.push(b'\n');
     }
     std::fs::write(&path, &bytes).unwrap();
-    let out = bin().args(["replay", path.to_str().unwrap(), "--quiet"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
-    let out = bin().args(["replay", "--format", "avro", path.to_str().unwrap(), "--quiet"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(0), "not an Avro file is reported, not a crash");
+    let out = bin()
+        .args(["replay", path.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = bin()
+        .args([
+            "replay",
+            "--format",
+            "avro",
+            path.to_str().unwrap(),
+            "--quiet",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "not an Avro file is reported, not a crash"
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("decode_error"));
 }

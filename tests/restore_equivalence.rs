@@ -10,7 +10,7 @@ use proptest::prelude::*;
 use touchstream::config::EngineConfig;
 use touchstream::engine::state::Customer;
 use touchstream::engine::{Engine, PartitionMeta, StateChange};
-use touchstream::model::{Channel, Touchpoint, TouchType, DAY_MS, HOUR_MS};
+use touchstream::model::{Channel, TouchType, Touchpoint, DAY_MS, HOUR_MS};
 
 const BASE: i64 = 1_767_571_200_000;
 
@@ -27,7 +27,8 @@ impl Changelog {
         for ch in e.drain_changes() {
             match ch {
                 StateChange::Upsert(c) => {
-                    self.customers.insert(c.id.to_string(), serde_json::to_string(&c).unwrap());
+                    self.customers
+                        .insert(c.id.to_string(), serde_json::to_string(&c).unwrap());
                 }
                 StateChange::Delete { id, .. } => {
                     self.customers.remove(&*id);
@@ -39,12 +40,20 @@ impl Changelog {
 
     fn restore(&self, cfg: Arc<EngineConfig>) -> Engine {
         let meta: PartitionMeta = serde_json::from_str(self.meta.as_ref().unwrap()).unwrap();
-        let customers = self.customers.values().map(|s| serde_json::from_str::<Customer>(s).unwrap());
+        let customers = self
+            .customers
+            .values()
+            .map(|s| serde_json::from_str::<Customer>(s).unwrap());
         Engine::restore(cfg, meta, customers)
     }
 }
 
-fn run(tps: &[Touchpoint], cut_every: Option<usize>, end: i64, cfg: &Arc<EngineConfig>) -> (Vec<String>, String) {
+fn run(
+    tps: &[Touchpoint],
+    cut_every: Option<usize>,
+    end: i64,
+    cfg: &Arc<EngineConfig>,
+) -> (Vec<String>, String) {
     let mut engine = Engine::new(cfg.clone());
     let mut log = Changelog::default();
     let mut out = Vec::new();
@@ -70,7 +79,13 @@ fn build(spec: &[(u8, u8, u8, i64, Option<u8>)]) -> Vec<Touchpoint> {
             // Mostly forward in time with some disorder and long gaps.
             t += dt - 2_000;
             let kind = TouchType::ALL[k as usize % TouchType::ALL.len()];
-            let mut tp = Touchpoint::new(format!("e{}", i % 50), format!("c{c}"), Channel::ALL[ch as usize % 12], kind, t);
+            let mut tp = Touchpoint::new(
+                format!("e{}", i % 50),
+                format!("c{c}"),
+                Channel::ALL[ch as usize % 12],
+                kind,
+                t,
+            );
             tp.cart_id = cart.map(|k| format!("k{k}"));
             tp.value = Some(f64::from(k) * 3.5);
             tp.campaign_id = (kind == TouchType::MessageClicked).then(|| format!("camp{}", ch % 3));

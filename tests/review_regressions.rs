@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use touchstream::config::EngineConfig;
 use touchstream::engine::Engine;
-use touchstream::model::{Channel, DerivedType, Touchpoint, TouchType, HOUR_MS};
+use touchstream::model::{Channel, DerivedType, TouchType, Touchpoint, HOUR_MS};
 
 const W: i64 = 1_767_261_600_000; // 2026-01-01T10:00:00Z
 
@@ -19,19 +19,37 @@ fn replay(input: &str, extra: &[&str]) -> (String, String, i32) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(input.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
-    (String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into(), out.status.code().unwrap_or(-1))
+    (
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+        out.status.code().unwrap_or(-1),
+    )
 }
 
 #[test]
 fn a_timer_set_already_due_fires_after_the_record() {
     let mut e = Engine::new(Arc::new(EngineConfig::default()));
     let mut out = Vec::new();
-    e.on_touchpoint(Touchpoint::new("c1", "c", Channel::Web, TouchType::PageView, W + 5_000), &mut out);
+    e.on_touchpoint(
+        Touchpoint::new("c1", "c", Channel::Web, TouchType::PageView, W + 5_000),
+        &mut out,
+    );
     // Late but allowed: its cart is due at W, which the watermark already reached.
-    e.on_touchpoint(Touchpoint::new("d1", "d", Channel::Web, TouchType::AddToCart, W - HOUR_MS), &mut out);
-    let abandoned: Vec<_> = out.iter().filter(|e| e.kind == DerivedType::CartAbandoned).collect();
+    e.on_touchpoint(
+        Touchpoint::new("d1", "d", Channel::Web, TouchType::AddToCart, W - HOUR_MS),
+        &mut out,
+    );
+    let abandoned: Vec<_> = out
+        .iter()
+        .filter(|e| e.kind == DerivedType::CartAbandoned)
+        .collect();
     assert_eq!(abandoned.len(), 1);
     assert_eq!(abandoned[0].at, W);
     assert_eq!(&*abandoned[0].customer_id, "d");
@@ -54,8 +72,15 @@ fn extreme_timestamps_never_crash_and_get_the_right_reason() {
     assert!(err.contains("line 1: decode_error"), "{err}");
     assert!(err.contains("line 2: future_timestamp"), "{err}");
     assert!(err.contains("line 3: future_timestamp"), "{err}");
-    assert!(err.contains("line 4: decode_error"), "a JSON array is not a touchpoint: {err}");
-    assert_eq!(out.lines().count(), 2, "the good record still produces its events: {out}");
+    assert!(
+        err.contains("line 4: decode_error"),
+        "a JSON array is not a touchpoint: {err}"
+    );
+    assert_eq!(
+        out.lines().count(),
+        2,
+        "the good record still produces its events: {out}"
+    );
 }
 
 #[test]
@@ -66,7 +91,11 @@ fn fit_churn_output_always_pastes_into_the_config() {
         .map(|i| format!(r#"{{"event_id":"o{i}","customer_id":"c","channel":"web","type":"order_placed","timestamp":{}}}"#, W + i * 86_400_000 * 3))
         .collect();
     std::fs::write(&path, lines.join("\n")).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_touchstream")).args(["fit-churn"]).arg(&path).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_touchstream"))
+        .args(["fit-churn"])
+        .arg(&path)
+        .output()
+        .unwrap();
     assert!(out.status.success());
     let text = String::from_utf8(out.stdout).unwrap();
     let section = &text[text.find("[churn]").unwrap()..];

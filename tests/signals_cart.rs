@@ -13,9 +13,20 @@ fn abandoned(h: &Harness) -> Vec<Value> {
 #[test]
 fn abandoned_exactly_at_last_activity_plus_one_hour() {
     let mut h = Harness::new();
-    h.send_ok(tp("a1", "c1", Ch::Web, Ty::AddToCart, T0).cart("k1").value(20.0).currency("EUR"));
+    h.send_ok(
+        tp("a1", "c1", Ch::Web, Ty::AddToCart, T0)
+            .cart("k1")
+            .value(20.0)
+            .currency("EUR"),
+    );
     // Watermark T0 + 1h − 1 ms: not yet.
-    let out = h.send_ok(tp("p1", "c2", Ch::Web, Ty::PageView, T0 + HOUR + 5 * SEC - 1));
+    let out = h.send_ok(tp(
+        "p1",
+        "c2",
+        Ch::Web,
+        Ty::PageView,
+        T0 + HOUR + 5 * SEC - 1,
+    ));
     assert!(of_type(&out, "cart_abandoned").is_empty());
     // Watermark reaches T0 + 1h: fires, before the record itself is applied.
     let out = h.send_ok(tp("p2", "c2", Ch::Web, Ty::PageView, T0 + HOUR + 5 * SEC));
@@ -46,7 +57,11 @@ fn at_is_due_time_not_the_later_watermark() {
     let e = of_type(&out, "cart_abandoned");
     assert_eq!(e.len(), 1);
     assert_eq!(e[0]["at"], T0 + HOUR);
-    assert_eq!(e[0]["cart_id"], Value::Null, "no cart_id → the unnamed cart");
+    assert_eq!(
+        e[0]["cart_id"],
+        Value::Null,
+        "no cart_id → the unnamed cart"
+    );
     assert_eq!(e[0]["currency"], Value::Null);
     assert_eq!(e[0]["channel"], "mobile_app");
     // Timer fired before the page_view was applied: it is the first event.
@@ -101,8 +116,16 @@ fn remove_only_cart_is_not_eligible() {
 #[test]
 fn order_cancels_the_cart() {
     let mut h = Harness::new();
-    h.send_ok(tp("a1", "c1", Ch::Web, Ty::AddToCart, T0).cart("k1").value(10.0));
-    h.send_ok(tp("a2", "c1", Ch::Web, Ty::AddToCart, T0).cart("k2").value(10.0));
+    h.send_ok(
+        tp("a1", "c1", Ch::Web, Ty::AddToCart, T0)
+            .cart("k1")
+            .value(10.0),
+    );
+    h.send_ok(
+        tp("a2", "c1", Ch::Web, Ty::AddToCart, T0)
+            .cart("k2")
+            .value(10.0),
+    );
     // Any order closes all open carts (even without / with another cart_id).
     h.send_ok(tp("o1", "c1", Ch::Store, Ty::OrderPlaced, T0 + 59 * MIN).order("ord1"));
     h.advance(T0 + 10 * HOUR);
@@ -139,8 +162,16 @@ fn sum_floored_at_zero() {
 #[test]
 fn currency_of_latest_activity_carrying_one_and_channel_of_last() {
     let mut h = Harness::new();
-    h.send_ok(tp("a1", "c1", Ch::Web, Ty::AddToCart, T0).value(10.0).currency("EUR"));
-    h.send_ok(tp("a2", "c1", Ch::Web, Ty::AddToCart, T0 + MIN).value(1.0).currency("USD"));
+    h.send_ok(
+        tp("a1", "c1", Ch::Web, Ty::AddToCart, T0)
+            .value(10.0)
+            .currency("EUR"),
+    );
+    h.send_ok(
+        tp("a2", "c1", Ch::Web, Ty::AddToCart, T0 + MIN)
+            .value(1.0)
+            .currency("USD"),
+    );
     h.send_ok(tp("a3", "c1", Ch::MobileApp, Ty::AddToCart, T0 + 2 * MIN).value(2.0));
     h.advance(T0 + 2 * MIN + HOUR);
     let e = abandoned(&h);
@@ -154,16 +185,28 @@ fn currency_of_latest_activity_carrying_one_and_channel_of_last() {
 #[test]
 fn once_per_cart_until_an_order_closes_it() {
     let mut h = Harness::new();
-    h.send_ok(tp("a1", "c1", Ch::Web, Ty::AddToCart, T0).cart("k1").value(10.0));
+    h.send_ok(
+        tp("a1", "c1", Ch::Web, Ty::AddToCart, T0)
+            .cart("k1")
+            .value(10.0),
+    );
     h.advance(T0 + HOUR);
     assert_eq!(abandoned(&h).len(), 1);
     // More activity on the abandoned cart: not abandoned again.
-    h.send_ok(tp("a2", "c1", Ch::Web, Ty::AddToCart, T0 + 2 * HOUR).cart("k1").value(10.0));
+    h.send_ok(
+        tp("a2", "c1", Ch::Web, Ty::AddToCart, T0 + 2 * HOUR)
+            .cart("k1")
+            .value(10.0),
+    );
     h.advance(T0 + 5 * HOUR);
     assert_eq!(abandoned(&h).len(), 1);
     // An order closes it; the same cart id starts afresh.
     h.send_ok(tp("o1", "c1", Ch::Web, Ty::OrderPlaced, T0 + 10 * DAY).order("ord1"));
-    h.send_ok(tp("a3", "c1", Ch::Web, Ty::AddToCart, T0 + 10 * DAY + MIN).cart("k1").value(7.0));
+    h.send_ok(
+        tp("a3", "c1", Ch::Web, Ty::AddToCart, T0 + 10 * DAY + MIN)
+            .cart("k1")
+            .value(7.0),
+    );
     h.advance(T0 + 10 * DAY + MIN + HOUR);
     let e = abandoned(&h);
     assert_eq!(e.len(), 2, "{e:?}");
@@ -174,12 +217,23 @@ fn once_per_cart_until_an_order_closes_it() {
 #[test]
 fn named_carts_are_independent() {
     let mut h = Harness::new();
-    h.send_ok(tp("a1", "c1", Ch::Web, Ty::AddToCart, T0).cart("k1").value(1.0));
-    h.send_ok(tp("a2", "c1", Ch::Web, Ty::AddToCart, T0 + 10 * MIN).cart("k2").value(2.0));
+    h.send_ok(
+        tp("a1", "c1", Ch::Web, Ty::AddToCart, T0)
+            .cart("k1")
+            .value(1.0),
+    );
+    h.send_ok(
+        tp("a2", "c1", Ch::Web, Ty::AddToCart, T0 + 10 * MIN)
+            .cart("k2")
+            .value(2.0),
+    );
     h.send_ok(tp("a3", "c1", Ch::Web, Ty::AddToCart, T0 + 20 * MIN).value(3.0));
     h.advance(T0 + 3 * HOUR);
     let e = abandoned(&h);
-    let got: Vec<(Value, Value)> = e.iter().map(|v| (v["cart_id"].clone(), v["at"].clone())).collect();
+    let got: Vec<(Value, Value)> = e
+        .iter()
+        .map(|v| (v["cart_id"].clone(), v["at"].clone()))
+        .collect();
     assert_eq!(
         got,
         vec![
@@ -193,7 +247,17 @@ fn named_carts_are_independent() {
 // ---------------------------------------------------------------- recovery
 
 fn abandon(h: &mut Harness, cust: &str, cart: &str, t: i64) {
-    h.send_ok(tp(&format!("{cust}-{cart}-{t}"), cust, Ch::Web, Ty::AddToCart, t).cart(cart).value(10.0));
+    h.send_ok(
+        tp(
+            &format!("{cust}-{cart}-{t}"),
+            cust,
+            Ch::Web,
+            Ty::AddToCart,
+            t,
+        )
+        .cart(cart)
+        .value(10.0),
+    );
     h.advance(t + HOUR);
 }
 
@@ -202,7 +266,12 @@ fn recovered_within_seven_days() {
     let mut h = Harness::new();
     abandon(&mut h, "c1", "k1", T0);
     let t = T0 + HOUR + 2 * DAY;
-    let out = h.send_ok(tp("o1", "c1", Ch::Web, Ty::OrderPlaced, t).cart("k1").order("ord1").value(30.0));
+    let out = h.send_ok(
+        tp("o1", "c1", Ch::Web, Ty::OrderPlaced, t)
+            .cart("k1")
+            .order("ord1")
+            .value(30.0),
+    );
     let r = of_type(&out, "cart_recovered");
     assert_eq!(r.len(), 1);
     assert_eq!(
@@ -225,9 +294,23 @@ fn recovered_at_exactly_seven_days_not_after() {
     let mut h = Harness::new();
     abandon(&mut h, "c1", "k1", T0);
     abandon(&mut h, "c2", "k1", T0);
-    let out = h.send_ok(tp("o1", "c1", Ch::Web, Ty::OrderPlaced, T0 + HOUR + 7 * DAY).order("ord1"));
-    assert_eq!(of_type(&out, "cart_recovered").len(), 1, "delta == 7 d is within");
-    let out = h.send_ok(tp("o2", "c2", Ch::Web, Ty::OrderPlaced, T0 + HOUR + 7 * DAY + 1).order("ord2"));
+    let out =
+        h.send_ok(tp("o1", "c1", Ch::Web, Ty::OrderPlaced, T0 + HOUR + 7 * DAY).order("ord1"));
+    assert_eq!(
+        of_type(&out, "cart_recovered").len(),
+        1,
+        "delta == 7 d is within"
+    );
+    let out = h.send_ok(
+        tp(
+            "o2",
+            "c2",
+            Ch::Web,
+            Ty::OrderPlaced,
+            T0 + HOUR + 7 * DAY + 1,
+        )
+        .order("ord2"),
+    );
     assert!(of_type(&out, "cart_recovered").is_empty(), "after 7 d");
 }
 
@@ -238,34 +321,59 @@ fn order_cart_id_preferred_else_most_recent_one_per_order_and_abandonment() {
     abandon(&mut h, "c1", "k2", T0 + 2 * HOUR);
     abandon(&mut h, "c1", "k3", T0 + 4 * HOUR);
     // Order naming k1 recovers k1 even though k3 is more recent.
-    let out = h.send_ok(tp("o1", "c1", Ch::Web, Ty::OrderPlaced, T0 + DAY).cart("k1").order("ord1"));
+    let out = h.send_ok(
+        tp("o1", "c1", Ch::Web, Ty::OrderPlaced, T0 + DAY)
+            .cart("k1")
+            .order("ord1"),
+    );
     let r = of_type(&out, "cart_recovered");
     assert_eq!(r.len(), 1);
-    assert_eq!((r[0]["cart_id"].clone(), r[0]["abandoned_at"].clone()), (json!("k1"), json!(T0 + HOUR)));
+    assert_eq!(
+        (r[0]["cart_id"].clone(), r[0]["abandoned_at"].clone()),
+        (json!("k1"), json!(T0 + HOUR))
+    );
     // Order without cart_id: the most recent (k3).
     let out = h.send_ok(tp("o2", "c1", Ch::Web, Ty::OrderPlaced, T0 + 2 * DAY).order("ord2"));
     let r = of_type(&out, "cart_recovered");
     assert_eq!(r.len(), 1);
     assert_eq!(r[0]["cart_id"], "k3");
     // Order naming a cart with no abandonment: falls back to the most recent left (k2).
-    let out = h.send_ok(tp("o3", "c1", Ch::Web, Ty::OrderPlaced, T0 + 3 * DAY).cart("zzz").order("ord3"));
+    let out = h.send_ok(
+        tp("o3", "c1", Ch::Web, Ty::OrderPlaced, T0 + 3 * DAY)
+            .cart("zzz")
+            .order("ord3"),
+    );
     let r = of_type(&out, "cart_recovered");
     assert_eq!(r.len(), 1);
     assert_eq!(r[0]["cart_id"], "k2");
     assert_eq!(r[0]["abandoned_at"], T0 + 3 * HOUR);
     // Every abandonment used once: nothing more.
-    let out = h.send_ok(tp("o4", "c1", Ch::Web, Ty::OrderPlaced, T0 + 4 * DAY).cart("k1").order("ord4"));
+    let out = h.send_ok(
+        tp("o4", "c1", Ch::Web, Ty::OrderPlaced, T0 + 4 * DAY)
+            .cart("k1")
+            .order("ord4"),
+    );
     assert!(of_type(&out, "cart_recovered").is_empty());
 }
 
 #[test]
 fn recovery_window_configurable() {
-    let cfg = EngineConfig { recovery_window: DAY, cart_timeout: 30 * MIN, ..EngineConfig::default() };
+    let cfg = EngineConfig {
+        recovery_window: DAY,
+        cart_timeout: 30 * MIN,
+        ..EngineConfig::default()
+    };
     let mut h = Harness::with_config(cfg);
     h.send_ok(tp("a1", "c1", Ch::Web, Ty::AddToCart, T0).value(1.0));
     h.advance(T0 + 30 * MIN);
     assert_eq!(h.of_type("cart_abandoned")[0]["at"], T0 + 30 * MIN);
-    let out = h.send_ok(tp("o1", "c1", Ch::Web, Ty::OrderPlaced, T0 + 30 * MIN + DAY + 1));
+    let out = h.send_ok(tp(
+        "o1",
+        "c1",
+        Ch::Web,
+        Ty::OrderPlaced,
+        T0 + 30 * MIN + DAY + 1,
+    ));
     assert!(of_type(&out, "cart_recovered").is_empty());
 }
 
@@ -308,7 +416,13 @@ fn exactly_at_watermark_is_not_late() {
     h.send_ok(tp("p1", "c1", Ch::Web, Ty::PageView, T0 + HOUR));
     let (o, _) = h.send(tp("p2", "c1", Ch::Web, Ty::PageView, T0 + HOUR - 5 * SEC));
     assert_eq!(o, Outcome::Accepted { late: false });
-    let (o, _) = h.send(tp("p3", "c1", Ch::Web, Ty::PageView, T0 + HOUR - 5 * SEC - 1));
+    let (o, _) = h.send(tp(
+        "p3",
+        "c1",
+        Ch::Web,
+        Ty::PageView,
+        T0 + HOUR - 5 * SEC - 1,
+    ));
     assert_eq!(o, Outcome::Accepted { late: true });
 }
 
@@ -321,7 +435,11 @@ fn duplicates_dropped_silently() {
     assert_eq!(o, Outcome::Duplicate);
     assert!(out.is_empty());
     assert_eq!(h.engine.snapshot(), snap);
-    assert_eq!(h.engine.watermark(), Some(T0 - 5 * SEC), "a duplicate does not advance the watermark");
+    assert_eq!(
+        h.engine.watermark(),
+        Some(T0 - 5 * SEC),
+        "a duplicate does not advance the watermark"
+    );
     // The same id for another customer is not a duplicate.
     let (o, _) = h.send(tp("e1", "c2", Ch::Web, Ty::PageView, T0));
     assert_eq!(o, Outcome::Accepted { late: false });
@@ -343,7 +461,13 @@ fn duplicate_check_comes_before_too_late() {
 fn duplicate_window_is_last_32_accepted() {
     let mut h = Harness::new();
     for i in 0..33 {
-        h.send_ok(tp(&format!("e{i}"), "c1", Ch::Web, Ty::PageView, T0 + i * SEC));
+        h.send_ok(tp(
+            &format!("e{i}"),
+            "c1",
+            Ch::Web,
+            Ty::PageView,
+            T0 + i * SEC,
+        ));
     }
     // e1..e32 are the last 32: e1 is a duplicate, e0 is not.
     let (o, _) = h.send(tp("e1", "c1", Ch::Web, Ty::PageView, T0 + 40 * SEC));
@@ -363,11 +487,18 @@ fn seventeen_open_carts_all_abandoned() {
     // abandoned, once per cart. No cap on open carts is in the contract.
     let mut h = Harness::new();
     for i in 0..17 {
-        h.send_ok(tp(&format!("a{i}"), "c1", Ch::Web, Ty::AddToCart, T0 + i * SEC).cart(&format!("k{i}")).value(1.0));
+        h.send_ok(
+            tp(&format!("a{i}"), "c1", Ch::Web, Ty::AddToCart, T0 + i * SEC)
+                .cart(&format!("k{i}"))
+                .value(1.0),
+        );
     }
     h.advance(T0 + 2 * HOUR);
     let e = abandoned(&h);
-    let ids: Vec<String> = e.iter().map(|v| v["cart_id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<String> = e
+        .iter()
+        .map(|v| v["cart_id"].as_str().unwrap().to_string())
+        .collect();
     let want: Vec<String> = (0..17).map(|i| format!("k{i}")).collect();
     assert_eq!(ids, want);
 }
@@ -379,6 +510,15 @@ fn moved_timers_tie_in_the_order_last_set() {
     h.send_ok(tp("a2", "c2", Ch::Web, Ty::AddToCart, T0 + 10 * MIN).value(1.0)); // due T0+1h10m
     h.send_ok(tp("a3", "c1", Ch::Web, Ty::AddToCart, T0 + 10 * MIN).value(1.0)); // c1 moved to T0+1h10m, set after c2
     let out = h.advance(T0 + 2 * HOUR);
-    let got: Vec<(String, i64)> = out.iter().map(|e| (e.customer_id.to_string(), e.at)).collect();
-    assert_eq!(got, vec![("c2".into(), T0 + HOUR + 10 * MIN), ("c1".into(), T0 + HOUR + 10 * MIN)]);
+    let got: Vec<(String, i64)> = out
+        .iter()
+        .map(|e| (e.customer_id.to_string(), e.at))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("c2".into(), T0 + HOUR + 10 * MIN),
+            ("c1".into(), T0 + HOUR + 10 * MIN)
+        ]
+    );
 }

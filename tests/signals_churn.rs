@@ -53,7 +53,10 @@ fn unsubscribe_expires_to_low_when_active() {
     let mut h = Harness::new();
     h.send_ok(tp("u1", "c1", Ch::Email, Ty::Unsubscribed, T0));
     let out = h.send_ok(tp("p1", "c1", Ch::Web, Ty::PageView, T0 + 20 * DAY));
-    assert!(of_type(&out, "churn_risk").is_empty(), "still high: unsubscribed 20 d ago");
+    assert!(
+        of_type(&out, "churn_risk").is_empty(),
+        "still high: unsubscribed 20 d ago"
+    );
     let out = h.advance(T0 + 30 * DAY);
     let c = of_type(&out, "churn_risk");
     assert_eq!(c.len(), 1);
@@ -61,14 +64,19 @@ fn unsubscribe_expires_to_low_when_active() {
     assert_eq!(c[0]["level"], "low");
     assert_eq!(c[0]["previous_level"], "high");
     assert_eq!(c[0]["days_inactive"], 10);
-    assert_eq!(c[0]["reasons"], json!([]), "a change back to low has no reasons");
+    assert_eq!(
+        c[0]["reasons"],
+        json!([]),
+        "a change back to low has no reasons"
+    );
 }
 
 #[test]
 fn nps_detractor_medium_then_promoter_low() {
     let mut h = Harness::new();
     h.send_ok(tp("e1", "c1", Ch::Web, Ty::PageView, T0));
-    let out = h.send_ok(tp("s1", "c1", Ch::Email, Ty::SurveyResponse, T0 + HOUR).survey(Survey::Nps, 6));
+    let out =
+        h.send_ok(tp("s1", "c1", Ch::Email, Ty::SurveyResponse, T0 + HOUR).survey(Survey::Nps, 6));
     let c = of_type(&out, "churn_risk");
     assert_eq!(c.len(), 1);
     assert_eq!(c[0]["level"], "medium");
@@ -78,12 +86,18 @@ fn nps_detractor_medium_then_promoter_low() {
     assert_eq!(c[0]["reasons"], json!(["nps_detractor"]));
     assert_eq!(c[0]["at"], T0 + HOUR);
     // A late answer older than the detractor one does not count (latest by event time).
-    let out = h.send_ok(tp("s0", "c1", Ch::Email, Ty::SurveyResponse, T0 + 30 * MIN).survey(Survey::Nps, 10));
+    let out = h.send_ok(
+        tp("s0", "c1", Ch::Email, Ty::SurveyResponse, T0 + 30 * MIN).survey(Survey::Nps, 10),
+    );
     assert!(of_type(&out, "churn_risk").is_empty());
     // Other surveys do not count.
-    let out = h.send_ok(tp("s2", "c1", Ch::Email, Ty::SurveyResponse, T0 + 2 * HOUR).survey(Survey::Csat, 5));
+    let out = h.send_ok(
+        tp("s2", "c1", Ch::Email, Ty::SurveyResponse, T0 + 2 * HOUR).survey(Survey::Csat, 5),
+    );
     assert!(of_type(&out, "churn_risk").is_empty());
-    let out = h.send_ok(tp("s3", "c1", Ch::Email, Ty::SurveyResponse, T0 + 3 * HOUR).survey(Survey::Nps, 9));
+    let out = h.send_ok(
+        tp("s3", "c1", Ch::Email, Ty::SurveyResponse, T0 + 3 * HOUR).survey(Survey::Nps, 9),
+    );
     let c = of_type(&out, "churn_risk");
     assert_eq!(c.len(), 1);
     assert_eq!(c[0]["level"], "low");
@@ -96,17 +110,24 @@ fn nps_passive_seven_is_not_detractor() {
     let mut h = Harness::new();
     let out = h.send_ok(tp("s1", "c1", Ch::Email, Ty::SurveyResponse, T0).survey(Survey::Nps, 7));
     assert!(of_type(&out, "churn_risk").is_empty());
-    let out = h.send_ok(tp("s2", "c1", Ch::Email, Ty::SurveyResponse, T0 + HOUR).survey(Survey::Nps, 0));
+    let out =
+        h.send_ok(tp("s2", "c1", Ch::Email, Ty::SurveyResponse, T0 + HOUR).survey(Survey::Nps, 0));
     assert_eq!(of_type(&out, "churn_risk")[0]["level"], "medium");
-    let out = h.send_ok(tp("s3", "c1", Ch::Email, Ty::SurveyResponse, T0 + 2 * HOUR).survey(Survey::Nps, 7));
+    let out = h.send_ok(
+        tp("s3", "c1", Ch::Email, Ty::SurveyResponse, T0 + 2 * HOUR).survey(Survey::Nps, 7),
+    );
     assert_eq!(of_type(&out, "churn_risk")[0]["level"], "low");
 }
 
 #[test]
 fn two_orders_a_week_apart_p_alive_crossings() {
     let mut h = Harness::new();
-    let o1 = tp("o1", "c1", Ch::Web, Ty::OrderPlaced, T0).order("a").value(10.0);
-    let o2 = tp("o2", "c1", Ch::Web, Ty::OrderPlaced, T0 + 7 * DAY).order("b").value(10.0);
+    let o1 = tp("o1", "c1", Ch::Web, Ty::OrderPlaced, T0)
+        .order("a")
+        .value(10.0);
+    let o2 = tp("o2", "c1", Ch::Web, Ty::OrderPlaced, T0 + 7 * DAY)
+        .order("b")
+        .value(10.0);
     h.send_ok(o1);
     let out = h.send_ok(o2);
     // Right after the second order p_alive = 1/(1 + a/b) ≈ 0.754: still low.
@@ -118,20 +139,29 @@ fn two_orders_a_week_apart_p_alive_crossings() {
     // medium at the 0.7 crossing.
     let t_med = T0 + (p_alive_crossing(2, 7.0, 0.7) * DAY as f64) as i64;
     let at = c[0]["at"].as_i64().unwrap();
-    assert!((at - t_med).abs() <= MIN, "medium at {at}, expected ≈ {t_med}");
+    assert!(
+        (at - t_med).abs() <= MIN,
+        "medium at {at}, expected ≈ {t_med}"
+    );
     assert_eq!(c[0]["level"], "medium");
     assert_eq!(c[0]["previous_level"], "low");
     let p = c[0]["p_alive"].as_f64().unwrap();
     assert!(p < 0.7 && p > 0.7 - 1e-6, "p_alive just below 0.7: {p}");
     let exact_p = p_alive(2, 7.0, (at - T0) as f64 / DAY as f64);
-    assert!(close(p, exact_p, 1e-9), "p_alive {p} vs closed form {exact_p}");
+    assert!(
+        close(p, exact_p, 1e-9),
+        "p_alive {p} vs closed form {exact_p}"
+    );
     assert_eq!(c[0]["reasons"], json!(["p_alive"]));
     assert_eq!(c[0]["days_inactive"], (at - (T0 + 7 * DAY)) / DAY);
 
     // high: 90 d after the last activity or p_alive < 0.3, whichever first.
     let t_inactive = T0 + 7 * DAY + 90 * DAY;
     let t_p03 = T0 + (p_alive_crossing(2, 7.0, 0.3) * DAY as f64) as i64;
-    assert!(t_inactive < t_p03, "inactivity comes first with these numbers");
+    assert!(
+        t_inactive < t_p03,
+        "inactivity comes first with these numbers"
+    );
     assert_eq!(c.len(), 2, "{c:?}");
     assert_eq!(c[1]["level"], "high");
     assert_eq!(c[1]["previous_level"], "medium");
@@ -147,11 +177,21 @@ fn p_alive_high_crossing_before_inactivity() {
     // the 0.3 crossing comes before even 30 d of inactivity.
     let mut h = Harness::new();
     for i in 0..10 {
-        h.send_ok(tp(&format!("o{i}"), "c1", Ch::Web, Ty::OrderPlaced, T0 + i * DAY));
+        h.send_ok(tp(
+            &format!("o{i}"),
+            "c1",
+            Ch::Web,
+            Ty::OrderPlaced,
+            T0 + i * DAY,
+        ));
     }
     let t_med = T0 + (p_alive_crossing(10, 9.0, 0.7) * DAY as f64) as i64;
     let t_high = T0 + (p_alive_crossing(10, 9.0, 0.3) * DAY as f64) as i64;
-    assert!(t_high < T0 + 9 * DAY + 30 * DAY, "crossing {}", (t_high - T0) / DAY);
+    assert!(
+        t_high < T0 + 9 * DAY + 30 * DAY,
+        "crossing {}",
+        (t_high - T0) / DAY
+    );
     h.advance(T0 + 60 * DAY);
     let c = churn(&h);
     assert_eq!(c.len(), 2, "{c:?}");
@@ -191,7 +231,13 @@ fn one_order_p_alive_is_one_and_inactivity_levels() {
 fn no_orders_inactive_30_days_medium_p_alive_null() {
     let mut h = Harness::new();
     h.send_ok(tp("p1", "c1", Ch::Web, Ty::PageView, T0));
-    h.send_ok(tp("p2", "c1", Ch::Web, Ty::PageView, T0 + 5 * DAY + 7 * HOUR));
+    h.send_ok(tp(
+        "p2",
+        "c1",
+        Ch::Web,
+        Ty::PageView,
+        T0 + 5 * DAY + 7 * HOUR,
+    ));
     h.advance(T0 + 5 * DAY + 7 * HOUR + 30 * DAY);
     let c = churn(&h);
     assert_eq!(c.len(), 1);
@@ -251,10 +297,22 @@ fn late_touch_evaluates_at_customer_clock() {
     assert_eq!(churn(&h).len(), 1);
     // Late (but allowed) outbound message 30 min before the clock: the
     // evaluation uses the clock (T0 + 30 d), so still 30 d inactive: no change.
-    let out = h.send_ok(tp("m1", "c1", Ch::Email, Ty::MessageSent, T0 + 30 * DAY - 30 * MIN));
+    let out = h.send_ok(tp(
+        "m1",
+        "c1",
+        Ch::Email,
+        Ty::MessageSent,
+        T0 + 30 * DAY - 30 * MIN,
+    ));
     assert!(of_type(&out, "churn_risk").is_empty(), "{out:?}");
     // A late own touch is activity: 30 min inactive → low, at = its own time.
-    let out = h.send_ok(tp("p2", "c1", Ch::Web, Ty::PageView, T0 + 30 * DAY - 30 * MIN));
+    let out = h.send_ok(tp(
+        "p2",
+        "c1",
+        Ch::Web,
+        Ty::PageView,
+        T0 + 30 * DAY - 30 * MIN,
+    ));
     let c = of_type(&out, "churn_risk");
     assert_eq!(c.len(), 1);
     assert_eq!(c[0]["level"], "low");

@@ -9,7 +9,10 @@ use touchstream::engine::Outcome;
 fn first_event_emits_with_previous_null() {
     let mut h = Harness::new();
     let out = h.send_ok(tp("e1", "c1", Ch::Web, Ty::PageView, T0));
-    assert_eq!(types(&out), vec!["engagement_score", "journey_stage_changed"]);
+    assert_eq!(
+        types(&out),
+        vec!["engagement_score", "journey_stage_changed"]
+    );
     let e = json(&out[0]);
     assert_eq!(e["type"], "engagement_score");
     assert_eq!(e["customer_id"], "c1");
@@ -86,17 +89,30 @@ fn min_delta_boundary_is_inclusive() {
     // message_sent first: score exactly 0. Then a page_view at the same
     // instant: score = 100(1 − e^−0.1), delta exactly that.
     let s = score_of(1.0);
-    let cfg = EngineConfig { min_delta: s, ..EngineConfig::default() };
+    let cfg = EngineConfig {
+        min_delta: s,
+        ..EngineConfig::default()
+    };
     let mut h = Harness::with_config(cfg);
     h.send_ok(tp("e1", "c1", Ch::Email, Ty::MessageSent, T0));
     let out = h.send_ok(tp("e2", "c1", Ch::Web, Ty::PageView, T0));
-    assert_eq!(of_type(&out, "engagement_score").len(), 1, "delta == min_delta emits");
+    assert_eq!(
+        of_type(&out, "engagement_score").len(),
+        1,
+        "delta == min_delta emits"
+    );
 
-    let cfg = EngineConfig { min_delta: s + 1e-9, ..EngineConfig::default() };
+    let cfg = EngineConfig {
+        min_delta: s + 1e-9,
+        ..EngineConfig::default()
+    };
     let mut h = Harness::with_config(cfg);
     h.send_ok(tp("e1", "c1", Ch::Email, Ty::MessageSent, T0));
     let out = h.send_ok(tp("e2", "c1", Ch::Web, Ty::PageView, T0));
-    assert!(of_type(&out, "engagement_score").is_empty(), "delta < min_delta suppressed");
+    assert!(
+        of_type(&out, "engagement_score").is_empty(),
+        "delta < min_delta suppressed"
+    );
 }
 
 #[test]
@@ -151,14 +167,20 @@ fn channels_sorted_and_limited_to_last_30_days() {
     let out = h.send_ok(tp("e5", "c1", Ch::Store, Ty::SupportContact, T0 + DAY));
     let e = of_type(&out, "engagement_score");
     assert_eq!(e.len(), 1, "{out:?}");
-    assert_eq!(e[0]["channels"], json!(["email", "mobile_app", "social", "store", "web"]));
+    assert_eq!(
+        e[0]["channels"],
+        json!(["email", "mobile_app", "social", "store", "web"])
+    );
     // Exactly 30 d after the social touch it is no longer "in the last 30 d"
     // (age < 30 d); the others (29 d old) still are.
     let t = T0 + 30 * DAY;
     let out = h.send_ok(tp("e6", "c1", Ch::Web, Ty::OrderPlaced, t).value(10.0));
     let e = of_type(&out, "engagement_score");
     assert_eq!(e.len(), 1, "{out:?}");
-    assert_eq!(e[0]["channels"], json!(["email", "mobile_app", "store", "web"]));
+    assert_eq!(
+        e[0]["channels"],
+        json!(["email", "mobile_app", "store", "web"])
+    );
     let raw_before = 2.0 * decay7(t - T0) + 4.0 * decay7(t - T0 - DAY);
     let raw = (raw_before + 20.0) * (1.0 + 0.1 * 3.0);
     assert_close(&e[0]["score"], score_of(raw), "score");
@@ -215,5 +237,8 @@ fn evicted_after_state_ttl_starts_fresh() {
     let j = of_type(&out, "journey_stage_changed");
     assert_eq!(j[0]["from"], serde_json::Value::Null);
     assert_eq!(j[0]["to"], "awareness");
-    assert!(of_type(&out, "churn_risk").is_empty(), "fresh customer starts low silently");
+    assert!(
+        of_type(&out, "churn_risk").is_empty(),
+        "fresh customer starts low silently"
+    );
 }

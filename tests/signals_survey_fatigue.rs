@@ -51,7 +51,10 @@ fn order_within_window_prevents_including_boundaries() {
     h.advance(T0 + 2 * DAY);
     h.send_ok(tp("o4", "c4", Ch::Web, Ty::OrderPlaced, T0 + 2 * DAY));
     h.advance(T0 + 3 * DAY);
-    let who: Vec<Value> = triggers(&h).iter().map(|t| t["customer_id"].clone()).collect();
+    let who: Vec<Value> = triggers(&h)
+        .iter()
+        .map(|t| t["customer_id"].clone())
+        .collect();
     assert_eq!(who, vec![json!("c3"), json!("c4")]);
 }
 
@@ -80,8 +83,17 @@ fn at_most_one_per_30_days() {
     h.send_ok(tp("k4", "c1", Ch::Web, Ty::MessageClicked, T0 + 30 * DAY).campaign("d"));
     h.advance(T0 + 40 * DAY);
     let t = triggers(&h);
-    let got: Vec<(Value, Value)> = t.iter().map(|v| (v["campaign_id"].clone(), v["at"].clone())).collect();
-    assert_eq!(got, vec![(json!("a"), json!(T0 + DAY)), (json!("d"), json!(T0 + 31 * DAY))]);
+    let got: Vec<(Value, Value)> = t
+        .iter()
+        .map(|v| (v["campaign_id"].clone(), v["at"].clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (json!("a"), json!(T0 + DAY)),
+            (json!("d"), json!(T0 + 31 * DAY))
+        ]
+    );
     assert_eq!(t[1]["channel"], "web");
     assert_eq!(t[1]["clicked_at"], T0 + 30 * DAY);
 }
@@ -109,7 +121,11 @@ fn eleventh_message_in_7_days_fires() {
     let chans = [Ch::Sms, Ch::Email, Ch::Push];
     for k in 0..10 {
         let out = sent(&mut h, "c1", chans[k % 3], T0 + k as i64 * HOUR);
-        assert!(of_type(&out, "contact_fatigue").is_empty(), "message {}", k + 1);
+        assert!(
+            of_type(&out, "contact_fatigue").is_empty(),
+            "message {}",
+            k + 1
+        );
     }
     let out = sent(&mut h, "c1", Ch::DirectMail, T0 + 10 * HOUR);
     let f = of_type(&out, "contact_fatigue");
@@ -180,7 +196,10 @@ fn other_message_types_do_not_count() {
 
 #[test]
 fn cap_configurable() {
-    let cfg = touchstream::config::EngineConfig { contact_cap: 2, ..Default::default() };
+    let cfg = touchstream::config::EngineConfig {
+        contact_cap: 2,
+        ..Default::default()
+    };
     let mut h = Harness::with_config(cfg);
     sent(&mut h, "c1", Ch::Email, T0);
     sent(&mut h, "c1", Ch::Email, T0 + 1);
@@ -208,7 +227,16 @@ fn every_click_arms_its_own_timer_even_many() {
     // the rest are within 30 d of it.
     let mut h = Harness::new();
     for i in 0..40 {
-        h.send_ok(tp(&format!("k{i}"), "c1", Ch::Email, Ty::MessageClicked, T0 + i * MIN).campaign(&format!("camp{i}")));
+        h.send_ok(
+            tp(
+                &format!("k{i}"),
+                "c1",
+                Ch::Email,
+                Ty::MessageClicked,
+                T0 + i * MIN,
+            )
+            .campaign(&format!("camp{i}")),
+        );
     }
     h.advance(T0 + 3 * DAY);
     let t = triggers(&h);

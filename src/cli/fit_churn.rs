@@ -58,7 +58,10 @@ fn read_all(input: Box<dyn BufRead>) -> io::Result<Vec<RawTouchpoint>> {
         let schema = codec::avro::touchpoint_schema().map_err(io::Error::other)?;
         let reader = apache_avro::Reader::with_schema(&schema, input).map_err(io::Error::other)?;
         for v in reader {
-            if let Ok(raw) = v.map_err(|_| ()).and_then(|v| codec::avro::raw_from_value(&v).map_err(|_| ())) {
+            if let Ok(raw) = v
+                .map_err(|_| ())
+                .and_then(|v| codec::avro::raw_from_value(&v).map_err(|_| ()))
+            {
                 out.push(raw);
             }
         }
@@ -78,11 +81,15 @@ pub fn run(opts: Opts) -> Result<ExitCode, CliError> {
     let input: Box<dyn BufRead> = if opts.input.as_os_str() == "-" {
         Box::new(BufReader::new(io::stdin()))
     } else {
-        let f = File::open(&opts.input).map_err(|e| CliError::io(format!("cannot open {}", opts.input.display()), e))?;
+        let f = File::open(&opts.input)
+            .map_err(|e| CliError::io(format!("cannot open {}", opts.input.display()), e))?;
         Box::new(BufReader::new(f))
     };
     let raws = read_all(input).map_err(|e| CliError::io("cannot read input", e))?;
-    let clock = Clock { now: i64::MAX / 2, max_future: 0 };
+    let clock = Clock {
+        now: i64::MAX / 2,
+        max_future: 0,
+    };
     let mut newest = EventTime::MIN;
     let mut days: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
     let mut skipped = 0u64;
@@ -91,7 +98,9 @@ pub fn run(opts: Opts) -> Result<ExitCode, CliError> {
             Ok(tp) => {
                 newest = newest.max(tp.timestamp);
                 if tp.kind == TouchType::OrderPlaced {
-                    days.entry(tp.customer_id).or_default().insert(tp.timestamp.div_euclid(DAY_MS));
+                    days.entry(tp.customer_id)
+                        .or_default()
+                        .insert(tp.timestamp.div_euclid(DAY_MS));
                 }
             }
             Err(_) => skipped += 1,

@@ -63,7 +63,11 @@ pub struct Opts {
     #[arg(long)]
     pub topic: Option<String>,
     /// Kafka bootstrap servers for `--topic`.
-    #[arg(long, default_value = "127.0.0.1:9092", env = "TOUCHSTREAM_KAFKA__BROKERS")]
+    #[arg(
+        long,
+        default_value = "127.0.0.1:9092",
+        env = "TOUCHSTREAM_KAFKA__BROKERS"
+    )]
     pub brokers: String,
     /// Target records per second for `--topic` (0: as fast as possible).
     #[arg(long, default_value_t = 0.0)]
@@ -125,7 +129,8 @@ pub fn run(opts: Opts) -> Result<ExitCode, CliError> {
     }
     if opts.format == Format::Avro && opts.bad_fraction > 0.0 {
         return Err(CliError::Usage(
-            "--bad-fraction needs --format json (an Avro file cannot hold malformed records)".into(),
+            "--bad-fraction needs --format json (an Avro file cannot hold malformed records)"
+                .into(),
         ));
     }
     let cfg = opts.config();
@@ -141,13 +146,15 @@ pub fn run(opts: Opts) -> Result<ExitCode, CliError> {
     let out: Box<dyn Write> = if to_stdout {
         Box::new(io::stdout().lock())
     } else {
-        Box::new(File::create(&opts.output).map_err(|e| CliError::io(format!("cannot create {what}"), e))?)
+        Box::new(
+            File::create(&opts.output)
+                .map_err(|e| CliError::io(format!("cannot create {what}"), e))?,
+        )
     };
     let out = BufWriter::with_capacity(1 << 16, out);
     let result = match opts.format {
-        Format::Json => {
-            write_json(&cfg, opts.bad_fraction, out).map_err(|e| CliError::io(format!("writing {what}"), e))
-        }
+        Format::Json => write_json(&cfg, opts.bad_fraction, out)
+            .map_err(|e| CliError::io(format!("writing {what}"), e)),
         Format::Avro => write_avro(&cfg, out),
     };
     match result {
@@ -164,7 +171,9 @@ pub fn run(opts: Opts) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
         // A closed pipe (`| head`) is the reader's choice, not a failure.
-        Err(CliError::Io { source, .. }) if source.kind() == io::ErrorKind::BrokenPipe => Ok(ExitCode::SUCCESS),
+        Err(CliError::Io { source, .. }) if source.kind() == io::ErrorKind::BrokenPipe => {
+            Ok(ExitCode::SUCCESS)
+        }
         Err(e) => Err(e),
     }
 }
@@ -279,7 +288,9 @@ pub fn write_avro<W: Write>(cfg: &GenConfig, out: W) -> Result<Written, CliError
     if let Err(e) = writer.flush() {
         return Err(fail(&writer, e));
     }
-    let mut out = writer.into_inner().map_err(|e| encode_error(e.to_string()))?;
+    let mut out = writer
+        .into_inner()
+        .map_err(|e| encode_error(e.to_string()))?;
     out.flush().map_err(|e| CliError::io("writing Avro", e))?;
     Ok(w)
 }
@@ -300,7 +311,9 @@ struct Watch<W> {
 
 impl<W: Write> Watch<W> {
     fn note<T>(&mut self, r: io::Result<T>) -> io::Result<T> {
-        if r.as_ref().is_err_and(|e| e.kind() == io::ErrorKind::BrokenPipe) {
+        if r.as_ref()
+            .is_err_and(|e| e.kind() == io::ErrorKind::BrokenPipe)
+        {
             self.broken_pipe = true;
         }
         r
@@ -432,7 +445,13 @@ mod tests {
         assert_eq!(buf, again);
         let reader = apache_avro::Reader::new(&buf[..]).unwrap();
         let got: Vec<Touchpoint> = reader
-            .map(|v| validate(crate::codec::avro::raw_from_value(&v.unwrap()).unwrap(), CLOCK).unwrap())
+            .map(|v| {
+                validate(
+                    crate::codec::avro::raw_from_value(&v.unwrap()).unwrap(),
+                    CLOCK,
+                )
+                .unwrap()
+            })
             .collect();
         assert_eq!(got.len() as u64, w.touchpoints);
         assert_eq!(got, crate::generate::generate(&cfg()));
@@ -492,7 +511,11 @@ impl Write for TopicSink {
                 let line = std::mem::take(&mut self.line);
                 let key = serde_json::from_slice::<serde_json::Value>(&line)
                     .ok()
-                    .and_then(|v| v.get("customer_id").and_then(|c| c.as_str()).map(|s| s.as_bytes().to_vec()));
+                    .and_then(|v| {
+                        v.get("customer_id")
+                            .and_then(|c| c.as_str())
+                            .map(|s| s.as_bytes().to_vec())
+                    });
                 self.produce(key.as_deref(), &line)?;
             } else {
                 self.line.push(b);
@@ -503,7 +526,9 @@ impl Write for TopicSink {
 
     fn flush(&mut self) -> io::Result<()> {
         use rdkafka::producer::Producer;
-        self.producer.flush(std::time::Duration::from_secs(60)).map_err(io::Error::other)
+        self.producer
+            .flush(std::time::Duration::from_secs(60))
+            .map_err(io::Error::other)
     }
 }
 
@@ -532,7 +557,8 @@ fn to_topic(opts: &Opts, cfg: &GenConfig, topic: &str) -> Result<ExitCode, CliEr
     };
     let what = format!("topic {topic}");
     let written = match opts.format {
-        Format::Json => write_json(cfg, opts.bad_fraction, &mut sink).map_err(|e| CliError::io(what.clone(), e))?,
+        Format::Json => write_json(cfg, opts.bad_fraction, &mut sink)
+            .map_err(|e| CliError::io(what.clone(), e))?,
         Format::Avro => {
             let schema = touchpoint_schema()?;
             let mut w = Written::default();
@@ -540,7 +566,8 @@ fn to_topic(opts: &Opts, cfg: &GenConfig, topic: &str) -> Result<ExitCode, CliEr
                 let datum = apache_avro::to_avro_datum(&schema, touchpoint_value(&tp))
                     .map_err(|e| CliError::Usage(format!("Avro encoding failed: {e}")))?;
                 let framed = crate::codec::avro::frame(opts.schema_id, &datum);
-                sink.produce(Some(tp.customer_id.as_bytes()), &framed).map_err(|e| CliError::io(what.clone(), e))?;
+                sink.produce(Some(tp.customer_id.as_bytes()), &framed)
+                    .map_err(|e| CliError::io(what.clone(), e))?;
                 w.touchpoints += 1;
             }
             w

@@ -45,7 +45,10 @@ pub enum CliError {
 impl CliError {
     /// An I/O error with context.
     pub fn io(what: impl Into<String>, source: std::io::Error) -> Self {
-        CliError::Io { what: what.into(), source }
+        CliError::Io {
+            what: what.into(),
+            source,
+        }
     }
 }
 

@@ -107,8 +107,22 @@ pub struct Replay<'w, O: Write, E: Write> {
 
 impl<'w, O: Write, E: Write> Replay<'w, O, E> {
     /// A replay writing events to `out` and reports to `err`.
-    pub fn new(cfg: Arc<EngineConfig>, clock: WallClock, max_future: i64, out: &'w mut O, err: &'w mut E) -> Self {
-        Replay { engine: Engine::new(cfg), clock, max_future, out, err, buf: Vec::new(), summary: Summary::default() }
+    pub fn new(
+        cfg: Arc<EngineConfig>,
+        clock: WallClock,
+        max_future: i64,
+        out: &'w mut O,
+        err: &'w mut E,
+    ) -> Self {
+        Replay {
+            engine: Engine::new(cfg),
+            clock,
+            max_future,
+            out,
+            err,
+            buf: Vec::new(),
+            summary: Summary::default(),
+        }
     }
 
     fn reject(&mut self, location: &str, r: &Rejection) -> io::Result<()> {
@@ -117,9 +131,16 @@ impl<'w, O: Write, E: Write> Replay<'w, O, E> {
     }
 
     /// Offers one decoded record (or its decode failure).
-    pub fn record(&mut self, location: &str, decoded: Result<RawTouchpoint, Rejection>) -> io::Result<()> {
+    pub fn record(
+        &mut self,
+        location: &str,
+        decoded: Result<RawTouchpoint, Rejection>,
+    ) -> io::Result<()> {
         self.summary.records += 1;
-        let clock = Clock { now: self.clock.now(), max_future: self.max_future };
+        let clock = Clock {
+            now: self.clock.now(),
+            max_future: self.max_future,
+        };
         let tp = match decoded.and_then(|raw| validate(raw, clock)) {
             Ok(tp) => tp,
             Err(r) => return self.reject(location, &r),
@@ -175,7 +196,10 @@ impl<'w, O: Write, E: Write> Replay<'w, O, E> {
         let reader = match apache_avro::Reader::with_schema(&reader_schema, input) {
             Ok(r) => r,
             Err(e) => {
-                let r = Rejection::new(RejectReason::DecodeError, format!("not a readable Avro container file: {e}"));
+                let r = Rejection::new(
+                    RejectReason::DecodeError,
+                    format!("not a readable Avro container file: {e}"),
+                );
                 return self.reject("file", &r);
             }
         };
@@ -186,7 +210,10 @@ impl<'w, O: Write, E: Write> Replay<'w, O, E> {
                 Err(e) => {
                     // A corrupt block cannot be resynchronised: report and stop.
                     self.summary.records += 1;
-                    let r = Rejection::new(RejectReason::DecodeError, format!("Avro record does not decode: {e}"));
+                    let r = Rejection::new(
+                        RejectReason::DecodeError,
+                        format!("Avro record does not decode: {e}"),
+                    );
                     self.reject(&location, &r)?;
                     break;
                 }
@@ -224,19 +251,30 @@ pub fn run(opts: Opts) -> Result<ExitCode, CliError> {
         None => Box::new(EMBEDDED_EXAMPLE.as_bytes()),
         Some(p) if p.as_os_str() == "-" => Box::new(BufReader::with_capacity(1 << 20, io::stdin())),
         Some(p) => {
-            let f = File::open(p).map_err(|e| CliError::io(format!("cannot open {}", p.display()), e))?;
+            let f = File::open(p)
+                .map_err(|e| CliError::io(format!("cannot open {}", p.display()), e))?;
             Box::new(BufReader::with_capacity(1 << 20, f))
         }
     };
     let format = match opts.format {
         Some(f) => f,
-        None => detect(input.fill_buf().map_err(|e| CliError::io("cannot read input", e))?),
+        None => detect(
+            input
+                .fill_buf()
+                .map_err(|e| CliError::io("cannot read input", e))?,
+        ),
     };
     let stdout = io::stdout();
     let mut out = BufWriter::with_capacity(1 << 16, stdout.lock());
     let stderr = io::stderr();
     let mut err = BufWriter::new(stderr.lock());
-    let mut replay = Replay::new(engine_cfg, clock, config.time.max_future.0, &mut out, &mut err);
+    let mut replay = Replay::new(
+        engine_cfg,
+        clock,
+        config.time.max_future.0,
+        &mut out,
+        &mut err,
+    );
     let io_err = |e| CliError::io("replay", e);
     match format {
         Format::Json => replay.json_lines(input).map_err(io_err)?,
@@ -247,7 +285,11 @@ pub fn run(opts: Opts) -> Result<ExitCode, CliError> {
         write_snapshot(&engine, path)?;
     }
     if !opts.quiet {
-        let reasons: Vec<String> = summary.rejected.iter().map(|(r, n)| format!("{r}={n}")).collect();
+        let reasons: Vec<String> = summary
+            .rejected
+            .iter()
+            .map(|(r, n)| format!("{r}={n}"))
+            .collect();
         writeln!(
             err,
             "replay: {} records, {} accepted, {} duplicates, {} rejected [{}], {} derived events, {} customers, final watermark {}",
@@ -263,16 +305,23 @@ pub fn run(opts: Opts) -> Result<ExitCode, CliError> {
         .map_err(io_err)?;
     }
     err.flush().map_err(io_err)?;
-    Ok(if opts.strict && summary.rejected_total() > 0 { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if opts.strict && summary.rejected_total() > 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 /// Writes one JSON line per customer.
 pub fn write_snapshot(engine: &Engine, path: &std::path::Path) -> Result<(), CliError> {
-    let f = File::create(path).map_err(|e| CliError::io(format!("cannot create {}", path.display()), e))?;
+    let f = File::create(path)
+        .map_err(|e| CliError::io(format!("cannot create {}", path.display()), e))?;
     let mut w = BufWriter::new(f);
     for row in engine.snapshot() {
-        serde_json::to_writer(&mut w, &row).map_err(|e| CliError::io("snapshot", io::Error::other(e)))?;
-        w.write_all(b"\n").map_err(|e| CliError::io("snapshot", e))?;
+        serde_json::to_writer(&mut w, &row)
+            .map_err(|e| CliError::io("snapshot", io::Error::other(e)))?;
+        w.write_all(b"\n")
+            .map_err(|e| CliError::io("snapshot", e))?;
     }
     w.flush().map_err(|e| CliError::io("snapshot", e))
 }

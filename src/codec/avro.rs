@@ -3,12 +3,13 @@
 //! derived events to Confluent-framed datums. The schemas are the files in
 //! `schemas/`, compiled in.
 
-
 use apache_avro::types::Value;
 use apache_avro::Schema;
 use thiserror::Error;
 
-use crate::model::{Channel, DerivedEvent, DerivedType, Payload, Survey, Touchpoint, TouchType, Weights};
+use crate::model::{
+    Channel, DerivedEvent, DerivedType, Payload, Survey, TouchType, Touchpoint, Weights,
+};
 use crate::validate::{RawTouchpoint, RejectReason, Rejection, MAX_ABS_TIMESTAMP};
 
 /// The touchpoint schema text.
@@ -16,14 +17,38 @@ pub const TOUCHPOINT_SCHEMA: &str = include_str!("../../schemas/touchpoint.avsc"
 
 /// The schema text of each derived type, in SPEC table order.
 pub const DERIVED_SCHEMAS: [(DerivedType, &str); 8] = [
-    (DerivedType::EngagementScore, include_str!("../../schemas/engagement_score.avsc")),
-    (DerivedType::CartAbandoned, include_str!("../../schemas/cart_abandoned.avsc")),
-    (DerivedType::CartRecovered, include_str!("../../schemas/cart_recovered.avsc")),
-    (DerivedType::ChurnRisk, include_str!("../../schemas/churn_risk.avsc")),
-    (DerivedType::JourneyStageChanged, include_str!("../../schemas/journey_stage_changed.avsc")),
-    (DerivedType::SurveyTrigger, include_str!("../../schemas/survey_trigger.avsc")),
-    (DerivedType::ContactFatigue, include_str!("../../schemas/contact_fatigue.avsc")),
-    (DerivedType::OrderAttributed, include_str!("../../schemas/order_attributed.avsc")),
+    (
+        DerivedType::EngagementScore,
+        include_str!("../../schemas/engagement_score.avsc"),
+    ),
+    (
+        DerivedType::CartAbandoned,
+        include_str!("../../schemas/cart_abandoned.avsc"),
+    ),
+    (
+        DerivedType::CartRecovered,
+        include_str!("../../schemas/cart_recovered.avsc"),
+    ),
+    (
+        DerivedType::ChurnRisk,
+        include_str!("../../schemas/churn_risk.avsc"),
+    ),
+    (
+        DerivedType::JourneyStageChanged,
+        include_str!("../../schemas/journey_stage_changed.avsc"),
+    ),
+    (
+        DerivedType::SurveyTrigger,
+        include_str!("../../schemas/survey_trigger.avsc"),
+    ),
+    (
+        DerivedType::ContactFatigue,
+        include_str!("../../schemas/contact_fatigue.avsc"),
+    ),
+    (
+        DerivedType::OrderAttributed,
+        include_str!("../../schemas/order_attributed.avsc"),
+    ),
 ];
 
 /// Problems with schemas themselves (not with records).
@@ -49,7 +74,10 @@ pub enum SchemaError {
 
 /// Parses a schema text.
 pub fn parse_schema(name: &str, text: &str) -> Result<Schema, SchemaError> {
-    Schema::parse_str(text).map_err(|e| SchemaError::Parse { name: name.to_string(), message: e.to_string() })
+    Schema::parse_str(text).map_err(|e| SchemaError::Parse {
+        name: name.to_string(),
+        message: e.to_string(),
+    })
 }
 
 /// The parsed touchpoint reader schema.
@@ -77,7 +105,9 @@ fn take_string(v: Value, name: &str) -> Result<Option<String>, Rejection> {
     match owned_union(v) {
         Value::Null => Ok(None),
         Value::String(s) => Ok(Some(s)),
-        other => Err(decode_err(format!("field `{name}` is not a string: {other:?}"))),
+        other => Err(decode_err(format!(
+            "field `{name}` is not a string: {other:?}"
+        ))),
     }
 }
 
@@ -85,7 +115,9 @@ fn take_symbol(v: Value, name: &str) -> Result<Option<String>, Rejection> {
     match owned_union(v) {
         Value::Null => Ok(None),
         Value::Enum(_, s) | Value::String(s) => Ok(Some(s)),
-        other => Err(decode_err(format!("field `{name}` is not an enum: {other:?}"))),
+        other => Err(decode_err(format!(
+            "field `{name}` is not an enum: {other:?}"
+        ))),
     }
 }
 
@@ -99,14 +131,20 @@ pub fn raw_from_owned(value: Value) -> Result<RawTouchpoint, Rejection> {
         match name.as_str() {
             "event_id" => raw.event_id = take_string(v, "event_id")?,
             "customer_id" => raw.customer_id = take_string(v, "customer_id")?,
-            "channel" => raw.channel = take_symbol(v, "channel")?.map(|s| Channel::parse_lenient(&s)),
+            "channel" => {
+                raw.channel = take_symbol(v, "channel")?.map(|s| Channel::parse_lenient(&s))
+            }
             "type" => raw.kind = take_symbol(v, "type")?.map(|s| TouchType::parse_lenient(&s)),
             "timestamp" => {
                 raw.timestamp = match owned_union(v) {
                     Value::Null => None,
                     Value::Long(t) | Value::TimestampMillis(t) => Some(t),
                     Value::Int(t) => Some(i64::from(t)),
-                    other => return Err(decode_err(format!("field `timestamp` is not a long: {other:?}"))),
+                    other => {
+                        return Err(decode_err(format!(
+                            "field `timestamp` is not a long: {other:?}"
+                        )))
+                    }
                 };
                 if raw.timestamp.is_some_and(|t| t < -MAX_ABS_TIMESTAMP) {
                     return Err(decode_err("timestamp out of range"));
@@ -117,7 +155,11 @@ pub fn raw_from_owned(value: Value) -> Result<RawTouchpoint, Rejection> {
                     Value::Null => None,
                     Value::Double(d) => Some(d),
                     Value::Float(d) => Some(f64::from(d)),
-                    other => return Err(decode_err(format!("field `value` is not a double: {other:?}"))),
+                    other => {
+                        return Err(decode_err(format!(
+                            "field `value` is not a double: {other:?}"
+                        )))
+                    }
                 }
             }
             "currency" => raw.currency = take_string(v, "currency")?,
@@ -128,7 +170,10 @@ pub fn raw_from_owned(value: Value) -> Result<RawTouchpoint, Rejection> {
             "survey" => {
                 raw.survey = match take_symbol(v, "survey")? {
                     None => None,
-                    Some(s) => Some(Survey::parse(&s).ok_or_else(|| decode_err(format!("unknown survey `{s}`")))?),
+                    Some(s) => Some(
+                        Survey::parse(&s)
+                            .ok_or_else(|| decode_err(format!("unknown survey `{s}`")))?,
+                    ),
                 }
             }
             "score" => {
@@ -136,7 +181,11 @@ pub fn raw_from_owned(value: Value) -> Result<RawTouchpoint, Rejection> {
                     Value::Null => None,
                     Value::Int(i) => Some(i64::from(i)),
                     Value::Long(i) => Some(i),
-                    other => return Err(decode_err(format!("field `score` is not an int: {other:?}"))),
+                    other => {
+                        return Err(decode_err(format!(
+                            "field `score` is not an int: {other:?}"
+                        )))
+                    }
                 }
             }
             "attributes" => match owned_union(v) {
@@ -147,11 +196,19 @@ pub fn raw_from_owned(value: Value) -> Result<RawTouchpoint, Rejection> {
                             Value::String(s) => {
                                 raw.attributes.insert(k, s);
                             }
-                            other => return Err(decode_err(format!("attribute `{k}` is not a string: {other:?}"))),
+                            other => {
+                                return Err(decode_err(format!(
+                                    "attribute `{k}` is not a string: {other:?}"
+                                )))
+                            }
                         }
                     }
                 }
-                other => return Err(decode_err(format!("field `attributes` is not a map: {other:?}"))),
+                other => {
+                    return Err(decode_err(format!(
+                        "field `attributes` is not a map: {other:?}"
+                    )))
+                }
             },
             _ => {} // fields added by newer writers
         }
@@ -176,25 +233,54 @@ pub fn touchpoint_value(tp: &Touchpoint) -> Value {
         ("event_id".into(), Value::String(tp.event_id.clone())),
         ("customer_id".into(), Value::String(tp.customer_id.clone())),
         ("channel".into(), channel_value(tp.channel)),
-        ("type".into(), Value::Enum(tp.kind.index() as u32, tp.kind.as_str().to_string())),
+        (
+            "type".into(),
+            Value::Enum(tp.kind.index() as u32, tp.kind.as_str().to_string()),
+        ),
         ("timestamp".into(), Value::TimestampMillis(tp.timestamp)),
         ("value".into(), null_or(tp.value, Value::Double)),
-        ("currency".into(), null_or(tp.currency.clone(), Value::String)),
+        (
+            "currency".into(),
+            null_or(tp.currency.clone(), Value::String),
+        ),
         ("cart_id".into(), null_or(tp.cart_id.clone(), Value::String)),
-        ("order_id".into(), null_or(tp.order_id.clone(), Value::String)),
-        ("campaign_id".into(), null_or(tp.campaign_id.clone(), Value::String)),
-        ("session_id".into(), null_or(tp.session_id.clone(), Value::String)),
-        ("survey".into(), null_or(tp.survey, |s| Value::Enum(s.index() as u32, s.as_str().to_string()))),
+        (
+            "order_id".into(),
+            null_or(tp.order_id.clone(), Value::String),
+        ),
+        (
+            "campaign_id".into(),
+            null_or(tp.campaign_id.clone(), Value::String),
+        ),
+        (
+            "session_id".into(),
+            null_or(tp.session_id.clone(), Value::String),
+        ),
+        (
+            "survey".into(),
+            null_or(tp.survey, |s| {
+                Value::Enum(s.index() as u32, s.as_str().to_string())
+            }),
+        ),
         ("score".into(), null_or(tp.score, Value::Int)),
         (
             "attributes".into(),
-            Value::Map(tp.attributes.iter().map(|(k, v)| (k.clone(), Value::String(v.clone()))).collect()),
+            Value::Map(
+                tp.attributes
+                    .iter()
+                    .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                    .collect(),
+            ),
         ),
     ])
 }
 
 fn weights_value(w: &Weights) -> Value {
-    Value::Map(w.iter().map(|(k, v)| (k.to_string(), Value::Double(*v))).collect())
+    Value::Map(
+        w.iter()
+            .map(|(k, v)| (k.to_string(), Value::Double(*v)))
+            .collect(),
+    )
 }
 
 fn channels_value(cs: &crate::model::ChannelSet) -> Value {
@@ -206,58 +292,119 @@ pub fn derived_value(ev: &DerivedEvent) -> Value {
     let mut fields: Vec<(String, Value)> = vec![
         ("type".into(), Value::String(ev.kind.as_str().to_string())),
         ("event_id".into(), Value::String(ev.event_id.to_string())),
-        ("customer_id".into(), Value::String(ev.customer_id.to_string())),
+        (
+            "customer_id".into(),
+            Value::String(ev.customer_id.to_string()),
+        ),
         ("at".into(), Value::TimestampMillis(ev.at)),
     ];
     let ts = Value::TimestampMillis;
     match &ev.payload {
-        Payload::EngagementScore { score, previous, channels } => {
+        Payload::EngagementScore {
+            score,
+            previous,
+            channels,
+        } => {
             fields.push(("score".into(), Value::Double(*score)));
             fields.push(("previous".into(), null_or(*previous, Value::Double)));
             fields.push(("channels".into(), channels_value(channels)));
         }
-        Payload::CartAbandoned { cart_id, cart_value, currency, channel, last_activity_at } => {
+        Payload::CartAbandoned {
+            cart_id,
+            cart_value,
+            currency,
+            channel,
+            last_activity_at,
+        } => {
             fields.push(("cart_id".into(), null_or(cart_id.clone(), Value::String)));
             fields.push(("cart_value".into(), Value::Double(*cart_value)));
             fields.push(("currency".into(), null_or(currency.clone(), Value::String)));
             fields.push(("channel".into(), channel_value(*channel)));
             fields.push(("last_activity_at".into(), ts(*last_activity_at)));
         }
-        Payload::CartRecovered { cart_id, order_id, order_value, abandoned_at } => {
+        Payload::CartRecovered {
+            cart_id,
+            order_id,
+            order_value,
+            abandoned_at,
+        } => {
             fields.push(("cart_id".into(), null_or(cart_id.clone(), Value::String)));
             fields.push(("order_id".into(), null_or(order_id.clone(), Value::String)));
             fields.push(("order_value".into(), null_or(*order_value, Value::Double)));
             fields.push(("abandoned_at".into(), ts(*abandoned_at)));
         }
-        Payload::ChurnRisk { level, previous_level, p_alive, days_inactive, reasons } => {
-            fields.push(("level".into(), Value::Enum(level.index() as u32, level.as_str().into())));
+        Payload::ChurnRisk {
+            level,
+            previous_level,
+            p_alive,
+            days_inactive,
+            reasons,
+        } => {
+            fields.push((
+                "level".into(),
+                Value::Enum(level.index() as u32, level.as_str().into()),
+            ));
             fields.push((
                 "previous_level".into(),
-                Value::Enum(previous_level.index() as u32, previous_level.as_str().into()),
+                Value::Enum(
+                    previous_level.index() as u32,
+                    previous_level.as_str().into(),
+                ),
             ));
             fields.push(("p_alive".into(), null_or(*p_alive, Value::Double)));
             fields.push(("days_inactive".into(), null_or(*days_inactive, Value::Long)));
             fields.push((
                 "reasons".into(),
-                Value::Array(reasons.iter().map(|r| Value::Enum(r.index() as u32, r.as_str().into())).collect()),
+                Value::Array(
+                    reasons
+                        .iter()
+                        .map(|r| Value::Enum(r.index() as u32, r.as_str().into()))
+                        .collect(),
+                ),
             ));
         }
         Payload::JourneyStageChanged { from, to, channel } => {
-            fields.push(("from".into(), null_or(*from, |s| Value::Enum(s.index() as u32, s.as_str().into()))));
-            fields.push(("to".into(), Value::Enum(to.index() as u32, to.as_str().into())));
+            fields.push((
+                "from".into(),
+                null_or(*from, |s| Value::Enum(s.index() as u32, s.as_str().into())),
+            ));
+            fields.push((
+                "to".into(),
+                Value::Enum(to.index() as u32, to.as_str().into()),
+            ));
             fields.push(("channel".into(), null_or(*channel, channel_value)));
         }
-        Payload::SurveyTrigger { survey, campaign_id, channel, clicked_at } => {
-            fields.push(("survey".into(), Value::Enum(survey.index() as u32, survey.as_str().into())));
+        Payload::SurveyTrigger {
+            survey,
+            campaign_id,
+            channel,
+            clicked_at,
+        } => {
+            fields.push((
+                "survey".into(),
+                Value::Enum(survey.index() as u32, survey.as_str().into()),
+            ));
             fields.push(("campaign_id".into(), Value::String(campaign_id.clone())));
             fields.push(("channel".into(), channel_value(*channel)));
             fields.push(("clicked_at".into(), ts(*clicked_at)));
         }
-        Payload::ContactFatigue { messages_7d, channels } => {
-            fields.push(("messages_7d".into(), Value::Int(i32::try_from(*messages_7d).unwrap_or(i32::MAX))));
+        Payload::ContactFatigue {
+            messages_7d,
+            channels,
+        } => {
+            fields.push((
+                "messages_7d".into(),
+                Value::Int(i32::try_from(*messages_7d).unwrap_or(i32::MAX)),
+            ));
             fields.push(("channels".into(), channels_value(channels)));
         }
-        Payload::OrderAttributed { order_id, order_value, currency, channel, models } => {
+        Payload::OrderAttributed {
+            order_id,
+            order_value,
+            currency,
+            channel,
+            models,
+        } => {
             fields.push(("order_id".into(), null_or(order_id.clone(), Value::String)));
             fields.push(("order_value".into(), null_or(*order_value, Value::Double)));
             fields.push(("currency".into(), null_or(currency.clone(), Value::String)));
@@ -269,7 +416,10 @@ pub fn derived_value(ev: &DerivedEvent) -> Value {
                     ("first_touch".into(), weights_value(&models.first_touch)),
                     ("linear".into(), weights_value(&models.linear)),
                     ("time_decay".into(), weights_value(&models.time_decay)),
-                    ("position_based".into(), weights_value(&models.position_based)),
+                    (
+                        "position_based".into(),
+                        weights_value(&models.position_based),
+                    ),
                 ]),
             ));
         }
@@ -303,8 +453,12 @@ impl DerivedSchemas {
         if let Payload::OrderAttributed { .. } = ev.payload {
             return Ok(encode_order_attributed(ev));
         }
-        apache_avro::to_avro_datum(self.get(ev.kind), derived_value(ev))
-            .map_err(|e| SchemaError::Encode { name: ev.kind.as_str().to_string(), message: e.to_string() })
+        apache_avro::to_avro_datum(self.get(ev.kind), derived_value(ev)).map_err(|e| {
+            SchemaError::Encode {
+                name: ev.kind.as_str().to_string(),
+                message: e.to_string(),
+            }
+        })
     }
 }
 
@@ -353,12 +507,27 @@ fn encode_order_attributed(ev: &DerivedEvent) -> Vec<u8> {
     put_str(&mut out, &ev.event_id.to_string());
     put_str(&mut out, &ev.customer_id);
     put_long(&mut out, ev.at);
-    if let Payload::OrderAttributed { order_id, order_value, currency, channel, models } = &ev.payload {
+    if let Payload::OrderAttributed {
+        order_id,
+        order_value,
+        currency,
+        channel,
+        models,
+    } = &ev.payload
+    {
         put_opt(&mut out, order_id.as_deref(), put_str);
-        put_opt(&mut out, *order_value, |o, v| o.extend_from_slice(&v.to_le_bytes()));
+        put_opt(&mut out, *order_value, |o, v| {
+            o.extend_from_slice(&v.to_le_bytes())
+        });
         put_opt(&mut out, currency.as_deref(), put_str);
         put_long(&mut out, channel.index() as i64);
-        for w in [&models.last_touch, &models.first_touch, &models.linear, &models.time_decay, &models.position_based] {
+        for w in [
+            &models.last_touch,
+            &models.first_touch,
+            &models.linear,
+            &models.time_decay,
+            &models.position_based,
+        ] {
             put_weights(&mut out, w);
         }
     }
@@ -377,7 +546,9 @@ pub fn frame(schema_id: u32, datum: &[u8]) -> Vec<u8> {
 /// Splits a Confluent-framed value into schema id and datum.
 pub fn unframe(bytes: &[u8]) -> Result<(u32, &[u8]), Rejection> {
     if bytes.len() < 5 || bytes[0] != 0 {
-        return Err(decode_err("not in the Confluent wire format (magic byte 0 + 4-byte schema id)"));
+        return Err(decode_err(
+            "not in the Confluent wire format (magic byte 0 + 4-byte schema id)",
+        ));
     }
     let id = u32::from_be_bytes([bytes[1], bytes[2], bytes[3], bytes[4]]);
     Ok((id, &bytes[5..]))
@@ -386,14 +557,25 @@ pub fn unframe(bytes: &[u8]) -> Result<(u32, &[u8]), Rejection> {
 /// Decodes a datum written with `writer` into a raw touchpoint, resolving
 /// it against the shipped reader schema (schema evolution: added optional
 /// fields, new enum symbols).
-pub fn decode_datum(writer: &Schema, reader: &Schema, mut datum: &[u8]) -> Result<RawTouchpoint, Rejection> {
+pub fn decode_datum(
+    writer: &Schema,
+    reader: &Schema,
+    mut datum: &[u8],
+) -> Result<RawTouchpoint, Rejection> {
     // Resolution is only needed when the writer schema differs; skipping it
     // for the common case is many times faster.
-    let reader = if std::ptr::eq(writer, reader) { None } else { Some(reader) };
+    let reader = if std::ptr::eq(writer, reader) {
+        None
+    } else {
+        Some(reader)
+    };
     let value = apache_avro::from_avro_datum(writer, &mut datum, reader)
         .map_err(|e| decode_err(format!("Avro datum does not decode: {e}")))?;
     if !datum.is_empty() {
-        return Err(decode_err(format!("{} trailing bytes after the Avro datum", datum.len())));
+        return Err(decode_err(format!(
+            "{} trailing bytes after the Avro datum",
+            datum.len()
+        )));
     }
     raw_from_owned(value)
 }
@@ -420,7 +602,10 @@ impl DatumReader {
     pub fn new(schema: &Schema) -> Result<Self, SchemaError> {
         apache_avro::GenericSingleObjectReader::new_with_header_builder(schema.clone(), NoHeader)
             .map(|inner| DatumReader { inner })
-            .map_err(|e| SchemaError::Parse { name: "datum reader".into(), message: e.to_string() })
+            .map_err(|e| SchemaError::Parse {
+                name: "datum reader".into(),
+                message: e.to_string(),
+            })
     }
 
     /// Decodes one datum into a raw touchpoint.
@@ -430,7 +615,10 @@ impl DatumReader {
             .read_value(&mut datum)
             .map_err(|e| decode_err(format!("Avro datum does not decode: {e}")))?;
         if !datum.is_empty() {
-            return Err(decode_err(format!("{} trailing bytes after the Avro datum", datum.len())));
+            return Err(decode_err(format!(
+                "{} trailing bytes after the Avro datum",
+                datum.len()
+            )));
         }
         raw_from_owned(value)
     }
@@ -447,25 +635,57 @@ mod tests {
         use crate::engine::Engine;
         let mut e = Engine::new(std::sync::Arc::new(EngineConfig::default()));
         let mut out = Vec::new();
-        for (i, ch) in [Channel::Email, Channel::Web, Channel::Sms, Channel::Store, Channel::Push].iter().enumerate() {
-            let tp = Touchpoint::new(format!("e{i}"), "c", *ch, TouchType::PageView, 1_000 * i as i64);
+        for (i, ch) in [
+            Channel::Email,
+            Channel::Web,
+            Channel::Sms,
+            Channel::Store,
+            Channel::Push,
+        ]
+        .iter()
+        .enumerate()
+        {
+            let tp = Touchpoint::new(
+                format!("e{i}"),
+                "c",
+                *ch,
+                TouchType::PageView,
+                1_000 * i as i64,
+            );
             e.on_touchpoint(tp, &mut out);
         }
-        for (i, (value, currency)) in [(Some(12.5), Some("EUR")), (None, None)].into_iter().enumerate() {
-            let mut order = Touchpoint::new(format!("o{i}"), "c", Channel::MobileApp, TouchType::OrderPlaced, 10_000 + i as i64);
+        for (i, (value, currency)) in [(Some(12.5), Some("EUR")), (None, None)]
+            .into_iter()
+            .enumerate()
+        {
+            let mut order = Touchpoint::new(
+                format!("o{i}"),
+                "c",
+                Channel::MobileApp,
+                TouchType::OrderPlaced,
+                10_000 + i as i64,
+            );
             order.value = value;
             order.currency = currency.map(String::from);
             order.order_id = value.map(|_| "ord".to_string());
             e.on_touchpoint(order, &mut out);
         }
         let schemas = DerivedSchemas::load().unwrap();
-        let orders: Vec<&DerivedEvent> = out.iter().filter(|e| e.kind == DerivedType::OrderAttributed).collect();
+        let orders: Vec<&DerivedEvent> = out
+            .iter()
+            .filter(|e| e.kind == DerivedType::OrderAttributed)
+            .collect();
         assert_eq!(orders.len(), 2);
         for ev in orders {
             let bytes = schemas.encode_datum(ev).unwrap();
             assert_eq!(bytes, schemas.encode_datum(ev).unwrap());
-            let decoded = apache_avro::from_avro_datum(schemas.get(ev.kind), &mut bytes.as_slice(), None).unwrap();
-            assert_eq!(decoded, derived_value(ev).resolve(schemas.get(ev.kind)).unwrap());
+            let decoded =
+                apache_avro::from_avro_datum(schemas.get(ev.kind), &mut bytes.as_slice(), None)
+                    .unwrap();
+            assert_eq!(
+                decoded,
+                derived_value(ev).resolve(schemas.get(ev.kind)).unwrap()
+            );
         }
     }
 
@@ -488,11 +708,20 @@ mod tests {
         let (id, body) = unframe(&framed).unwrap();
         assert_eq!(id, 7);
         let raw = decode_datum(&schema, &schema, body).unwrap();
-        assert_eq!(DatumReader::new(&schema).unwrap().decode(body).unwrap(), raw);
-        assert!(DatumReader::new(&schema).unwrap().decode(&[0xff, 0xff]).is_err());
+        assert_eq!(
+            DatumReader::new(&schema).unwrap().decode(body).unwrap(),
+            raw
+        );
+        assert!(DatumReader::new(&schema)
+            .unwrap()
+            .decode(&[0xff, 0xff])
+            .is_err());
         let mut trailing = body.to_vec();
         trailing.push(0);
-        assert!(DatumReader::new(&schema).unwrap().decode(&trailing).is_err());
+        assert!(DatumReader::new(&schema)
+            .unwrap()
+            .decode(&trailing)
+            .is_err());
         assert_eq!(raw.channel, Some(Channel::Sms));
         assert_eq!(raw.kind, Some(TouchType::SurveyResponse));
         assert_eq!(raw.timestamp, Some(1234));

@@ -49,7 +49,8 @@ struct JsonTouchpoint {
 
 /// Parses an RFC 3339 timestamp into epoch millis.
 pub fn parse_rfc3339(s: &str) -> Result<EventTime, String> {
-    let dt = OffsetDateTime::parse(s, &Rfc3339).map_err(|e| format!("`{s}` is not an RFC 3339 timestamp: {e}"))?;
+    let dt = OffsetDateTime::parse(s, &Rfc3339)
+        .map_err(|e| format!("`{s}` is not an RFC 3339 timestamp: {e}"))?;
     Ok((dt.unix_timestamp_nanos().div_euclid(1_000_000)) as EventTime)
 }
 
@@ -83,7 +84,9 @@ fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<EventTime>, D::Er
             Ok(Some(v))
         }
         fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
-            i64::try_from(v).map_err(|_| E::custom("timestamp out of range")).and_then(|v| self.visit_i64(v))
+            i64::try_from(v)
+                .map_err(|_| E::custom("timestamp out of range"))
+                .and_then(|v| self.visit_i64(v))
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
             parse_rfc3339(v).map(Some).map_err(E::custom)
@@ -104,9 +107,9 @@ fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<EventTime>, D::Er
 fn survey<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Survey>, D::Error> {
     match Option::<String>::deserialize(d)? {
         None => Ok(None),
-        Some(s) => Survey::parse(&s)
-            .map(Some)
-            .ok_or_else(|| de::Error::custom(format!("unknown survey `{s}` (expected nps, csat or ces)"))),
+        Some(s) => Survey::parse(&s).map(Some).ok_or_else(|| {
+            de::Error::custom(format!("unknown survey `{s}` (expected nps, csat or ces)"))
+        }),
     }
 }
 
@@ -123,10 +126,13 @@ pub fn decode(bytes: &[u8]) -> Result<RawTouchpoint, Rejection> {
     // serde would also accept a JSON array (fields by position): a
     // touchpoint is an object.
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(Rejection::new(RejectReason::DecodeError, "a touchpoint must be a JSON object"));
+        return Err(Rejection::new(
+            RejectReason::DecodeError,
+            "a touchpoint must be a JSON object",
+        ));
     }
-    let j: JsonTouchpoint =
-        serde_json::from_slice(bytes).map_err(|e| Rejection::new(RejectReason::DecodeError, e.to_string()))?;
+    let j: JsonTouchpoint = serde_json::from_slice(bytes)
+        .map_err(|e| Rejection::new(RejectReason::DecodeError, e.to_string()))?;
     Ok(RawTouchpoint {
         event_id: j.event_id,
         customer_id: j.customer_id,
@@ -164,18 +170,47 @@ mod tests {
         assert_eq!(reason(ok), None);
         assert_eq!(reason("not json"), Some(RejectReason::DecodeError));
         assert_eq!(reason("[1,2]"), Some(RejectReason::DecodeError));
-        assert_eq!(reason(r#"["e1","c1","web","page_view",1767225600000]"#), Some(RejectReason::DecodeError));
-        assert_eq!(reason(r#"{"timestamp":-9223372036854775808}"#), Some(RejectReason::DecodeError));
-        assert_eq!(decode(br#"{"timestamp":9223372036854775807}"#).unwrap().timestamp, Some(i64::MAX));
+        assert_eq!(
+            reason(r#"["e1","c1","web","page_view",1767225600000]"#),
+            Some(RejectReason::DecodeError)
+        );
+        assert_eq!(
+            reason(r#"{"timestamp":-9223372036854775808}"#),
+            Some(RejectReason::DecodeError)
+        );
+        assert_eq!(
+            decode(br#"{"timestamp":9223372036854775807}"#)
+                .unwrap()
+                .timestamp,
+            Some(i64::MAX)
+        );
         assert_eq!(reason(r#"{"event_id":5}"#), Some(RejectReason::DecodeError));
-        assert_eq!(reason(r#"{"timestamp":1.5}"#), Some(RejectReason::DecodeError));
-        assert_eq!(reason(r#"{"timestamp":"yesterday"}"#), Some(RejectReason::DecodeError));
-        assert_eq!(reason(r#"{"survey":"bogus"}"#), Some(RejectReason::DecodeError));
+        assert_eq!(
+            reason(r#"{"timestamp":1.5}"#),
+            Some(RejectReason::DecodeError)
+        );
+        assert_eq!(
+            reason(r#"{"timestamp":"yesterday"}"#),
+            Some(RejectReason::DecodeError)
+        );
+        assert_eq!(
+            reason(r#"{"survey":"bogus"}"#),
+            Some(RejectReason::DecodeError)
+        );
         assert_eq!(reason(r#"{"score":"7"}"#), Some(RejectReason::DecodeError));
         assert_eq!(reason(r#"{"value":"12"}"#), Some(RejectReason::DecodeError));
-        assert_eq!(reason(r#"{"attributes":{"a":1}}"#), Some(RejectReason::DecodeError));
-        assert_eq!(reason(r#"{"timestamp":null,"event_id":null,"extra":[1]}"#), None);
-        let raw = decode(br#"{"type":"teleport","channel":null,"timestamp":"2026-01-01T01:00:00.5+01:00"}"#).unwrap();
+        assert_eq!(
+            reason(r#"{"attributes":{"a":1}}"#),
+            Some(RejectReason::DecodeError)
+        );
+        assert_eq!(
+            reason(r#"{"timestamp":null,"event_id":null,"extra":[1]}"#),
+            None
+        );
+        let raw = decode(
+            br#"{"type":"teleport","channel":null,"timestamp":"2026-01-01T01:00:00.5+01:00"}"#,
+        )
+        .unwrap();
         assert_eq!(raw.kind, Some(TouchType::Other));
         assert_eq!(raw.channel, None);
         assert_eq!(raw.timestamp, Some(1_767_225_600_500));

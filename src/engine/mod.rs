@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use crate::config::EngineConfig;
 use crate::model::{
-    ChurnLevel, DerivedEvent, DerivedType, EventTime, JourneyStage, Payload, Touchpoint, TouchType,
+    ChurnLevel, DerivedEvent, DerivedType, EventTime, JourneyStage, Payload, TouchType, Touchpoint,
 };
 use dedup::hash_id;
 use kpi::{Kpi, Population};
@@ -106,7 +106,11 @@ pub fn event_id(kind: DerivedType, customer: &str, cause: Cause<'_>) -> crate::m
             part(b"tp");
             part(id.as_bytes());
         }
-        Cause::Timer { kind: tk, due, discriminator } => {
+        Cause::Timer {
+            kind: tk,
+            due,
+            discriminator,
+        } => {
             part(b"timer");
             part(tk.as_str().as_bytes());
             part(&due.to_le_bytes());
@@ -209,7 +213,14 @@ fn mark_dirty(dirty: &mut Vec<u32>, c: &mut Customer, slot: u32) {
 }
 
 /// Emits a payload as a derived event.
-fn emit(out: &mut Vec<DerivedEvent>, stats: &mut EngineStats, customer: &Arc<str>, at: EventTime, cause: Cause<'_>, payload: Payload) {
+fn emit(
+    out: &mut Vec<DerivedEvent>,
+    stats: &mut EngineStats,
+    customer: &Arc<str>,
+    at: EventTime,
+    cause: Cause<'_>,
+    payload: Payload,
+) {
     let kind = payload.derived_type();
     stats.emitted[kind as usize] += 1;
     out.push(DerivedEvent {
@@ -259,7 +270,11 @@ impl Engine {
 
     /// Turns KPI collection on or off (off by default; replay leaves it off).
     pub fn collect_kpis(&mut self, on: bool) {
-        self.kpis = if on { Some(self.kpis.take().unwrap_or_default()) } else { None };
+        self.kpis = if on {
+            Some(self.kpis.take().unwrap_or_default())
+        } else {
+            None
+        };
     }
 
     /// KPI facts since the last drain.
@@ -274,14 +289,20 @@ impl Engine {
 
     /// Partition-level state for a checkpoint.
     pub fn meta(&self) -> PartitionMeta {
-        PartitionMeta { watermark: self.watermark, next_seq: self.timers.next_seq() }
+        PartitionMeta {
+            watermark: self.watermark,
+            next_seq: self.timers.next_seq(),
+        }
     }
 
     /// Every change since the last drain: evictions first, then the
     /// current state of every customer that changed.
     pub fn drain_changes(&mut self) -> Vec<StateChange> {
-        let mut out: Vec<StateChange> =
-            self.evicted.drain(..).map(|(id, slot)| StateChange::Delete { id, slot }).collect();
+        let mut out: Vec<StateChange> = self
+            .evicted
+            .drain(..)
+            .map(|(id, slot)| StateChange::Delete { id, slot })
+            .collect();
         for slot in std::mem::take(&mut self.dirty) {
             if let Some(c) = self.slots.get_mut(slot as usize).and_then(Option::as_mut) {
                 if c.dirty {
@@ -296,7 +317,11 @@ impl Engine {
 
     /// Rebuilds an engine from a checkpoint: the partition meta and every
     /// customer's state. Timers are re-queued from the customers' state.
-    pub fn restore(cfg: Arc<EngineConfig>, meta: PartitionMeta, customers: impl IntoIterator<Item = Customer>) -> Self {
+    pub fn restore(
+        cfg: Arc<EngineConfig>,
+        meta: PartitionMeta,
+        customers: impl IntoIterator<Item = Customer>,
+    ) -> Self {
         let mut e = Engine::new(cfg);
         e.watermark = meta.watermark;
         let mut all: Vec<Customer> = customers.into_iter().collect();
@@ -306,7 +331,8 @@ impl Engine {
             let slot = e.slots.len() as u32;
             c.dirty = false;
             let target = |kind| timers::TimerTarget { slot, kind };
-            e.timers.restore(&mut c.churn.timer, target(TimerKind::Churn));
+            e.timers
+                .restore(&mut c.churn.timer, target(TimerKind::Churn));
             c.cart.restore_timers(&mut e.timers, slot);
             c.survey.restore_timers(&mut e.timers, slot);
             e.population.level(None, Some(c.churn.level));
@@ -350,7 +376,12 @@ impl Engine {
 
     /// Approximate bytes of state (customers and timer entries).
     pub fn approx_state_bytes(&self) -> usize {
-        let customers: usize = self.slots.iter().flatten().map(Customer::approx_bytes).sum();
+        let customers: usize = self
+            .slots
+            .iter()
+            .flatten()
+            .map(Customer::approx_bytes)
+            .sum();
         customers + self.timers.len() * 48
     }
 
@@ -368,7 +399,10 @@ impl Engine {
         let h = hash_id(&tp.event_id);
         let known = self.index.get(tp.customer_id.as_str()).copied();
         if let Some(slot) = known {
-            if self.slots[slot as usize].as_ref().is_some_and(|c| c.dedup.contains(h)) {
+            if self.slots[slot as usize]
+                .as_ref()
+                .is_some_and(|c| c.dedup.contains(h))
+            {
                 self.stats.duplicates += 1;
                 return Outcome::Duplicate;
             }
@@ -385,7 +419,11 @@ impl Engine {
             self.fire_until(wm, out);
         }
         // Timers may have evicted (and freed the slot of) this customer.
-        let known = if self.stats.evicted == evictions { known } else { None };
+        let known = if self.stats.evicted == evictions {
+            known
+        } else {
+            None
+        };
         self.apply(tp, h, known, out);
         // A late record may set a timer the watermark has already reached
         // (e.g. a cart timer): it fires now, after the record.
@@ -425,7 +463,8 @@ impl Engine {
             }
         };
         self.index.insert(id, slot);
-        self.population.level(None, Some(crate::model::ChurnLevel::Low));
+        self.population
+            .level(None, Some(crate::model::ChurnLevel::Low));
         (slot, true)
     }
 
@@ -438,12 +477,23 @@ impl Engine {
         let cfg = &*self.cfg;
         let wm = self.watermark.current().unwrap_or(t);
         let late_horizon = wm.saturating_sub(cfg.allowed_lateness);
-        let Engine { slots, timers, stats, dirty, kpis, population, .. } = self;
+        let Engine {
+            slots,
+            timers,
+            stats,
+            dirty,
+            kpis,
+            population,
+            ..
+        } = self;
         let Some(c) = slots[slot as usize].as_mut() else {
             return;
         };
         mark_dirty(dirty, c, slot);
-        kpi(kpis, || Kpi::Touch { channel: tp.channel, kind: tp.kind });
+        kpi(kpis, || Kpi::Touch {
+            channel: tp.channel,
+            kind: tp.kind,
+        });
         let newest_before = (!is_new).then_some(c.newest);
         c.newest = c.newest.max(t);
         c.clock = c.clock.max(t);
@@ -461,12 +511,20 @@ impl Engine {
         }
         // cart_abandoned (timers only) / cart_recovered
         if kind.is_cart_activity() && c.cart.on_activity(cfg, &tp, timers, slot) {
-            kpi(kpis, || Kpi::CartStarted { channel: tp.channel });
+            kpi(kpis, || Kpi::CartStarted {
+                channel: tp.channel,
+            });
         }
         if is_order {
-            kpi(kpis, || Kpi::Order { channel: tp.channel, currency: tp.currency.clone(), value: tp.value });
+            kpi(kpis, || Kpi::Order {
+                channel: tp.channel,
+                currency: tp.currency.clone(),
+                value: tp.value,
+            });
             if let Some(p) = c.cart.on_order(cfg, &tp, timers) {
-                kpi(kpis, || Kpi::CartRecovered { channel: tp.channel });
+                kpi(kpis, || Kpi::CartRecovered {
+                    channel: tp.channel,
+                });
                 emit(out, stats, &id, t, cause, p);
             }
         }
@@ -474,8 +532,20 @@ impl Engine {
         // churn_risk
         c.churn.apply(cfg, &tp);
         let level_before = c.churn.level;
-        let churn = c.churn.reevaluate(cfg, clock, timers, slot, newest.saturating_add(cfg.state_ttl));
-        let became_high = matches!(churn, Some(Payload::ChurnRisk { level: ChurnLevel::High, .. }));
+        let churn = c.churn.reevaluate(
+            cfg,
+            clock,
+            timers,
+            slot,
+            newest.saturating_add(cfg.state_ttl),
+        );
+        let became_high = matches!(
+            churn,
+            Some(Payload::ChurnRisk {
+                level: ChurnLevel::High,
+                ..
+            })
+        );
         if let Some(p) = churn {
             population.level(Some(level_before), Some(c.churn.level));
             emit(out, stats, &id, t, cause, p);
@@ -488,14 +558,21 @@ impl Engine {
         }
         if let Some(to) = c.journey.stage.filter(|s| Some(*s) != from) {
             population.stage(from, Some(to));
-            let p = Payload::JourneyStageChanged { from, to, channel: Some(tp.channel) };
+            let p = Payload::JourneyStageChanged {
+                from,
+                to,
+                channel: Some(tp.channel),
+            };
             emit(out, stats, &id, t, cause, p);
         }
         // survey_trigger (timers only)
         if kind == TouchType::MessageClicked {
             if let Some(campaign) = tp.campaign_id.as_deref() {
-                c.survey.on_click(cfg, t, campaign, tp.channel, timers, slot);
-                kpi(kpis, || Kpi::CampaignClick { channel: tp.channel });
+                c.survey
+                    .on_click(cfg, t, campaign, tp.channel, timers, slot);
+                kpi(kpis, || Kpi::CampaignClick {
+                    channel: tp.channel,
+                });
             }
         }
         if is_order {
@@ -505,14 +582,20 @@ impl Engine {
         }
         // KPI-only facts: surveys, support resolution, channel switches.
         if let (Some(survey), Some(score)) = (tp.survey, tp.score) {
-            kpi(kpis, || Kpi::SurveyScore { survey, channel: tp.channel, score });
+            kpi(kpis, || Kpi::SurveyScore {
+                survey,
+                channel: tp.channel,
+                score,
+            });
         }
         match kind {
             TouchType::SupportContact if c.support_open.is_none() => {
                 c.support_open = Some(crate::signals::Packed::new(t, tp.channel))
             }
             TouchType::SupportResolved => {
-                if let Some((opened, channel)) = c.support_open.take().map(|p| (p.time(), p.channel())) {
+                if let Some((opened, channel)) =
+                    c.support_open.take().map(|p| (p.time(), p.channel()))
+                {
                     let seconds = (t - opened).max(0) as f64 / 1000.0;
                     kpi(kpis, || Kpi::SupportResolved { channel, seconds });
                 }
@@ -521,7 +604,10 @@ impl Engine {
         }
         if kind.is_own() {
             if let Some(from) = c.last_channel.filter(|f| *f != tp.channel) {
-                kpi(kpis, || Kpi::ChannelSwitch { from, to: tp.channel });
+                kpi(kpis, || Kpi::ChannelSwitch {
+                    from,
+                    to: tp.channel,
+                });
             }
             c.last_channel = Some(tp.channel);
         }
@@ -559,10 +645,23 @@ impl Engine {
 
     /// Runs one popped timer; returns true when the customer's state TTL
     /// is up (its churn timer doubles as the TTL check).
-    fn fire_one(&mut self, key: TimerKey, target: timers::TimerTarget, out: &mut Vec<DerivedEvent>) -> bool {
+    fn fire_one(
+        &mut self,
+        key: TimerKey,
+        target: timers::TimerTarget,
+        out: &mut Vec<DerivedEvent>,
+    ) -> bool {
         {
             let cfg = &*self.cfg;
-            let Engine { slots, timers, stats, dirty, kpis, population, .. } = self;
+            let Engine {
+                slots,
+                timers,
+                stats,
+                dirty,
+                kpis,
+                population,
+                ..
+            } = self;
             let Some(c) = slots.get_mut(target.slot as usize).and_then(Option::as_mut) else {
                 return false;
             };
@@ -577,15 +676,23 @@ impl Engine {
                         c.clock = c.clock.max(due);
                         if let Some(p) = payload {
                             let discriminator = match &p {
-                                Payload::CartAbandoned { cart_id, channel, .. } => {
+                                Payload::CartAbandoned {
+                                    cart_id, channel, ..
+                                } => {
                                     let channel = *channel;
                                     kpi(kpis, || Kpi::CartAbandoned { channel });
                                     // Named carts "k:<id>", the unnamed cart "-": never equal.
-                                    cart_id.as_deref().map_or_else(|| "-".to_string(), |id| format!("k:{id}"))
+                                    cart_id
+                                        .as_deref()
+                                        .map_or_else(|| "-".to_string(), |id| format!("k:{id}"))
                                 }
                                 _ => String::new(),
                             };
-                            let cause = Cause::Timer { kind: TimerKind::Cart, due, discriminator: &discriminator };
+                            let cause = Cause::Timer {
+                                kind: TimerKind::Cart,
+                                due,
+                                discriminator: &discriminator,
+                            };
                             emit(out, stats, &id, due, cause, p);
                         }
                     }
@@ -601,10 +708,22 @@ impl Engine {
                     mark_dirty(dirty, c, target.slot);
                     stats.timers_fired += 1;
                     c.clock = c.clock.max(due);
-                    let cause = Cause::Timer { kind: TimerKind::Churn, due, discriminator: "" };
+                    let cause = Cause::Timer {
+                        kind: TimerKind::Churn,
+                        due,
+                        discriminator: "",
+                    };
                     let level_before = c.churn.level;
-                    let churn = c.churn.reevaluate(cfg, c.clock, timers, target.slot, expires);
-                    let became_high = matches!(churn, Some(Payload::ChurnRisk { level: ChurnLevel::High, .. }));
+                    let churn = c
+                        .churn
+                        .reevaluate(cfg, c.clock, timers, target.slot, expires);
+                    let became_high = matches!(
+                        churn,
+                        Some(Payload::ChurnRisk {
+                            level: ChurnLevel::High,
+                            ..
+                        })
+                    );
                     if let Some(p) = churn {
                         population.level(Some(level_before), Some(c.churn.level));
                         emit(out, stats, &id, due, cause, p);
@@ -614,7 +733,11 @@ impl Engine {
                         c.journey.on_high_risk();
                         if c.journey.stage != from {
                             population.stage(from, c.journey.stage);
-                            let p = Payload::JourneyStageChanged { from, to: JourneyStage::AtRisk, channel: None };
+                            let p = Payload::JourneyStageChanged {
+                                from,
+                                to: JourneyStage::AtRisk,
+                                channel: None,
+                            };
                             emit(out, stats, &id, due, cause, p);
                         }
                     }
@@ -627,7 +750,11 @@ impl Engine {
                     stats.timers_fired += 1;
                     c.clock = c.clock.max(due);
                     if let Some(p) = c.survey.on_timer(cfg, key) {
-                        let cause = Cause::Timer { kind: TimerKind::Survey, due, discriminator: &discriminator };
+                        let cause = Cause::Timer {
+                            kind: TimerKind::Survey,
+                            due,
+                            discriminator: &discriminator,
+                        };
                         emit(out, stats, &id, due, cause, p);
                     }
                 }

@@ -32,7 +32,10 @@ pub struct TimerKey {
 
 impl TimerKey {
     /// The "no timer" value.
-    pub const NONE: TimerKey = TimerKey { due: EventTime::MIN, seq: 0 };
+    pub const NONE: TimerKey = TimerKey {
+        due: EventTime::MIN,
+        seq: 0,
+    };
 
     /// Whether this key names a timer.
     pub fn is_set(self) -> bool {
@@ -94,7 +97,10 @@ fn none_key() -> TimerKey {
 
 impl Default for LazyTimer {
     fn default() -> Self {
-        LazyTimer { logical: TimerKey::NONE, queued: TimerKey::NONE }
+        LazyTimer {
+            logical: TimerKey::NONE,
+            queued: TimerKey::NONE,
+        }
     }
 }
 
@@ -172,7 +178,10 @@ impl TimerQueue {
         if t.logical.is_set() && t.logical.due == due {
             return;
         }
-        let key = TimerKey { due, seq: self.take_seq() };
+        let key = TimerKey {
+            due,
+            seq: self.take_seq(),
+        };
         t.logical = key;
         if t.queued.is_set() {
             if t.queued.due <= due {
@@ -203,7 +212,10 @@ impl TimerQueue {
 
     /// Adds a fixed timer (one that is never moved) and returns its key.
     pub fn add_fixed(&mut self, due: EventTime, target: TimerTarget) -> TimerKey {
-        let key = TimerKey { due, seq: self.take_seq() };
+        let key = TimerKey {
+            due,
+            seq: self.take_seq(),
+        };
         self.map.insert(key, target);
         key
     }
@@ -216,9 +228,18 @@ impl TimerQueue {
 
     /// Adds a TTL check at `due`; it orders after other timers due then.
     pub fn add_ttl(&mut self, due: EventTime, slot: u32) -> TimerKey {
-        let key = TimerKey { due, seq: self.next_ttl_seq | TTL_SEQ_BIT };
+        let key = TimerKey {
+            due,
+            seq: self.next_ttl_seq | TTL_SEQ_BIT,
+        };
         self.next_ttl_seq += 1;
-        self.map.insert(key, TimerTarget { slot, kind: TimerKind::Ttl });
+        self.map.insert(
+            key,
+            TimerTarget {
+                slot,
+                kind: TimerKind::Ttl,
+            },
+        );
         key
     }
 
@@ -237,7 +258,12 @@ impl TimerQueue {
     }
 
     /// Decides what a popped entry means for the lazy timer it belongs to.
-    pub fn resolve(&mut self, t: &mut LazyTimer, popped: TimerKey, target: TimerTarget) -> PopAction {
+    pub fn resolve(
+        &mut self,
+        t: &mut LazyTimer,
+        popped: TimerKey,
+        target: TimerTarget,
+    ) -> PopAction {
         if t.queued == popped {
             t.queued = TimerKey::NONE;
         }
@@ -267,11 +293,18 @@ mod tests {
     use super::*;
 
     fn tgt(slot: u32) -> TimerTarget {
-        TimerTarget { slot, kind: TimerKind::Cart }
+        TimerTarget {
+            slot,
+            kind: TimerKind::Cart,
+        }
     }
 
     /// Drains everything due at `wm`, resolving against the given timers.
-    fn fire_all(q: &mut TimerQueue, timers: &mut [LazyTimer], wm: EventTime) -> Vec<(u32, EventTime)> {
+    fn fire_all(
+        q: &mut TimerQueue,
+        timers: &mut [LazyTimer],
+        wm: EventTime,
+    ) -> Vec<(u32, EventTime)> {
         let mut fired = vec![];
         while let Some((key, target)) = q.pop_due(wm) {
             let t = &mut timers[target.slot as usize];

@@ -18,7 +18,11 @@ pub struct Watermark {
 impl Watermark {
     /// A watermark that has seen nothing.
     pub fn new(out_of_orderness: i64) -> Self {
-        Watermark { max_event: None, current: None, out_of_orderness }
+        Watermark {
+            max_event: None,
+            current: None,
+            out_of_orderness,
+        }
     }
 
     /// The current watermark (`None` before the first accepted event).
@@ -38,7 +42,8 @@ impl Watermark {
 
     /// Whether `t` is older than watermark − `allowed_lateness`.
     pub fn is_too_late(&self, t: EventTime, allowed_lateness: i64) -> bool {
-        self.current.is_some_and(|w| t < w.saturating_sub(allowed_lateness))
+        self.current
+            .is_some_and(|w| t < w.saturating_sub(allowed_lateness))
     }
 
     /// The watermark an accepted event at `t` would produce.

@@ -86,7 +86,10 @@ fn parse_key<'a>(topic: &str, key: &'a [u8]) -> Key<'a> {
     if key == marker_key(topic).as_slice() {
         return Key::Marker;
     }
-    let Some(rest) = key.strip_prefix(topic.as_bytes()).and_then(|r| r.strip_prefix(b"\0")) else {
+    let Some(rest) = key
+        .strip_prefix(topic.as_bytes())
+        .and_then(|r| r.strip_prefix(b"\0"))
+    else {
         return Key::Other;
     };
     if rest.len() < 3 || rest[rest.len() - 2] != 0 {
@@ -139,12 +142,26 @@ pub struct RestoreBuilder {
 impl RestoreBuilder {
     /// A builder for one input topic.
     pub fn new(topic: &str) -> Self {
-        RestoreBuilder { topic: topic.to_string(), marker: None, max_gen: 0, slots: HashMap::new(), records: 0 }
+        RestoreBuilder {
+            topic: topic.to_string(),
+            marker: None,
+            max_gen: 0,
+            slots: HashMap::new(),
+            records: 0,
+        }
     }
 
     /// Feeds one record in offset order (`value` None for a tombstone).
-    pub fn push(&mut self, key: &[u8], value: Option<&[u8]>, offset: i64) -> Result<(), ChangelogError> {
-        let err = |e: serde_json::Error| ChangelogError::Decode { offset, message: e.to_string() };
+    pub fn push(
+        &mut self,
+        key: &[u8],
+        value: Option<&[u8]>,
+        offset: i64,
+    ) -> Result<(), ChangelogError> {
+        let err = |e: serde_json::Error| ChangelogError::Decode {
+            offset,
+            message: e.to_string(),
+        };
         match parse_key(&self.topic, key) {
             Key::Other => {}
             Key::Marker => {
@@ -157,7 +174,10 @@ impl RestoreBuilder {
             }
             Key::State { customer, slot } => {
                 self.records += 1;
-                let entry = self.slots.entry(Arc::from(customer)).or_insert([None, None]);
+                let entry = self
+                    .slots
+                    .entry(Arc::from(customer))
+                    .or_insert([None, None]);
                 let i = usize::from(slot - 1);
                 match value {
                     None => entry[i] = None,
@@ -192,7 +212,13 @@ impl RestoreBuilder {
             }
         }
         repairs.sort();
-        Restored { marker: self.marker, customers, next_gen: self.max_gen + 1, repairs, records: self.records }
+        Restored {
+            marker: self.marker,
+            customers,
+            next_gen: self.max_gen + 1,
+            repairs,
+            records: self.records,
+        }
     }
 }
 
@@ -208,7 +234,10 @@ mod tests {
     }
 
     fn meta() -> PartitionMeta {
-        PartitionMeta { watermark: Watermark::new(5), next_seq: 1 }
+        PartitionMeta {
+            watermark: Watermark::new(5),
+            next_seq: 1,
+        }
     }
 
     #[test]
@@ -216,13 +245,34 @@ mod tests {
         let t = "tp";
         let mut b = RestoreBuilder::new(t);
         // gen 1: c at slot 1 (newest 10), marker 1 @ offset 100.
-        let rec = |gen, c: Customer| encode_state(&StateRecord { gen, state: Some(c) });
-        b.push(&state_key(t, "c", 1), Some(&rec(1, cust("c", 10, 1))), 0).unwrap();
-        b.push(&marker_key(t), Some(&encode_marker(&Marker { gen: 1, offset: 100, meta: meta() })), 1).unwrap();
+        let rec = |gen, c: Customer| {
+            encode_state(&StateRecord {
+                gen,
+                state: Some(c),
+            })
+        };
+        b.push(&state_key(t, "c", 1), Some(&rec(1, cust("c", 10, 1))), 0)
+            .unwrap();
+        b.push(
+            &marker_key(t),
+            Some(&encode_marker(&Marker {
+                gen: 1,
+                offset: 100,
+                meta: meta(),
+            })),
+            1,
+        )
+        .unwrap();
         // gen 2 starts: c at slot 2 (newest 20) — then a crash, no marker.
-        b.push(&state_key(t, "c", 2), Some(&rec(2, cust("c", 20, 2))), 2).unwrap();
+        b.push(&state_key(t, "c", 2), Some(&rec(2, cust("c", 20, 2))), 2)
+            .unwrap();
         // Another topic's records are ignored.
-        b.push(&state_key("other", "c", 1), Some(&rec(9, cust("c", 99, 1))), 3).unwrap();
+        b.push(
+            &state_key("other", "c", 1),
+            Some(&rec(9, cust("c", 99, 1))),
+            3,
+        )
+        .unwrap();
         let r = b.finish();
         assert_eq!(r.marker.unwrap().offset, 100);
         assert_eq!(r.customers.len(), 1);
@@ -236,9 +286,24 @@ mod tests {
         let t = "tp";
         let mut b = RestoreBuilder::new(t);
         let rec = |gen, c: Option<Customer>| encode_state(&StateRecord { gen, state: c });
-        b.push(&state_key(t, "d", 1), Some(&rec(1, Some(cust("d", 10, 1)))), 0).unwrap();
-        b.push(&state_key(t, "d", 2), Some(&rec(2, None)), 1).unwrap();
-        b.push(&marker_key(t), Some(&encode_marker(&Marker { gen: 2, offset: 7, meta: meta() })), 2).unwrap();
+        b.push(
+            &state_key(t, "d", 1),
+            Some(&rec(1, Some(cust("d", 10, 1)))),
+            0,
+        )
+        .unwrap();
+        b.push(&state_key(t, "d", 2), Some(&rec(2, None)), 1)
+            .unwrap();
+        b.push(
+            &marker_key(t),
+            Some(&encode_marker(&Marker {
+                gen: 2,
+                offset: 7,
+                meta: meta(),
+            })),
+            2,
+        )
+        .unwrap();
         // Next generation: both keys tombstoned; crash before its marker.
         b.push(&state_key(t, "d", 1), None, 3).unwrap();
         b.push(&state_key(t, "d", 2), None, 4).unwrap();
@@ -252,11 +317,36 @@ mod tests {
         let t = "tp";
         let mut b = RestoreBuilder::new(t);
         let rec = |gen, c: Option<Customer>| encode_state(&StateRecord { gen, state: c });
-        b.push(&state_key(t, "c", 1), Some(&rec(1, Some(cust("c", 10, 1)))), 0).unwrap();
-        b.push(&state_key(t, "d", 1), Some(&rec(1, Some(cust("d", 10, 1)))), 1).unwrap();
-        b.push(&state_key(t, "c", 2), Some(&rec(2, Some(cust("c", 20, 2)))), 2).unwrap();
-        b.push(&state_key(t, "d", 2), Some(&rec(2, None)), 3).unwrap();
-        b.push(&marker_key(t), Some(&encode_marker(&Marker { gen: 2, offset: 7, meta: meta() })), 4).unwrap();
+        b.push(
+            &state_key(t, "c", 1),
+            Some(&rec(1, Some(cust("c", 10, 1)))),
+            0,
+        )
+        .unwrap();
+        b.push(
+            &state_key(t, "d", 1),
+            Some(&rec(1, Some(cust("d", 10, 1)))),
+            1,
+        )
+        .unwrap();
+        b.push(
+            &state_key(t, "c", 2),
+            Some(&rec(2, Some(cust("c", 20, 2)))),
+            2,
+        )
+        .unwrap();
+        b.push(&state_key(t, "d", 2), Some(&rec(2, None)), 3)
+            .unwrap();
+        b.push(
+            &marker_key(t),
+            Some(&encode_marker(&Marker {
+                gen: 2,
+                offset: 7,
+                meta: meta(),
+            })),
+            4,
+        )
+        .unwrap();
         let r = b.finish();
         assert_eq!(r.customers.len(), 1);
         assert_eq!(r.customers[0].newest, 20);

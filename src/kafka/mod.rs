@@ -45,7 +45,9 @@ use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::model::{DerivedEvent, DerivedType};
 use crate::validate::{validate, Clock, RejectReason, Rejection};
-use changelog::{encode_marker, encode_state, marker_key, state_key, Marker, RestoreBuilder, StateRecord};
+use changelog::{
+    encode_marker, encode_state, marker_key, state_key, Marker, RestoreBuilder, StateRecord,
+};
 use registry::{output_topic, InputDecoder, OutputEncoder, RegistryError};
 
 /// Why the service stopped.
@@ -105,7 +107,10 @@ struct ProducerCtx {
 
 impl ClientContext for ProducerCtx {
     fn error(&self, error: KafkaError, reason: &str) {
-        self.metrics.kafka_errors.with_label_values(&[kind_of(&error)]).inc();
+        self.metrics
+            .kafka_errors
+            .with_label_values(&[kind_of(&error)])
+            .inc();
         warn!(%error, reason, "Kafka producer error.");
     }
 
@@ -118,7 +123,10 @@ impl ProducerContext for ProducerCtx {
     type DeliveryOpaque = ();
     fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
         if let Err((e, msg)) = result {
-            self.metrics.kafka_errors.with_label_values(&["delivery"]).inc();
+            self.metrics
+                .kafka_errors
+                .with_label_values(&["delivery"])
+                .inc();
             let text = format!("{} to {}[{}]: {e}", "record", msg.topic(), msg.partition());
             if let Ok(mut f) = self.failure.lock() {
                 f.get_or_insert(text);
@@ -129,11 +137,13 @@ impl ProducerContext for ProducerCtx {
 
 fn kind_of(e: &KafkaError) -> &'static str {
     match e.rdkafka_error_code() {
-        Some(RDKafkaErrorCode::BrokerTransportFailure) | Some(RDKafkaErrorCode::AllBrokersDown) => "transport",
-        Some(RDKafkaErrorCode::Authentication) | Some(RDKafkaErrorCode::SaslAuthenticationFailed) => "authentication",
-        Some(RDKafkaErrorCode::TopicAuthorizationFailed) | Some(RDKafkaErrorCode::GroupAuthorizationFailed) => {
-            "authorization"
+        Some(RDKafkaErrorCode::BrokerTransportFailure) | Some(RDKafkaErrorCode::AllBrokersDown) => {
+            "transport"
         }
+        Some(RDKafkaErrorCode::Authentication)
+        | Some(RDKafkaErrorCode::SaslAuthenticationFailed) => "authentication",
+        Some(RDKafkaErrorCode::TopicAuthorizationFailed)
+        | Some(RDKafkaErrorCode::GroupAuthorizationFailed) => "authorization",
         Some(RDKafkaErrorCode::MessageTimedOut) => "timeout",
         Some(RDKafkaErrorCode::SSL) => "ssl",
         _ => "other",
@@ -206,7 +216,10 @@ impl ClientContext for ConsumerCtx {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
-        self.metrics.kafka_errors.with_label_values(&[kind_of(&error)]).inc();
+        self.metrics
+            .kafka_errors
+            .with_label_values(&[kind_of(&error)])
+            .inc();
         warn!(%error, reason, "Kafka consumer error.");
     }
 
@@ -216,18 +229,30 @@ impl ClientContext for ConsumerCtx {
 }
 
 impl ConsumerContext for ConsumerCtx {
-    fn rebalance(&self, consumer: &BaseConsumer<Self>, err: RDKafkaRespErr, tpl: &mut TopicPartitionList) {
-        let cooperative = matches!(consumer.rebalance_protocol(), RebalanceProtocol::Cooperative);
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        let cooperative = matches!(
+            consumer.rebalance_protocol(),
+            RebalanceProtocol::Cooperative
+        );
         let mut w = lock(&self.worker);
         match err {
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
                 w.health.ready.store(false, Ordering::Relaxed);
-                let parts: Vec<(String, i32)> =
-                    tpl.elements().iter().map(|e| (e.topic().to_string(), e.partition())).collect();
+                let parts: Vec<(String, i32)> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| (e.topic().to_string(), e.partition()))
+                    .collect();
                 for (topic, partition) in parts {
                     match w.restore(&topic, partition) {
                         Ok(Some(offset)) => {
-                            let _ = tpl.set_partition_offset(&topic, partition, Offset::Offset(offset));
+                            let _ =
+                                tpl.set_partition_offset(&topic, partition, Offset::Offset(offset));
                         }
                         Ok(None) => {}
                         Err(e) => {
@@ -236,9 +261,16 @@ impl ConsumerContext for ConsumerCtx {
                         }
                     }
                 }
-                let r = if cooperative { consumer.incremental_assign(tpl) } else { consumer.assign(tpl) };
+                let r = if cooperative {
+                    consumer.incremental_assign(tpl)
+                } else {
+                    consumer.assign(tpl)
+                };
                 if let Err(e) = r {
-                    w.fatal.get_or_insert(ServiceError::Kafka { op: "assign".into(), source: e });
+                    w.fatal.get_or_insert(ServiceError::Kafka {
+                        op: "assign".into(),
+                        source: e,
+                    });
                 }
                 w.metrics.assigned_partitions.set(w.tasks.len() as i64);
                 let ok = w.fatal.is_none();
@@ -260,10 +292,18 @@ impl ConsumerContext for ConsumerCtx {
                     let _ = w.metrics.watermark_lag.remove_label_values(&labels);
                     let _ = w.metrics.consumer_lag.remove_label_values(&labels);
                     if w.tasks.remove(&key).is_some() {
-                        info!(topic = e.topic(), partition = e.partition(), "Partition revoked.");
+                        info!(
+                            topic = e.topic(),
+                            partition = e.partition(),
+                            "Partition revoked."
+                        );
                     }
                 }
-                let r = if cooperative { consumer.incremental_unassign(tpl) } else { consumer.unassign() };
+                let r = if cooperative {
+                    consumer.incremental_unassign(tpl)
+                } else {
+                    consumer.unassign()
+                };
                 if let Err(e) = r {
                     warn!(%e, "Unassign failed.");
                 }
@@ -304,7 +344,10 @@ const PROTECTED: [&str; 6] = [
 fn apply_client(c: &mut ClientConfig, cfg: &Config) {
     for (k, v) in &cfg.kafka.client {
         if PROTECTED.contains(&k.as_str()) {
-            warn!(key = k.as_str(), "kafka.client setting ignored: touchstream's delivery guarantees depend on it.");
+            warn!(
+                key = k.as_str(),
+                "kafka.client setting ignored: touchstream's delivery guarantees depend on it."
+            );
         } else {
             c.set(k, v);
         }
@@ -316,8 +359,11 @@ fn apply_client(c: &mut ClientConfig, cfg: &Config) {
 fn resolve_secrets(cfg: &mut Config) -> Result<(), ServiceError> {
     for (k, v) in cfg.kafka.client.iter_mut() {
         if let Some(path) = v.strip_prefix("file:") {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| ServiceError::Topics(format!("kafka.client.{k}: cannot read secret file {path}: {e}")))?;
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                ServiceError::Topics(format!(
+                    "kafka.client.{k}: cannot read secret file {path}: {e}"
+                ))
+            })?;
             *v = text.trim_end_matches(['\n', '\r']).to_string();
         }
     }
@@ -351,7 +397,9 @@ impl Worker {
 
     fn ensure_txn(&mut self) -> Result<(), ServiceError> {
         if self.eos && !self.in_txn {
-            self.producer.begin_transaction().map_err(|e| self.classify("begin transaction", e))?;
+            self.producer
+                .begin_transaction()
+                .map_err(|e| self.classify("begin transaction", e))?;
             self.in_txn = true;
         }
         Ok(())
@@ -378,7 +426,9 @@ impl Worker {
         if let Some((code, reason)) = self.producer.client().fatal_error() {
             let fenced = matches!(
                 code,
-                RDKafkaErrorCode::Fenced | RDKafkaErrorCode::ProducerFenced | RDKafkaErrorCode::InvalidProducerEpoch
+                RDKafkaErrorCode::Fenced
+                    | RDKafkaErrorCode::ProducerFenced
+                    | RDKafkaErrorCode::InvalidProducerEpoch
             ) || reason.to_lowercase().contains("fenced");
             if fenced {
                 return ServiceError::Fenced(format!("{op}: {reason}"));
@@ -392,7 +442,11 @@ impl Worker {
     /// group's committed offset or `auto_offset_reset`).
     fn restore(&mut self, topic: &str, partition: i32) -> Result<Option<i64>, ServiceError> {
         let started = Instant::now();
-        let restore_err = |message: String| ServiceError::Restore { topic: topic.to_string(), partition, message };
+        let restore_err = |message: String| ServiceError::Restore {
+            topic: topic.to_string(),
+            partition,
+            message,
+        };
         let cl_topic = self.cfg.kafka.changelog_topic.clone();
         let cl_partition = partition % self.changelog_partitions.max(1);
         let mut cc = client_config(&self.cfg);
@@ -410,7 +464,12 @@ impl Worker {
                     warn!(%e, topic, partition, "Changelog not available yet; retrying.");
                     std::thread::sleep(Duration::from_millis(500));
                 }
-                Err(e) => return Err(ServiceError::Kafka { op: "changelog watermarks".into(), source: e }),
+                Err(e) => {
+                    return Err(ServiceError::Kafka {
+                        op: "changelog watermarks".into(),
+                        source: e,
+                    })
+                }
             }
         };
         let mut builder = RestoreBuilder::new(topic);
@@ -432,7 +491,8 @@ impl Worker {
                     Some(Err(e)) => warn!(%e, "Changelog read error during restore."),
                     None => {
                         let pos = rc.position().ok().and_then(|p| {
-                            p.find_partition(&cl_topic, cl_partition).and_then(|e| e.offset().to_raw())
+                            p.find_partition(&cl_topic, cl_partition)
+                                .and_then(|e| e.offset().to_raw())
                         });
                         if pos.is_some_and(|p| p >= high) {
                             break;
@@ -440,14 +500,21 @@ impl Worker {
                     }
                 }
                 if Instant::now() > deadline {
-                    return Err(restore_err(format!("not done after {:?}", self.cfg.kafka.restore_timeout.as_duration())));
+                    return Err(restore_err(format!(
+                        "not done after {:?}",
+                        self.cfg.kafka.restore_timeout.as_duration()
+                    )));
                 }
             }
         }
         let restored = builder.finish();
         let customers = restored.customers.len();
         let (mut engine, offset, marker) = match restored.marker {
-            Some(m) => (Engine::restore(self.engine_cfg.clone(), m.meta, restored.customers), Some(m.offset), Some((m.offset, m.meta))),
+            Some(m) => (
+                Engine::restore(self.engine_cfg.clone(), m.meta, restored.customers),
+                Some(m.offset),
+                Some((m.offset, m.meta)),
+            ),
             None => (Engine::new(self.engine_cfg.clone()), None, None),
         };
         engine.collect_kpis(true);
@@ -465,7 +532,9 @@ impl Worker {
             evicted_pending: Vec::new(),
             evicted_committed: Vec::new(),
         };
-        self.metrics.restore_duration.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .restore_duration
+            .observe(started.elapsed().as_secs_f64());
         self.metrics.restored_customers.inc_by(customers as u64);
         info!(
             topic,
@@ -485,12 +554,28 @@ impl Worker {
         let partition = msg.partition().to_string();
         let offset = msg.offset().to_string();
         let headers = OwnedHeaders::new()
-            .insert(Header { key: "error.reason", value: Some(rejection.reason.as_str()) })
-            .insert(Header { key: "error.message", value: Some(rejection.message.as_str()) })
-            .insert(Header { key: "source.topic", value: Some(msg.topic()) })
-            .insert(Header { key: "source.partition", value: Some(partition.as_str()) })
-            .insert(Header { key: "source.offset", value: Some(offset.as_str()) });
-        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.cfg.kafka.dlq_topic).headers(headers);
+            .insert(Header {
+                key: "error.reason",
+                value: Some(rejection.reason.as_str()),
+            })
+            .insert(Header {
+                key: "error.message",
+                value: Some(rejection.message.as_str()),
+            })
+            .insert(Header {
+                key: "source.topic",
+                value: Some(msg.topic()),
+            })
+            .insert(Header {
+                key: "source.partition",
+                value: Some(partition.as_str()),
+            })
+            .insert(Header {
+                key: "source.offset",
+                value: Some(offset.as_str()),
+            });
+        let mut rec: BaseRecord<'_, [u8], [u8]> =
+            BaseRecord::to(&self.cfg.kafka.dlq_topic).headers(headers);
         if let Some(k) = msg.key() {
             rec = rec.key(k);
         }
@@ -498,7 +583,10 @@ impl Worker {
             rec = rec.payload(p);
         }
         self.send(rec)?;
-        self.metrics.records_rejected.with_label_values(&[rejection.reason.as_str()]).inc();
+        self.metrics
+            .records_rejected
+            .with_label_values(&[rejection.reason.as_str()])
+            .inc();
         self.metrics.dlq_records.inc();
         warn!(
             topic = msg.topic(),
@@ -517,14 +605,23 @@ impl Worker {
             let value = self.encoder.encode(ev)?;
             let event_id = ev.event_id.to_string();
             let headers = OwnedHeaders::new()
-                .insert(Header { key: "type", value: Some(ev.kind.as_str()) })
-                .insert(Header { key: "event_id", value: Some(event_id.as_str()) });
+                .insert(Header {
+                    key: "type",
+                    value: Some(ev.kind.as_str()),
+                })
+                .insert(Header {
+                    key: "event_id",
+                    value: Some(event_id.as_str()),
+                });
             let rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topics[ev.kind as usize])
                 .key(ev.customer_id.as_bytes())
                 .payload(value.as_slice())
                 .headers(headers);
             self.send(rec)?;
-            self.metrics.derived_events.with_label_values(&[ev.kind.as_str()]).inc();
+            self.metrics
+                .derived_events
+                .with_label_values(&[ev.kind.as_str()])
+                .inc();
         }
         self.buf = events;
         self.buf.clear();
@@ -532,11 +629,18 @@ impl Worker {
     }
 
     fn process(&mut self, msg: &impl Message) -> Result<(), ServiceError> {
-        self.metrics.records_consumed.with_label_values(&[msg.topic()]).inc();
+        self.metrics
+            .records_consumed
+            .with_label_values(&[msg.topic()])
+            .inc();
         self.consumed_at.push(Instant::now());
         let key = (Arc::from(msg.topic()), msg.partition());
         let Some(span) = self.tasks.get(&key).map(|t| t.span.clone()) else {
-            warn!(topic = msg.topic(), partition = msg.partition(), "Record for an unassigned partition ignored.");
+            warn!(
+                topic = msg.topic(),
+                partition = msg.partition(),
+                "Record for an unassigned partition ignored."
+            );
             return Ok(());
         };
         let _entered = span.enter();
@@ -547,15 +651,23 @@ impl Worker {
                 Err(Ok(rejection)) => break Err(rejection),
                 Err(Err(e)) => {
                     // The registry is unreachable: retry, never reject good data.
-                    self.metrics.kafka_errors.with_label_values(&["schema_registry"]).inc();
+                    self.metrics
+                        .kafka_errors
+                        .with_label_values(&["schema_registry"])
+                        .inc();
                     warn!(%e, "Schema registry unavailable; retrying.");
                     std::thread::sleep(Duration::from_secs(1));
                 }
             }
         };
-        let clock = Clock { now: crate::cli::wall_clock_ms(), max_future: self.cfg.time.max_future.0 };
+        let clock = Clock {
+            now: crate::cli::wall_clock_ms(),
+            max_future: self.cfg.time.max_future.0,
+        };
         let result = decoded.and_then(|raw| validate(raw, clock));
-        let Some(task) = self.tasks.get_mut(&key) else { return Ok(()) };
+        let Some(task) = self.tasks.get_mut(&key) else {
+            return Ok(());
+        };
         task.next_offset = Some(msg.offset() + 1);
         task.last_input = Instant::now();
         match result {
@@ -567,7 +679,9 @@ impl Worker {
                 let outcome = task.engine.on_touchpoint(tp, &mut self.buf);
                 let after = *task.engine.stats();
                 self.metrics.record_kpis(&task.engine.drain_kpis());
-                self.metrics.timers_fired.inc_by(after.timers_fired - before.timers_fired);
+                self.metrics
+                    .timers_fired
+                    .inc_by(after.timers_fired - before.timers_fired);
                 self.metrics.evicted.inc_by(after.evicted - before.evicted);
                 match outcome {
                     Outcome::Accepted { late } => {
@@ -599,7 +713,8 @@ impl Worker {
         let mut fired = false;
         let mut buf = std::mem::take(&mut self.buf);
         for task in self.tasks.values_mut() {
-            if task.last_input.elapsed() >= idle && task.engine.watermark().is_some_and(|w| w < to) {
+            if task.last_input.elapsed() >= idle && task.engine.watermark().is_some_and(|w| w < to)
+            {
                 let before = buf.len();
                 task.engine.advance_watermark(to, &mut buf);
                 fired |= buf.len() > before;
@@ -630,8 +745,14 @@ impl Worker {
             timers += t.engine.pending_timers();
             if let Some(w) = t.engine.watermark() {
                 let p = t.partition.to_string();
-                self.metrics.watermark.with_label_values(&[&*t.topic, p.as_str()]).set(w as f64 / 1000.0);
-                self.metrics.watermark_lag.with_label_values(&[&*t.topic, p.as_str()]).set((now - w) as f64 / 1000.0);
+                self.metrics
+                    .watermark
+                    .with_label_values(&[&*t.topic, p.as_str()])
+                    .set(w as f64 / 1000.0);
+                self.metrics
+                    .watermark_lag
+                    .with_label_values(&[&*t.topic, p.as_str()])
+                    .set((now - w) as f64 / 1000.0);
             }
         }
         self.metrics.customers.set(customers as i64);
@@ -650,7 +771,9 @@ impl Worker {
         let mut markers: Vec<((Arc<str>, i32), Marker, i32)> = Vec::new();
         let keys: Vec<(Arc<str>, i32)> = self.tasks.keys().cloned().collect();
         for key in keys {
-            let Some(task) = self.tasks.get_mut(&key) else { continue };
+            let Some(task) = self.tasks.get_mut(&key) else {
+                continue;
+            };
             let changes = task.engine.drain_changes();
             let meta = task.engine.meta();
             let mut repairs = std::mem::take(&mut task.repairs);
@@ -661,23 +784,40 @@ impl Worker {
                 }
             }
             let covered = task.marker.map(|(o, m)| (Some(o), m));
-            let unchanged = changes.is_empty() && repairs.is_empty() && covered == Some((task.next_offset, meta));
+            let unchanged = changes.is_empty()
+                && repairs.is_empty()
+                && covered == Some((task.next_offset, meta));
             if unchanged {
                 continue;
             }
-            let (topic, partition, gen, next_offset) = (task.topic.clone(), task.partition, task.gen, task.next_offset);
+            let (topic, partition, gen, next_offset) = (
+                task.topic.clone(),
+                task.partition,
+                task.gen,
+                task.next_offset,
+            );
             task.gen += 1;
             let cl_partition = partition % self.changelog_partitions.max(1);
             self.ensure_txn()?;
             let n = changes.len() + repairs.len();
             for k in &repairs {
-                self.send(BaseRecord::<[u8], [u8]>::to(&cl_topic).key(k.as_slice()).partition(cl_partition))?;
+                self.send(
+                    BaseRecord::<[u8], [u8]>::to(&cl_topic)
+                        .key(k.as_slice())
+                        .partition(cl_partition),
+                )?;
             }
             for ch in changes {
                 let (k, v) = match ch {
                     StateChange::Upsert(c) => {
                         let k = state_key(&topic, &c.id, c.slot);
-                        (k, encode_state(&StateRecord { gen, state: Some(c) }))
+                        (
+                            k,
+                            encode_state(&StateRecord {
+                                gen,
+                                state: Some(c),
+                            }),
+                        )
                     }
                     StateChange::Delete { id, slot } => {
                         let k = state_key(&topic, &id, slot);
@@ -687,9 +827,17 @@ impl Worker {
                         (k, encode_state(&StateRecord { gen, state: None }))
                     }
                 };
-                self.send(BaseRecord::to(&cl_topic).key(k.as_slice()).payload(v.as_slice()).partition(cl_partition))?;
+                self.send(
+                    BaseRecord::to(&cl_topic)
+                        .key(k.as_slice())
+                        .payload(v.as_slice())
+                        .partition(cl_partition),
+                )?;
             }
-            self.metrics.checkpoint_records.with_label_values(&[&partition.to_string()]).observe(n as f64);
+            self.metrics
+                .checkpoint_records
+                .with_label_values(&[&partition.to_string()])
+                .observe(n as f64);
             if let Some(offset) = next_offset {
                 markers.push((key.clone(), Marker { gen, offset, meta }, cl_partition));
             }
@@ -700,7 +848,12 @@ impl Worker {
         for (key, m, cl_partition) in &markers {
             let k = marker_key(&key.0);
             let v = encode_marker(m);
-            self.send(BaseRecord::to(&cl_topic).key(k.as_slice()).payload(v.as_slice()).partition(*cl_partition))?;
+            self.send(
+                BaseRecord::to(&cl_topic)
+                    .key(k.as_slice())
+                    .payload(v.as_slice())
+                    .partition(*cl_partition),
+            )?;
         }
         let mut offsets = TopicPartitionList::new();
         for t in self.tasks.values() {
@@ -743,9 +896,13 @@ impl Worker {
         }
         let done = Instant::now();
         for at in self.consumed_at.drain(..) {
-            self.metrics.processing_latency.observe(done.duration_since(at).as_secs_f64());
+            self.metrics
+                .processing_latency
+                .observe(done.duration_since(at).as_secs_f64());
         }
-        self.metrics.commit_duration.observe(started.elapsed().as_secs_f64());
+        self.metrics
+            .commit_duration
+            .observe(started.elapsed().as_secs_f64());
         self.last_checkpoint = done;
         self.update_gauges();
         Ok(())
@@ -755,12 +912,17 @@ impl Worker {
 fn txn_error(op: &str, e: KafkaError) -> ServiceError {
     let fenced = matches!(
         e.rdkafka_error_code(),
-        Some(RDKafkaErrorCode::Fenced) | Some(RDKafkaErrorCode::ProducerFenced) | Some(RDKafkaErrorCode::InvalidProducerEpoch)
+        Some(RDKafkaErrorCode::Fenced)
+            | Some(RDKafkaErrorCode::ProducerFenced)
+            | Some(RDKafkaErrorCode::InvalidProducerEpoch)
     ) || e.to_string().to_lowercase().contains("fenced");
     if fenced {
         ServiceError::Fenced(format!("{op}: {e}"))
     } else {
-        ServiceError::Kafka { op: op.to_string(), source: e }
+        ServiceError::Kafka {
+            op: op.to_string(),
+            source: e,
+        }
     }
 }
 
@@ -772,7 +934,10 @@ struct StartupCtx {
 
 impl ClientContext for StartupCtx {
     fn error(&self, error: KafkaError, reason: &str) {
-        self.metrics.kafka_errors.with_label_values(&[kind_of(&error)]).inc();
+        self.metrics
+            .kafka_errors
+            .with_label_values(&[kind_of(&error)])
+            .inc();
         warn!(%error, reason, "Kafka client error during startup.");
     }
 
@@ -784,7 +949,10 @@ impl ClientContext for StartupCtx {
 /// librdkafka's own log lines, at their level, through `tracing`.
 fn forward_log(level: RDKafkaLogLevel, fac: &str, log_message: &str) {
     match level {
-        RDKafkaLogLevel::Emerg | RDKafkaLogLevel::Alert | RDKafkaLogLevel::Critical | RDKafkaLogLevel::Error => {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => {
             error!(facility = fac, "librdkafka: {log_message}")
         }
         RDKafkaLogLevel::Warning => warn!(facility = fac, "librdkafka: {log_message}"),
@@ -796,10 +964,17 @@ impl ConsumerContext for StartupCtx {}
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
-fn ensure_topics(cfg: &Config, rt: &tokio::runtime::Handle, metrics: &Arc<Metrics>) -> Result<i32, ServiceError> {
-    let ctx = StartupCtx { metrics: metrics.clone() };
-    let meta_client: BaseConsumer<StartupCtx> =
-        client_config(cfg).create_with_context(ctx).map_err(kafka("create metadata client"))?;
+fn ensure_topics(
+    cfg: &Config,
+    rt: &tokio::runtime::Handle,
+    metrics: &Arc<Metrics>,
+) -> Result<i32, ServiceError> {
+    let ctx = StartupCtx {
+        metrics: metrics.clone(),
+    };
+    let meta_client: BaseConsumer<StartupCtx> = client_config(cfg)
+        .create_with_context(ctx)
+        .map_err(kafka("create metadata client"))?;
     let mut partitions = 0;
     for t in &cfg.kafka.input_topics {
         let md = match meta_client.fetch_metadata(Some(t), STARTUP_TIMEOUT) {
@@ -808,12 +983,17 @@ fn ensure_topics(cfg: &Config, rt: &tokio::runtime::Handle, metrics: &Arc<Metric
                 // Serve queued client events so that the reason (e.g. an
                 // authentication failure) is logged by the context.
                 let _ = meta_client.poll(Duration::from_millis(200));
-                return Err(ServiceError::Kafka { op: "fetch metadata".into(), source: e });
+                return Err(ServiceError::Kafka {
+                    op: "fetch metadata".into(),
+                    source: e,
+                });
             }
         };
         let n = md.topics().first().map_or(0, |t| t.partitions().len()) as i32;
         if n == 0 {
-            return Err(ServiceError::Topics(format!("input topic `{t}` does not exist")));
+            return Err(ServiceError::Topics(format!(
+                "input topic `{t}` does not exist"
+            )));
         }
         partitions = partitions.max(n);
     }
@@ -823,17 +1003,35 @@ fn ensure_topics(cfg: &Config, rt: &tokio::runtime::Handle, metrics: &Arc<Metric
     let cl_partitions = cl.topics().first().map_or(0, |t| t.partitions().len()) as i32;
     if !cfg.kafka.create_topics {
         if cl_partitions == 0 {
-            return Err(ServiceError::Topics(format!("changelog topic `{}` does not exist", cfg.kafka.changelog_topic)));
+            return Err(ServiceError::Topics(format!(
+                "changelog topic `{}` does not exist",
+                cfg.kafka.changelog_topic
+            )));
         }
         return Ok(cl_partitions);
     }
-    let admin: AdminClient<DefaultClientContext> = client_config(cfg).create().map_err(kafka("create admin client"))?;
+    let admin: AdminClient<DefaultClientContext> = client_config(cfg)
+        .create()
+        .map_err(kafka("create admin client"))?;
     let rf = cfg.kafka.replication_factor;
-    let mut names: Vec<String> = DerivedType::ALL.iter().map(|t| output_topic(cfg, *t)).collect();
+    let mut names: Vec<String> = DerivedType::ALL
+        .iter()
+        .map(|t| output_topic(cfg, *t))
+        .collect();
     names.push(cfg.kafka.dlq_topic.clone());
-    let mut new: Vec<NewTopic<'_>> = names.iter().map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(rf))).collect();
+    let mut new: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(rf)))
+        .collect();
     if cl_partitions == 0 {
-        new.push(NewTopic::new(&cfg.kafka.changelog_topic, partitions, TopicReplication::Fixed(rf)).set("cleanup.policy", "compact"));
+        new.push(
+            NewTopic::new(
+                &cfg.kafka.changelog_topic,
+                partitions,
+                TopicReplication::Fixed(rf),
+            )
+            .set("cleanup.policy", "compact"),
+        );
     }
     let results = rt
         .block_on(admin.create_topics(&new, &AdminOptions::new().operation_timeout(Some(TIMEOUT))))
@@ -841,11 +1039,17 @@ fn ensure_topics(cfg: &Config, rt: &tokio::runtime::Handle, metrics: &Arc<Metric
     for r in results {
         if let Err((name, code)) = r {
             if code != RDKafkaErrorCode::TopicAlreadyExists {
-                return Err(ServiceError::Topics(format!("cannot create `{name}`: {code}")));
+                return Err(ServiceError::Topics(format!(
+                    "cannot create `{name}`: {code}"
+                )));
             }
         }
     }
-    let n = if cl_partitions == 0 { partitions } else { cl_partitions };
+    let n = if cl_partitions == 0 {
+        partitions
+    } else {
+        cl_partitions
+    };
     wait_for_leaders(&meta_client, &cfg.kafka.changelog_topic, n);
     if n < partitions {
         warn!(changelog = n, input = partitions, "The changelog has fewer partitions than the input; partitions share changelog partitions.");
@@ -853,10 +1057,20 @@ fn ensure_topics(cfg: &Config, rt: &tokio::runtime::Handle, metrics: &Arc<Metric
     Ok(n)
 }
 
-type Started = (i32, InputDecoder, OutputEncoder, ThreadedProducer<ProducerCtx>);
+type Started = (
+    i32,
+    InputDecoder,
+    OutputEncoder,
+    ThreadedProducer<ProducerCtx>,
+);
 
 /// Everything that needs the brokers (and registry) before consuming.
-fn start(cfg: &Config, rt: &tokio::runtime::Handle, metrics: &Arc<Metrics>, eos: bool) -> Result<Started, ServiceError> {
+fn start(
+    cfg: &Config,
+    rt: &tokio::runtime::Handle,
+    metrics: &Arc<Metrics>,
+    eos: bool,
+) -> Result<Started, ServiceError> {
     let changelog_partitions = ensure_topics(cfg, rt, metrics)?;
     let decoder = InputDecoder::new(cfg)?;
     let encoder = OutputEncoder::new(cfg)?;
@@ -872,14 +1086,23 @@ fn start(cfg: &Config, rt: &tokio::runtime::Handle, metrics: &Arc<Metrics>, eos:
     }
     apply_client(&mut pc, cfg);
     if eos {
-        let prefix = cfg.kafka.transactional_id.clone().unwrap_or_else(|| cfg.kafka.group_id.clone());
+        let prefix = cfg
+            .kafka
+            .transactional_id
+            .clone()
+            .unwrap_or_else(|| cfg.kafka.group_id.clone());
         pc.set("transactional.id", format!("{prefix}-{}", instance_id(cfg)));
     }
     let producer: ThreadedProducer<ProducerCtx> = pc
-        .create_with_context(ProducerCtx { metrics: metrics.clone(), failure: Mutex::new(None) })
+        .create_with_context(ProducerCtx {
+            metrics: metrics.clone(),
+            failure: Mutex::new(None),
+        })
         .map_err(kafka("create producer"))?;
     if eos {
-        producer.init_transactions(TIMEOUT).map_err(|e| txn_error("init transactions", e))?;
+        producer
+            .init_transactions(TIMEOUT)
+            .map_err(|e| txn_error("init transactions", e))?;
     }
     Ok((changelog_partitions, decoder, encoder, producer))
 }
@@ -889,13 +1112,18 @@ fn start(cfg: &Config, rt: &tokio::runtime::Handle, metrics: &Arc<Metrics>, eos:
 fn wait_for_leaders(client: &BaseConsumer<StartupCtx>, topic: &str, partitions: i32) {
     let until = Instant::now() + Duration::from_secs(30);
     while Instant::now() < until {
-        let ready = client.fetch_metadata(Some(topic), STARTUP_TIMEOUT).ok().is_some_and(|md| {
-            md.topics().first().is_some_and(|t| {
-                t.error().is_none()
-                    && t.partitions().len() as i32 >= partitions
-                    && t.partitions().iter().all(|p| p.leader() >= 0 && p.error().is_none())
-            })
-        });
+        let ready = client
+            .fetch_metadata(Some(topic), STARTUP_TIMEOUT)
+            .ok()
+            .is_some_and(|md| {
+                md.topics().first().is_some_and(|t| {
+                    t.error().is_none()
+                        && t.partitions().len() as i32 >= partitions
+                        && t.partitions()
+                            .iter()
+                            .all(|p| p.leader() >= 0 && p.error().is_none())
+                })
+            });
         if ready {
             return;
         }
@@ -927,7 +1155,12 @@ pub fn run(
             Ok(parts) => break parts,
             Err(e @ (ServiceError::Config(_) | ServiceError::Schema(_))) => return Err(e),
             // A client that cannot even be created is misconfigured: retrying cannot help.
-            Err(e @ ServiceError::Kafka { source: KafkaError::ClientCreation(_), .. }) => return Err(e),
+            Err(
+                e @ ServiceError::Kafka {
+                    source: KafkaError::ClientCreation(_),
+                    ..
+                },
+            ) => return Err(e),
             Err(e) => {
                 error!(error = %e, retry_in_s = backoff.as_secs(), "Cannot start; not ready. Check kafka.brokers, credentials and topics.");
                 let until = Instant::now() + backoff;
@@ -948,7 +1181,10 @@ pub fn run(
         encoder,
         metrics: metrics.clone(),
         health: health.clone(),
-        topics: DerivedType::ALL.iter().map(|t| output_topic(&cfg, *t)).collect(),
+        topics: DerivedType::ALL
+            .iter()
+            .map(|t| output_topic(&cfg, *t))
+            .collect(),
         eos,
         in_txn: false,
         consumed_at: Vec::new(),
@@ -966,11 +1202,19 @@ pub fn run(
         .set("isolation.level", "read_committed")
         .set("statistics.interval.ms", "5000");
     apply_client(&mut cc, &cfg);
-    if !cfg.kafka.client.contains_key("group.protocol") && !cfg.kafka.client.contains_key("partition.assignment.strategy") {
+    if !cfg.kafka.client.contains_key("group.protocol")
+        && !cfg
+            .kafka
+            .client
+            .contains_key("partition.assignment.strategy")
+    {
         cc.set("partition.assignment.strategy", "cooperative-sticky");
     }
     let consumer: BaseConsumer<ConsumerCtx> = cc
-        .create_with_context(ConsumerCtx { worker: worker.clone(), metrics: metrics.clone() })
+        .create_with_context(ConsumerCtx {
+            worker: worker.clone(),
+            metrics: metrics.clone(),
+        })
         .map_err(kafka("create consumer"))?;
     let topics: Vec<&str> = cfg.kafka.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).map_err(kafka("subscribe"))?;
@@ -994,9 +1238,13 @@ pub fn run(
             }
             None => Ok(()),
         };
-        let step = step
-            .and_then(|_| w.idle_advance())
-            .and_then(|_| if w.last_checkpoint.elapsed() >= interval { w.checkpoint(&consumer) } else { Ok(()) });
+        let step = step.and_then(|_| w.idle_advance()).and_then(|_| {
+            if w.last_checkpoint.elapsed() >= interval {
+                w.checkpoint(&consumer)
+            } else {
+                Ok(())
+            }
+        });
         if let Err(e) = step {
             result = Err(e);
             break;
@@ -1015,7 +1263,8 @@ pub fn run(
                 w.in_txn = false;
             }
             // Prevent the revoke callback of close() from checkpointing.
-            w.fatal.get_or_insert(ServiceError::Delivery("stopping after an error".into()));
+            w.fatal
+                .get_or_insert(ServiceError::Delivery("stopping after an error".into()));
         }
         health.ready.store(false, Ordering::Relaxed);
     }

@@ -43,8 +43,14 @@ const CONTENT_TYPE: &str = "application/vnd.schemaregistry.v1+json";
 impl Registry {
     /// A client for `url` (e.g. `http://registry:8081`).
     pub fn new(url: &str) -> Self {
-        let agent = ureq::AgentBuilder::new().timeout(Duration::from_secs(10)).build();
-        Registry { base: url.trim_end_matches('/').to_string(), agent, cache: HashMap::new() }
+        let agent = ureq::AgentBuilder::new()
+            .timeout(Duration::from_secs(10))
+            .build();
+        Registry {
+            base: url.trim_end_matches('/').to_string(),
+            agent,
+            cache: HashMap::new(),
+        }
     }
 
     /// The writer schema with this id; `None` when the registry does not know it.
@@ -56,15 +62,28 @@ impl Registry {
         let found = match self.agent.get(&url).set("Accept", CONTENT_TYPE).call() {
             Ok(resp) => {
                 let body: serde_json::Value =
-                    resp.into_json().map_err(|e| RegistryError::Transport { url: url.clone(), message: e.to_string() })?;
-                let text = body["schema"].as_str().ok_or_else(|| RegistryError::Transport {
-                    url: url.clone(),
-                    message: "response has no `schema`".into(),
-                })?;
-                Some(Arc::new(avro::parse_schema(&format!("registry id {id}"), text)?))
+                    resp.into_json().map_err(|e| RegistryError::Transport {
+                        url: url.clone(),
+                        message: e.to_string(),
+                    })?;
+                let text = body["schema"]
+                    .as_str()
+                    .ok_or_else(|| RegistryError::Transport {
+                        url: url.clone(),
+                        message: "response has no `schema`".into(),
+                    })?;
+                Some(Arc::new(avro::parse_schema(
+                    &format!("registry id {id}"),
+                    text,
+                )?))
             }
             Err(ureq::Error::Status(404, _)) => None,
-            Err(e) => return Err(RegistryError::Transport { url, message: e.to_string() }),
+            Err(e) => {
+                return Err(RegistryError::Transport {
+                    url,
+                    message: e.to_string(),
+                })
+            }
         };
         self.cache.insert(id, found.clone());
         Ok(found)
@@ -79,13 +98,21 @@ impl Registry {
             .post(&url)
             .set("Content-Type", CONTENT_TYPE)
             .send_json(body)
-            .map_err(|e| RegistryError::Transport { url: url.clone(), message: e.to_string() })?;
-        let v: serde_json::Value =
-            resp.into_json().map_err(|e| RegistryError::Transport { url: url.clone(), message: e.to_string() })?;
+            .map_err(|e| RegistryError::Transport {
+                url: url.clone(),
+                message: e.to_string(),
+            })?;
+        let v: serde_json::Value = resp.into_json().map_err(|e| RegistryError::Transport {
+            url: url.clone(),
+            message: e.to_string(),
+        })?;
         v["id"]
             .as_u64()
             .and_then(|id| u32::try_from(id).ok())
-            .ok_or_else(|| RegistryError::Transport { url, message: format!("no id in response {v}") })
+            .ok_or_else(|| RegistryError::Transport {
+                url,
+                message: format!("no id in response {v}"),
+            })
     }
 }
 
@@ -114,18 +141,39 @@ impl InputDecoder {
         let mut known = HashMap::new();
         let registry = cfg.schema_registry.url.as_deref().map(Registry::new);
         if registry.is_none() || cfg.schema_registry.touchpoint_schema_id.is_some() {
-            let id = cfg.schema_registry.touchpoint_schema_id.unwrap_or(DEFAULT_TOUCHPOINT_ID);
-            known.insert(id, Arc::new(avro::parse_schema("touchpoint", TOUCHPOINT_SCHEMA)?));
+            let id = cfg
+                .schema_registry
+                .touchpoint_schema_id
+                .unwrap_or(DEFAULT_TOUCHPOINT_ID);
+            known.insert(
+                id,
+                Arc::new(avro::parse_schema("touchpoint", TOUCHPOINT_SCHEMA)?),
+            );
         }
         let reader_canonical = reader.canonical_form();
-        Ok(InputDecoder { format: cfg.kafka.input_format, formats: cfg.kafka.input_formats.clone(), reader, reader_canonical, same: HashMap::new(), known, registry })
+        Ok(InputDecoder {
+            format: cfg.kafka.input_format,
+            formats: cfg.kafka.input_formats.clone(),
+            reader,
+            reader_canonical,
+            same: HashMap::new(),
+            known,
+            registry,
+        })
     }
 
     /// Decodes one record value. `Err(Ok(rejection))` is bad data; the
     /// registry being unreachable is `Err(Err(..))` (retry, do not reject).
-    pub fn decode(&mut self, topic: &str, value: Option<&[u8]>) -> Result<RawTouchpoint, Result<Rejection, RegistryError>> {
+    pub fn decode(
+        &mut self,
+        topic: &str,
+        value: Option<&[u8]>,
+    ) -> Result<RawTouchpoint, Result<Rejection, RegistryError>> {
         let Some(bytes) = value else {
-            return Err(Ok(Rejection::new(RejectReason::DecodeError, "record has no value (tombstone)")));
+            return Err(Ok(Rejection::new(
+                RejectReason::DecodeError,
+                "record has no value (tombstone)",
+            )));
         };
         match self.formats.get(topic).copied().unwrap_or(self.format) {
             InputFormat::Json => crate::codec::json::decode(bytes).map_err(Ok),
@@ -184,7 +232,8 @@ impl OutputEncoder {
         let mut ids = [0u32; 8];
         for (i, (t, text)) in DERIVED_SCHEMAS.iter().enumerate() {
             ids[i] = match cfg.schema_registry.url.as_deref() {
-                Some(url) => Registry::new(url).register(&format!("{}-value", output_topic(cfg, *t)), text)?,
+                Some(url) => Registry::new(url)
+                    .register(&format!("{}-value", output_topic(cfg, *t)), text)?,
                 None => DEFAULT_OUTPUT_ID_BASE + i as u32,
             };
         }

@@ -71,7 +71,13 @@ impl AttributionState {
             position_based: Weights::new(),
         };
         let (Some(first), Some(last)) = (touches.first(), touches.last()) else {
-            for w in [&mut m.last_touch, &mut m.first_touch, &mut m.linear, &mut m.time_decay, &mut m.position_based] {
+            for w in [
+                &mut m.last_touch,
+                &mut m.first_touch,
+                &mut m.linear,
+                &mut m.time_decay,
+                &mut m.position_based,
+            ] {
                 add(w, order_channel, 1.0);
             }
             return m;
@@ -82,7 +88,10 @@ impl AttributionState {
         for p in touches {
             add(&mut m.linear, p.channel(), 1.0 / n as f64);
         }
-        let decays: Vec<f64> = touches.iter().map(|p| decay(t - p.time(), HALF_LIFE)).collect();
+        let decays: Vec<f64> = touches
+            .iter()
+            .map(|p| decay(t - p.time(), HALF_LIFE))
+            .collect();
         let total: f64 = decays.iter().sum();
         for (p, d) in touches.iter().zip(&decays) {
             add(&mut m.time_decay, p.channel(), d / total);
@@ -118,7 +127,13 @@ mod tests {
     fn models_sum_to_one_and_no_touch_case() {
         let mut a = AttributionState::default();
         let m = a.attribute(1000, Channel::Store);
-        for w in [&m.last_touch, &m.first_touch, &m.linear, &m.time_decay, &m.position_based] {
+        for w in [
+            &m.last_touch,
+            &m.first_touch,
+            &m.linear,
+            &m.time_decay,
+            &m.position_based,
+        ] {
             assert_eq!(w.get("store"), Some(&1.0));
             assert_eq!(w.len(), 1);
         }
@@ -127,7 +142,13 @@ mod tests {
         a.record(2 * DAY_MS, Channel::Social, i64::MIN);
         a.record(3 * DAY_MS, Channel::Web, i64::MIN);
         let m = a.attribute(10 * DAY_MS, Channel::Web);
-        for w in [&m.last_touch, &m.first_touch, &m.linear, &m.time_decay, &m.position_based] {
+        for w in [
+            &m.last_touch,
+            &m.first_touch,
+            &m.linear,
+            &m.time_decay,
+            &m.position_based,
+        ] {
             assert!((sum(w) - 1.0).abs() < 1e-12, "{w:?}");
         }
         assert_eq!(m.first_touch.get("email"), Some(&1.0));
@@ -148,7 +169,11 @@ mod tests {
         assert_eq!(m.first_touch.get("web"), Some(&1.0));
         let mut b = AttributionState::default();
         for i in 0..80 {
-            b.record(i, if i < 16 { Channel::Email } else { Channel::Web }, i64::MIN);
+            b.record(
+                i,
+                if i < 16 { Channel::Email } else { Channel::Web },
+                i64::MIN,
+            );
         }
         let m = b.attribute(100, Channel::Web);
         assert_eq!(m.first_touch.get("web"), Some(&1.0), "only the last 64");

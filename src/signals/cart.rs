@@ -11,7 +11,7 @@ use thin_vec::ThinVec;
 
 use crate::config::EngineConfig;
 use crate::engine::timers::{LazyTimer, PopAction, TimerKey, TimerKind, TimerQueue, TimerTarget};
-use crate::model::{Channel, EventTime, Payload, Touchpoint, TouchType};
+use crate::model::{Channel, EventTime, Payload, TouchType, Touchpoint};
 
 /// Carts kept per customer at most (a defence against unbounded cart ids
 /// from one customer). Beyond it a cart that was never eligible is dropped
@@ -66,12 +66,15 @@ fn cart_key(id: Option<&str>) -> u64 {
 impl CartState {
     /// Heap bytes used (approximate).
     pub fn heap_bytes(&self) -> usize {
-        super::thin_bytes(&self.carts) + super::thin_bytes(&self.abandonments) + super::thin_bytes(&self.closed)
+        super::thin_bytes(&self.carts)
+            + super::thin_bytes(&self.abandonments)
+            + super::thin_bytes(&self.closed)
             + self
                 .carts
                 .iter()
                 .map(|c| {
-                    c.id.as_ref().map_or(0, |s| s.len()) + c.currency.as_ref().map_or(0, |s| s.1.len())
+                    c.id.as_ref().map_or(0, |s| s.len())
+                        + c.currency.as_ref().map_or(0, |s| s.1.len())
                 })
                 .sum::<usize>()
     }
@@ -83,7 +86,13 @@ impl CartState {
 
     /// Applies cart activity (add, remove, checkout); returns whether the
     /// cart just became eligible (a cart "started").
-    pub fn on_activity(&mut self, cfg: &EngineConfig, tp: &Touchpoint, timers: &mut TimerQueue, slot: u32) -> bool {
+    pub fn on_activity(
+        &mut self,
+        cfg: &EngineConfig,
+        tp: &Touchpoint,
+        timers: &mut TimerQueue,
+        slot: u32,
+    ) -> bool {
         let id = tp.cart_id.as_deref();
         if !self.closed.is_empty() && self.closed.contains(&cart_key(id)) {
             return false; // not abandoned again until an order closes it
@@ -149,13 +158,25 @@ impl CartState {
         }
         if cart.eligible {
             let due = cart.last_activity.saturating_add(cfg.cart_timeout);
-            timers.set(&mut cart.timer, due, TimerTarget { slot, kind: TimerKind::Cart });
+            timers.set(
+                &mut cart.timer,
+                due,
+                TimerTarget {
+                    slot,
+                    kind: TimerKind::Cart,
+                },
+            );
         }
         cart.eligible && !was_eligible
     }
 
     /// An order: closes every open cart and returns the recovery, if any.
-    pub fn on_order(&mut self, cfg: &EngineConfig, tp: &Touchpoint, timers: &mut TimerQueue) -> Option<Payload> {
+    pub fn on_order(
+        &mut self,
+        cfg: &EngineConfig,
+        tp: &Touchpoint,
+        timers: &mut TimerQueue,
+    ) -> Option<Payload> {
         for cart in &mut self.carts {
             timers.cancel(&mut cart.timer);
         }
@@ -227,14 +248,23 @@ impl CartState {
             last_activity_at: cart.last_activity,
         };
         let cart_id = cart.id.clone();
-        self.abandonments.push(Abandonment { cart_id, at: key.due });
+        self.abandonments.push(Abandonment {
+            cart_id,
+            at: key.due,
+        });
         (PopAction::Fire, Some(payload))
     }
 
     /// Re-creates the queue entries of restored carts.
     pub fn restore_timers(&mut self, timers: &mut TimerQueue, slot: u32) {
         for cart in &mut self.carts {
-            timers.restore(&mut cart.timer, TimerTarget { slot, kind: TimerKind::Cart });
+            timers.restore(
+                &mut cart.timer,
+                TimerTarget {
+                    slot,
+                    kind: TimerKind::Cart,
+                },
+            );
         }
     }
 

@@ -11,7 +11,9 @@ use serde::{Deserialize, Serialize};
 use crate::bgnbd::{self, BgNbd};
 use crate::config::EngineConfig;
 use crate::engine::timers::{LazyTimer, TimerKind, TimerQueue, TimerTarget};
-use crate::model::{ChurnLevel, ChurnReason, EventTime, Payload, Survey, Touchpoint, TouchType, DAY_MS};
+use crate::model::{
+    ChurnLevel, ChurnReason, EventTime, Payload, Survey, TouchType, Touchpoint, DAY_MS,
+};
 
 /// p_alive below this is `high` risk.
 pub const P_HIGH: f64 = 0.3;
@@ -87,12 +89,21 @@ pub struct Evaluation {
 impl Evaluation {
     /// The conditions that hold, in SPEC order.
     pub fn reason_list(&self) -> Vec<ChurnReason> {
-        ChurnReason::ALL.iter().copied().filter(|r| self.reasons & (1 << r.index()) != 0).collect()
+        ChurnReason::ALL
+            .iter()
+            .copied()
+            .filter(|r| self.reasons & (1 << r.index()) != 0)
+            .collect()
     }
 }
 
 fn model(cfg: &EngineConfig) -> BgNbd {
-    BgNbd { r: cfg.r, alpha: cfg.alpha, a: cfg.a, b: cfg.b }
+    BgNbd {
+        r: cfg.r,
+        alpha: cfg.alpha,
+        a: cfg.a,
+        b: cfg.b,
+    }
 }
 
 impl ChurnState {
@@ -124,7 +135,11 @@ impl ChurnState {
         match tp.kind {
             TouchType::OrderPlaced => {
                 self.orders = self.orders.saturating_add(1);
-                self.first_order = if self.first_order == NONE { t } else { self.first_order.min(t) };
+                self.first_order = if self.first_order == NONE {
+                    t
+                } else {
+                    self.first_order.min(t)
+                };
                 self.last_order = self.last_order.max(t);
                 self.crossings = [
                     self.crossing(cfg, P_MEDIUM).unwrap_or(EventTime::MAX),
@@ -158,7 +173,8 @@ impl ChurnState {
     pub fn evaluate(&self, cfg: &EngineConfig, clock: EventTime) -> Evaluation {
         let p_alive = self.p_alive(cfg, clock);
         let inactive = Self::optional(self.last_activity).map(|la| clock - la);
-        let unsubscribed = self.last_unsubscribe != NONE && clock - self.last_unsubscribe < UNSUBSCRIBE_WINDOW;
+        let unsubscribed =
+            self.last_unsubscribe != NONE && clock - self.last_unsubscribe < UNSUBSCRIBE_WINDOW;
         let detractor = self.nps.0 != NONE && self.nps.1 <= 6;
         let p = p_alive.unwrap_or(1.0);
         let high = p < P_HIGH || inactive.is_some_and(|d| d >= INACTIVE_HIGH) || unsubscribed;
@@ -264,7 +280,14 @@ impl ChurnState {
             Some(due) if due < expires => due,
             _ => expires,
         };
-        timers.set(&mut self.timer, due, TimerTarget { slot, kind: TimerKind::Churn });
+        timers.set(
+            &mut self.timer,
+            due,
+            TimerTarget {
+                slot,
+                kind: TimerKind::Churn,
+            },
+        );
         (ev.level != previous).then(|| Payload::ChurnRisk {
             level: ev.level,
             previous_level: previous,

@@ -114,7 +114,13 @@ mod tests {
         let cfg = EngineConfig::default();
         let mut s = EngagementState::default();
         s.apply(&cfg, TouchType::PageView, Channel::Web, 0, None);
-        s.apply(&cfg, TouchType::AddToCart, Channel::MobileApp, 7 * DAY_MS, Some(0));
+        s.apply(
+            &cfg,
+            TouchType::AddToCart,
+            Channel::MobileApp,
+            7 * DAY_MS,
+            Some(0),
+        );
         // raw = 1 * 0.5 + 5 = 5.5; two channels: × 1.1.
         let expect = 100.0 * (1.0 - (-(5.5f64 * 1.1) / 10.0).exp());
         assert!((s.score(&cfg, 7 * DAY_MS) - expect).abs() < 1e-12);

@@ -35,7 +35,13 @@ impl FatigueState {
     }
 
     /// A `message_sent` at `t`; `clock` is the customer's clock after it.
-    pub fn on_message(&mut self, cfg: &EngineConfig, t: EventTime, channel: Channel, clock: EventTime) -> Option<Payload> {
+    pub fn on_message(
+        &mut self,
+        cfg: &EngineConfig,
+        t: EventTime,
+        channel: Channel,
+        clock: EventTime,
+    ) -> Option<Payload> {
         let from = clock - WINDOW;
         insert_sorted(&mut self.messages, Packed::new(t, channel));
         // Messages at or before clock − 7 d never count again: the clock only moves on.
@@ -59,7 +65,10 @@ impl FatigueState {
 
     /// Messages counted at `clock`.
     pub fn count(&self, clock: EventTime) -> usize {
-        self.messages.iter().filter(|p| p.time() > clock - WINDOW && p.time() <= clock).count()
+        self.messages
+            .iter()
+            .filter(|p| p.time() > clock - WINDOW && p.time() <= clock)
+            .count()
     }
 }
 
@@ -69,13 +78,22 @@ mod tests {
 
     #[test]
     fn hysteresis_at_cap() {
-        let cfg = EngineConfig { contact_cap: 2, ..EngineConfig::default() };
+        let cfg = EngineConfig {
+            contact_cap: 2,
+            ..EngineConfig::default()
+        };
         let mut f = FatigueState::default();
         let h = 3_600_000;
         assert!(f.on_message(&cfg, 0, Channel::Email, 0).is_none());
         assert!(f.on_message(&cfg, h, Channel::Sms, h).is_none());
-        assert!(f.on_message(&cfg, 2 * h, Channel::Email, 2 * h).is_some(), "3 > 2 fires");
-        assert!(f.on_message(&cfg, 3 * h, Channel::Email, 3 * h).is_none(), "disarmed");
+        assert!(
+            f.on_message(&cfg, 2 * h, Channel::Email, 2 * h).is_some(),
+            "3 > 2 fires"
+        );
+        assert!(
+            f.on_message(&cfg, 3 * h, Channel::Email, 3 * h).is_none(),
+            "disarmed"
+        );
         // A week later the count before the next message is 0: re-armed,
         // but 1 is not above the cap.
         let t = 3 * h + WINDOW;

@@ -137,7 +137,12 @@ mod tests {
         let got: Vec<_> = v.iter().map(|p| (p.time(), p.channel())).collect();
         assert_eq!(
             got,
-            vec![(5, Channel::Sms), (7, Channel::Push), (10, Channel::Web), (10, Channel::Email)]
+            vec![
+                (5, Channel::Sms),
+                (7, Channel::Push),
+                (10, Channel::Web),
+                (10, Channel::Email)
+            ]
         );
         prune_until(&mut v, 7);
         assert_eq!(v.len(), 2);
@@ -152,9 +157,20 @@ mod tests {
 
     #[test]
     fn channels_sorted_by_name() {
-        let v = distinct_channels([Channel::Web, Channel::Email, Channel::Web, Channel::Sms].into_iter());
-        assert_eq!(v.iter().collect::<Vec<_>>(), vec![Channel::Email, Channel::Sms, Channel::Web]);
-        let all: Vec<&str> = Channel::ALL.iter().copied().collect::<ChannelSet>().iter().map(|c| c.as_str()).collect();
+        let v = distinct_channels(
+            [Channel::Web, Channel::Email, Channel::Web, Channel::Sms].into_iter(),
+        );
+        assert_eq!(
+            v.iter().collect::<Vec<_>>(),
+            vec![Channel::Email, Channel::Sms, Channel::Web]
+        );
+        let all: Vec<&str> = Channel::ALL
+            .iter()
+            .copied()
+            .collect::<ChannelSet>()
+            .iter()
+            .map(|c| c.as_str())
+            .collect();
         let mut sorted = all.clone();
         sorted.sort();
         assert_eq!(all, sorted);

@@ -45,7 +45,11 @@ impl SurveyState {
     /// Heap bytes used (approximate).
     pub fn heap_bytes(&self) -> usize {
         super::thin_bytes(&self.clicks)
-            + self.clicks.iter().map(|c| c.campaign_id.len()).sum::<usize>()
+            + self
+                .clicks
+                .iter()
+                .map(|c| c.campaign_id.len())
+                .sum::<usize>()
             + super::thin_bytes(&self.orders)
     }
 
@@ -69,16 +73,36 @@ impl SurveyState {
             timers.remove(dropped.key);
         }
         let due = at.saturating_add(cfg.conversion_window);
-        let key = timers.add_fixed(due, TimerTarget { slot, kind: TimerKind::Survey });
+        let key = timers.add_fixed(
+            due,
+            TimerTarget {
+                slot,
+                kind: TimerKind::Survey,
+            },
+        );
         let i = self.clicks.partition_point(|c| c.key <= key);
-        self.clicks.insert(i, Click { at, campaign_id: campaign_id.into(), channel, key, converted: false });
+        self.clicks.insert(
+            i,
+            Click {
+                at,
+                campaign_id: campaign_id.into(),
+                channel,
+                key,
+                converted: false,
+            },
+        );
     }
 
     /// An order: remembered for pending and future clicks. `horizon` is the
     /// oldest time a click that can still matter may have.
     /// Returns the channels of the pending clicks this order converts (each
     /// click converts once).
-    pub fn on_order(&mut self, cfg: &EngineConfig, at: EventTime, horizon: EventTime) -> Vec<Channel> {
+    pub fn on_order(
+        &mut self,
+        cfg: &EngineConfig,
+        at: EventTime,
+        horizon: EventTime,
+    ) -> Vec<Channel> {
         let mut converted = Vec::new();
         for c in &mut self.clicks {
             if !c.converted && at >= c.at && at - c.at <= cfg.conversion_window {
@@ -88,7 +112,13 @@ impl SurveyState {
         }
         let i = self.orders.partition_point(|&t| t <= at);
         self.orders.insert(i, at);
-        let oldest_click = self.clicks.iter().map(|c| c.at).min().unwrap_or(horizon).min(horizon);
+        let oldest_click = self
+            .clicks
+            .iter()
+            .map(|c| c.at)
+            .min()
+            .unwrap_or(horizon)
+            .min(horizon);
         let keep_from = self.orders.partition_point(|&t| t < oldest_click);
         self.orders.drain(..keep_from);
         super::free_if_empty(&mut self.orders);
@@ -106,7 +136,9 @@ impl SurveyState {
         super::free_if_empty(&mut self.clicks);
         let due = key.due;
         let converted = self.orders.iter().any(|&t| t >= click.at && t <= due);
-        let cooling = self.last_trigger.is_some_and(|last| due - last < cfg.survey_cooldown);
+        let cooling = self
+            .last_trigger
+            .is_some_and(|last| due - last < cfg.survey_cooldown);
         if converted || cooling {
             return None;
         }
@@ -121,13 +153,22 @@ impl SurveyState {
 
     /// Campaign id of a pending click (for the derived event id).
     pub fn campaign_of(&self, key: TimerKey) -> Option<&str> {
-        self.clicks.iter().find(|c| c.key == key).map(|c| &*c.campaign_id)
+        self.clicks
+            .iter()
+            .find(|c| c.key == key)
+            .map(|c| &*c.campaign_id)
     }
 
     /// Re-creates queue entries after a restore.
     pub fn restore_timers(&self, timers: &mut TimerQueue, slot: u32) {
         for c in &self.clicks {
-            timers.restore_fixed(c.key, TimerTarget { slot, kind: TimerKind::Survey });
+            timers.restore_fixed(
+                c.key,
+                TimerTarget {
+                    slot,
+                    kind: TimerKind::Survey,
+                },
+            );
         }
     }
 

@@ -80,7 +80,11 @@ impl Harness {
     }
 
     pub fn with_config(cfg: EngineConfig) -> Self {
-        Harness { engine: Engine::new(Arc::new(cfg)), events: Vec::new(), seq: 0 }
+        Harness {
+            engine: Engine::new(Arc::new(cfg)),
+            events: Vec::new(),
+            seq: 0,
+        }
     }
 
     /// Offers a touchpoint; returns its outcome and the events this call produced.
@@ -92,7 +96,13 @@ impl Harness {
     }
 
     /// Sends a touchpoint with an auto-generated event id; returns the events.
-    pub fn touch(&mut self, cust: &str, channel: Channel, kind: TouchType, t: i64) -> Vec<DerivedEvent> {
+    pub fn touch(
+        &mut self,
+        cust: &str,
+        channel: Channel,
+        kind: TouchType,
+        t: i64,
+    ) -> Vec<DerivedEvent> {
         let tp = self.auto(cust, channel, kind, t);
         self.send_ok(tp)
     }
@@ -106,7 +116,10 @@ impl Harness {
     /// Sends and asserts it was accepted (possibly late).
     pub fn send_ok(&mut self, tp: Touchpoint) -> Vec<DerivedEvent> {
         let (o, out) = self.send(tp.clone());
-        assert!(matches!(o, Outcome::Accepted { .. }), "expected {tp:?} accepted, got {o:?}");
+        assert!(
+            matches!(o, Outcome::Accepted { .. }),
+            "expected {tp:?} accepted, got {o:?}"
+        );
         out
     }
 
@@ -125,7 +138,10 @@ impl Harness {
 
     /// All events of a type for a customer so far, as JSON.
     pub fn of_type_for(&self, ty: &str, cust: &str) -> Vec<Value> {
-        of_type(&self.events, ty).into_iter().filter(|v| v["customer_id"] == cust).collect()
+        of_type(&self.events, ty)
+            .into_iter()
+            .filter(|v| v["customer_id"] == cust)
+            .collect()
     }
 }
 
@@ -147,7 +163,10 @@ pub fn jsons(evs: &[DerivedEvent]) -> Vec<Value> {
 }
 
 pub fn of_type(evs: &[DerivedEvent], ty: &str) -> Vec<Value> {
-    evs.iter().filter(|e| e.kind.as_str() == ty).map(json).collect()
+    evs.iter()
+        .filter(|e| e.kind.as_str() == ty)
+        .map(json)
+        .collect()
 }
 
 pub fn types(evs: &[DerivedEvent]) -> Vec<&'static str> {
@@ -162,14 +181,21 @@ pub fn close(a: f64, b: f64, rel: f64) -> bool {
 
 #[track_caller]
 pub fn assert_close(actual: &Value, expected: f64, what: &str) {
-    let a = actual.as_f64().unwrap_or_else(|| panic!("{what}: expected number {expected}, got {actual}"));
-    assert!(close(a, expected, 1e-9), "{what}: got {a}, expected {expected}");
+    let a = actual
+        .as_f64()
+        .unwrap_or_else(|| panic!("{what}: expected number {expected}, got {actual}"));
+    assert!(
+        close(a, expected, 1e-9),
+        "{what}: got {a}, expected {expected}"
+    );
 }
 
 /// Asserts a JSON map of channel → weight equals the expected (keys exact, values 1e-9).
 #[track_caller]
 pub fn assert_weights(actual: &Value, expected: &[(&str, f64)], what: &str) {
-    let m = actual.as_object().unwrap_or_else(|| panic!("{what}: not a map: {actual}"));
+    let m = actual
+        .as_object()
+        .unwrap_or_else(|| panic!("{what}: not a map: {actual}"));
     let mut keys: Vec<&str> = m.keys().map(String::as_str).collect();
     keys.sort();
     let mut want: Vec<&str> = expected.iter().map(|(k, _)| *k).collect();
