@@ -417,8 +417,56 @@ impl Serialize for EventId {
     }
 }
 
-/// Channel → weight, sorted by channel name.
-pub type Weights = BTreeMap<&'static str, f64>;
+/// Channel → weight, listed sorted by channel name; a fixed array, so an
+/// attribution allocates nothing per channel.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Weights {
+    set: ChannelSet,
+    w: [f64; 12],
+}
+
+impl Weights {
+    /// No channel.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds `v` to the channel's weight.
+    pub fn add(&mut self, c: Channel, v: f64) {
+        if self.set.contains(c) {
+            self.w[c as usize] += v;
+        } else {
+            self.set.insert(c);
+            self.w[c as usize] = v;
+        }
+    }
+
+    /// The channel's weight, if it has one.
+    pub fn get(&self, c: Channel) -> Option<f64> {
+        self.set.contains(c).then(|| self.w[c as usize])
+    }
+
+    /// Channels with a weight.
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    /// Whether no channel has a weight.
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+
+    /// (channel name, weight), sorted by channel name.
+    pub fn iter(&self) -> impl Iterator<Item = (&'static str, f64)> + '_ {
+        self.set.iter().map(|c| (c.as_str(), self.w[c as usize]))
+    }
+}
+
+impl Serialize for Weights {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_map(self.iter())
+    }
+}
 
 /// Attribution weights of one order under each model.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -522,8 +570,8 @@ pub enum Payload {
         currency: Option<String>,
         /// The order's own channel.
         channel: Channel,
-        /// Weights per model.
-        models: AttributionModels,
+        /// Weights per model (boxed: it is large and one event in many).
+        models: Box<AttributionModels>,
     },
 }
 

@@ -492,8 +492,8 @@ fn idle_partition_abandons_cart_on_wall_clock() {
     );
     let mut engine = Engine::new(ecfg);
     let mut evs = Vec::new();
-    engine.on_touchpoint(view.clone(), &mut evs);
-    engine.on_touchpoint(add.clone(), &mut evs);
+    engine.on_touchpoint(&view, &mut evs);
+    engine.on_touchpoint(&add, &mut evs);
     let before = evs.len();
     engine.advance_watermark(now - 5 * SEC, &mut evs);
     let fired: Vec<Value> = evs[before..]

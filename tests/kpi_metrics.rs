@@ -28,7 +28,7 @@ fn kpi_counters_follow_literal_input() {
     let m = Metrics::new();
     let mut out = Vec::new();
     let mut feed = |e: &mut Engine, t: Touchpoint| {
-        e.on_touchpoint(t, &mut out);
+        e.on_touchpoint(&t, &mut out);
         m.record_kpis(&e.drain_kpis());
     };
     // Alice: web cart abandoned, email click, recovered by an app order within 24 h of the click.

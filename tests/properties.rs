@@ -61,7 +61,7 @@ fn run(tps: &[Touchpoint], end: Option<i64>) -> (Vec<DerivedEvent>, Vec<i64>) {
     let mut out = Vec::new();
     let mut wms = Vec::new();
     for tp in tps {
-        e.on_touchpoint(tp.clone(), &mut out);
+        e.on_touchpoint(tp, &mut out);
         wms.push(e.watermark().unwrap_or(i64::MIN));
     }
     if let Some(t) = end {
@@ -96,7 +96,7 @@ proptest! {
             }
             if let Payload::OrderAttributed { models, .. } = &ev.payload {
                 for w in [&models.last_touch, &models.first_touch, &models.linear, &models.time_decay, &models.position_based] {
-                    prop_assert!((w.values().sum::<f64>() - 1.0).abs() < 1e-9);
+                    prop_assert!((w.iter().map(|(_, v)| v).sum::<f64>() - 1.0).abs() < 1e-9);
                 }
             }
         }
@@ -131,7 +131,7 @@ proptest! {
         let clock = Clock { now: BASE, max_future: HOUR_MS };
         for l in &lines {
             if let Ok(tp) = touchstream::codec::json::decode(l).and_then(|r| validate(r, clock)) {
-                e.on_touchpoint(tp, &mut out);
+                e.on_touchpoint(&tp, &mut out);
             }
         }
         e.advance_watermark(i64::MAX / 4, &mut out);

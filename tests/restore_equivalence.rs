@@ -64,7 +64,7 @@ fn run(
                 engine = log.restore(cfg.clone());
             }
         }
-        engine.on_touchpoint(tp.clone(), &mut out);
+        engine.on_touchpoint(tp, &mut out);
     }
     engine.advance_watermark(end, &mut out);
     let snapshot = serde_json::to_string(&engine.snapshot()).unwrap();

@@ -38,12 +38,12 @@ fn a_timer_set_already_due_fires_after_the_record() {
     let mut e = Engine::new(Arc::new(EngineConfig::default()));
     let mut out = Vec::new();
     e.on_touchpoint(
-        Touchpoint::new("c1", "c", Channel::Web, TouchType::PageView, W + 5_000),
+        &Touchpoint::new("c1", "c", Channel::Web, TouchType::PageView, W + 5_000),
         &mut out,
     );
     // Late but allowed: its cart is due at W, which the watermark already reached.
     e.on_touchpoint(
-        Touchpoint::new("d1", "d", Channel::Web, TouchType::AddToCart, W - HOUR_MS),
+        &Touchpoint::new("d1", "d", Channel::Web, TouchType::AddToCart, W - HOUR_MS),
         &mut out,
     );
     let abandoned: Vec<_> = out

@@ -146,7 +146,7 @@ impl<'w, O: Write, E: Write> Replay<'w, O, E> {
             Err(r) => return self.reject(location, &r),
         };
         let (t, wm) = (tp.timestamp, self.engine.watermark());
-        match self.engine.on_touchpoint(tp, &mut self.buf) {
+        match self.engine.on_touchpoint(&tp, &mut self.buf) {
             Outcome::Accepted { .. } => self.summary.accepted += 1,
             Outcome::Duplicate => self.summary.duplicates += 1,
             Outcome::TooLate => {

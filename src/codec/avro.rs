@@ -278,7 +278,7 @@ pub fn touchpoint_value(tp: &Touchpoint) -> Value {
 fn weights_value(w: &Weights) -> Value {
     Value::Map(
         w.iter()
-            .map(|(k, v)| (k.to_string(), Value::Double(*v)))
+            .map(|(k, v)| (k.to_string(), Value::Double(v)))
             .collect(),
     )
 }
@@ -489,7 +489,7 @@ fn put_opt<T>(out: &mut Vec<u8>, v: Option<T>, put: impl FnOnce(&mut Vec<u8>, T)
 fn put_weights(out: &mut Vec<u8>, w: &Weights) {
     if !w.is_empty() {
         put_long(out, w.len() as i64);
-        for (k, v) in w {
+        for (k, v) in w.iter() {
             put_str(out, k);
             out.extend_from_slice(&v.to_le_bytes());
         }
@@ -652,7 +652,7 @@ mod tests {
                 TouchType::PageView,
                 1_000 * i as i64,
             );
-            e.on_touchpoint(tp, &mut out);
+            e.on_touchpoint(&tp, &mut out);
         }
         for (i, (value, currency)) in [(Some(12.5), Some("EUR")), (None, None)]
             .into_iter()
@@ -668,7 +668,7 @@ mod tests {
             order.value = value;
             order.currency = currency.map(String::from);
             order.order_id = value.map(|_| "ord".to_string());
-            e.on_touchpoint(order, &mut out);
+            e.on_touchpoint(&order, &mut out);
         }
         let schemas = DerivedSchemas::load().unwrap();
         let orders: Vec<&DerivedEvent> = out

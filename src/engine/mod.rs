@@ -13,10 +13,10 @@
 pub mod dedup;
 pub mod kpi;
 pub mod state;
+pub mod store;
 pub mod timers;
 pub mod watermark;
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use serde::Serialize;
@@ -145,15 +145,11 @@ pub struct SnapshotRow {
     pub channels: crate::model::ChannelSet,
 }
 
-type Index = HashMap<Arc<str>, u32, ahash::RandomState>;
-
 /// The engine of one partition.
 #[derive(Debug)]
 pub struct Engine {
     cfg: Arc<EngineConfig>,
-    index: Index,
-    slots: Vec<Option<Customer>>,
-    free: Vec<u32>,
+    store: store::Store,
     timers: TimerQueue,
     watermark: Watermark,
     stats: EngineStats,
@@ -245,7 +241,7 @@ impl Engine {
     /// let mut engine = Engine::new(Arc::new(EngineConfig::default()));
     /// let mut out = Vec::new();
     /// let tp = Touchpoint::new("e1", "c1", Channel::Web, TouchType::AddToCart, 0);
-    /// assert_eq!(engine.on_touchpoint(tp, &mut out), Outcome::Accepted { late: false });
+    /// assert_eq!(engine.on_touchpoint(&tp, &mut out), Outcome::Accepted { late: false });
     /// assert_eq!(out[0].kind.as_str(), "engagement_score");
     /// // One hour of event time later the cart is abandoned.
     /// engine.advance_watermark(3_600_000, &mut out);
@@ -255,9 +251,7 @@ impl Engine {
         let ooo = cfg.max_out_of_orderness;
         Engine {
             cfg,
-            index: Index::default(),
-            slots: Vec::new(),
-            free: Vec::new(),
+            store: store::Store::default(),
             timers: TimerQueue::new(),
             watermark: Watermark::new(ooo),
             stats: EngineStats::default(),
@@ -304,7 +298,7 @@ impl Engine {
             .map(|(id, slot)| StateChange::Delete { id, slot })
             .collect();
         for slot in std::mem::take(&mut self.dirty) {
-            if let Some(c) = self.slots.get_mut(slot as usize).and_then(Option::as_mut) {
+            if let Some(c) = self.store.get_mut(slot) {
                 if c.dirty {
                     c.dirty = false;
                     c.slot = next_slot(c.slot);
@@ -327,18 +321,21 @@ impl Engine {
         let mut all: Vec<Customer> = customers.into_iter().collect();
         // Slot order does not affect output; sort for a reproducible layout.
         all.sort_by(|a, b| a.id.cmp(&b.id));
-        for mut c in all {
-            let slot = e.slots.len() as u32;
+        for (i, mut c) in all.into_iter().enumerate() {
             c.dirty = false;
+            // A fresh store hands out slots in order.
+            let slot = i as u32;
             let target = |kind| timers::TimerTarget { slot, kind };
             e.timers
                 .restore(&mut c.churn.timer, target(TimerKind::Churn));
-            c.cart.restore_timers(&mut e.timers, slot);
-            c.survey.restore_timers(&mut e.timers, slot);
+            if let Some(r) = &mut c.rare {
+                r.cart.restore_timers(&mut e.timers, slot);
+                r.survey.restore_timers(&mut e.timers, slot);
+            }
             e.population.level(None, Some(c.churn.level));
             e.population.stage(None, c.journey.stage);
-            e.index.insert(c.id.clone(), slot);
-            e.slots.push(Some(c));
+            let got = e.store.insert(c);
+            debug_assert_eq!(got, slot);
         }
         e.timers.set_next_seq(meta.next_seq);
         e
@@ -366,7 +363,7 @@ impl Engine {
 
     /// Customers in state.
     pub fn customers(&self) -> usize {
-        self.index.len()
+        self.store.len()
     }
 
     /// Pending timer entries.
@@ -376,33 +373,24 @@ impl Engine {
 
     /// Approximate bytes of state (customers and timer entries).
     pub fn approx_state_bytes(&self) -> usize {
-        let customers: usize = self
-            .slots
-            .iter()
-            .flatten()
-            .map(Customer::approx_bytes)
-            .sum();
+        let customers: usize = self.store.iter().map(Customer::approx_bytes).sum();
         customers + self.timers.len() * 48
     }
 
     /// A customer's state, if present.
     pub fn customer(&self, id: &str) -> Option<&Customer> {
-        let slot = *self.index.get(id)?;
-        self.slots.get(slot as usize)?.as_ref()
+        self.store.get(self.store.find(id)?)
     }
 
     /// Offers one validated touchpoint. Duplicates and too-late records
     /// change nothing; otherwise the timers the advanced watermark reaches
     /// fire first, then the touchpoint is applied.
-    pub fn on_touchpoint(&mut self, tp: Touchpoint, out: &mut Vec<DerivedEvent>) -> Outcome {
+    pub fn on_touchpoint(&mut self, tp: &Touchpoint, out: &mut Vec<DerivedEvent>) -> Outcome {
         let t = tp.timestamp;
         let h = hash_id(&tp.event_id);
-        let known = self.index.get(tp.customer_id.as_str()).copied();
+        let known = self.store.find(&tp.customer_id);
         if let Some(slot) = known {
-            if self.slots[slot as usize]
-                .as_ref()
-                .is_some_and(|c| c.dedup.contains(h))
-            {
+            if self.store.get(slot).is_some_and(|c| c.dedup.contains(h)) {
                 self.stats.duplicates += 1;
                 return Outcome::Duplicate;
             }
@@ -447,28 +435,16 @@ impl Engine {
     }
 
     fn slot_for(&mut self, id: &str, t: EventTime) -> (u32, bool) {
-        if let Some(&slot) = self.index.get(id) {
+        if let Some(slot) = self.store.find(id) {
             return (slot, false);
         }
-        let id: Arc<str> = Arc::from(id);
-        let customer = Customer::new(id.clone(), t);
-        let slot = match self.free.pop() {
-            Some(s) => {
-                self.slots[s as usize] = Some(customer);
-                s
-            }
-            None => {
-                self.slots.push(Some(customer));
-                (self.slots.len() - 1) as u32
-            }
-        };
-        self.index.insert(id, slot);
+        let slot = self.store.insert(Customer::new(Arc::from(id), t));
         self.population
             .level(None, Some(crate::model::ChurnLevel::Low));
         (slot, true)
     }
 
-    fn apply(&mut self, tp: Touchpoint, h: u64, known: Option<u32>, out: &mut Vec<DerivedEvent>) {
+    fn apply(&mut self, tp: &Touchpoint, h: u64, known: Option<u32>, out: &mut Vec<DerivedEvent>) {
         let t = tp.timestamp;
         let (slot, is_new) = match known {
             Some(slot) => (slot, false),
@@ -478,7 +454,7 @@ impl Engine {
         let wm = self.watermark.current().unwrap_or(t);
         let late_horizon = wm.saturating_sub(cfg.allowed_lateness);
         let Engine {
-            slots,
+            store,
             timers,
             stats,
             dirty,
@@ -486,7 +462,7 @@ impl Engine {
             population,
             ..
         } = self;
-        let Some(c) = slots[slot as usize].as_mut() else {
+        let Some(c) = store.get_mut(slot) else {
             return;
         };
         mark_dirty(dirty, c, slot);
@@ -505,12 +481,17 @@ impl Engine {
         let is_order = kind == TouchType::OrderPlaced;
 
         // engagement_score
-        c.engagement.apply(cfg, kind, tp.channel, t, newest_before);
-        if let Some(p) = c.engagement.evaluate(cfg, newest) {
+        c.engagement.apply(cfg, kind, t, newest_before);
+        let mut channels = c.attribution.recent_channels(newest);
+        if kind.is_own() {
+            // Not recorded by attribution yet (an order is attributed first).
+            channels = crate::signals::engagement::with_touch(channels, newest, t, tp.channel);
+        }
+        if let Some(p) = c.engagement.evaluate(cfg, channels) {
             emit(out, stats, &id, t, cause, p);
         }
         // cart_abandoned (timers only) / cart_recovered
-        if kind.is_cart_activity() && c.cart.on_activity(cfg, &tp, timers, slot) {
+        if kind.is_cart_activity() && c.rare_mut().cart.on_activity(cfg, tp, timers, slot) {
             kpi(kpis, || Kpi::CartStarted {
                 channel: tp.channel,
             });
@@ -521,16 +502,19 @@ impl Engine {
                 currency: tp.currency.clone(),
                 value: tp.value,
             });
-            if let Some(p) = c.cart.on_order(cfg, &tp, timers) {
+            if let Some(p) = c
+                .rare
+                .as_mut()
+                .and_then(|r| r.cart.on_order(cfg, tp, timers))
+            {
                 kpi(kpis, || Kpi::CartRecovered {
                     channel: tp.channel,
                 });
                 emit(out, stats, &id, t, cause, p);
             }
         }
-        c.cart.prune(cfg, late_horizon);
         // churn_risk
-        c.churn.apply(cfg, &tp);
+        c.churn.apply(cfg, tp);
         let level_before = c.churn.level;
         let churn = c.churn.reevaluate(
             cfg,
@@ -568,7 +552,8 @@ impl Engine {
         // survey_trigger (timers only)
         if kind == TouchType::MessageClicked {
             if let Some(campaign) = tp.campaign_id.as_deref() {
-                c.survey
+                c.rare_mut()
+                    .survey
                     .on_click(cfg, t, campaign, tp.channel, timers, slot);
                 kpi(kpis, || Kpi::CampaignClick {
                     channel: tp.channel,
@@ -576,7 +561,10 @@ impl Engine {
             }
         }
         if is_order {
-            for channel in c.survey.on_order(cfg, t, late_horizon) {
+            // Recorded even with no click pending: a late click may still
+            // arrive within the allowed lateness and find it.
+            let converted = c.rare_mut().survey.on_order(cfg, t, late_horizon);
+            for channel in converted {
                 kpi(kpis, || Kpi::CampaignConversion { channel });
             }
         }
@@ -589,12 +577,17 @@ impl Engine {
             });
         }
         match kind {
-            TouchType::SupportContact if c.support_open.is_none() => {
-                c.support_open = Some(crate::signals::Packed::new(t, tp.channel))
+            TouchType::SupportContact
+                if c.rare.as_ref().map_or(true, |r| r.support_open.is_none()) =>
+            {
+                c.rare_mut().support_open = Some(crate::signals::Packed::new(t, tp.channel))
             }
             TouchType::SupportResolved => {
-                if let Some((opened, channel)) =
-                    c.support_open.take().map(|p| (p.time(), p.channel()))
+                if let Some((opened, channel)) = c
+                    .rare
+                    .as_mut()
+                    .and_then(|r| r.support_open.take())
+                    .map(|p| (p.time(), p.channel()))
                 {
                     let seconds = (t - opened).max(0) as f64 / 1000.0;
                     kpi(kpis, || Kpi::SupportResolved { channel, seconds });
@@ -627,12 +620,13 @@ impl Engine {
                     order_value: tp.value,
                     currency: tp.currency.clone(),
                     channel: tp.channel,
-                    models,
+                    models: Box::new(models),
                 };
                 emit(out, stats, &id, t, cause, p);
             }
             c.attribution.record(t, tp.channel, horizon);
         }
+        c.tidy(cfg, late_horizon);
     }
 
     fn fire_until(&mut self, wm: EventTime, out: &mut Vec<DerivedEvent>) {
@@ -653,8 +647,13 @@ impl Engine {
     ) -> bool {
         {
             let cfg = &*self.cfg;
+            let late_horizon = self
+                .watermark
+                .current()
+                .unwrap_or(key.due)
+                .saturating_sub(cfg.allowed_lateness);
             let Engine {
-                slots,
+                store,
                 timers,
                 stats,
                 dirty,
@@ -662,14 +661,17 @@ impl Engine {
                 population,
                 ..
             } = self;
-            let Some(c) = slots.get_mut(target.slot as usize).and_then(Option::as_mut) else {
+            let Some(c) = store.get_mut(target.slot) else {
                 return false;
             };
             let id = c.id.clone();
             let due = key.due;
             match target.kind {
                 TimerKind::Cart => {
-                    let (action, payload) = c.cart.on_timer(key, target, timers);
+                    let Some(r) = c.rare.as_mut() else {
+                        return false;
+                    };
+                    let (action, payload) = r.cart.on_timer(key, target, timers);
                     if action == PopAction::Fire {
                         mark_dirty(dirty, c, target.slot);
                         stats.timers_fired += 1;
@@ -743,13 +745,19 @@ impl Engine {
                     }
                 }
                 TimerKind::Survey => {
-                    let Some(discriminator) = c.survey.campaign_of(key).map(str::to_string) else {
+                    let Some(discriminator) = c
+                        .rare
+                        .as_ref()
+                        .and_then(|r| r.survey.campaign_of(key))
+                        .map(str::to_string)
+                    else {
                         return false;
                     };
                     mark_dirty(dirty, c, target.slot);
                     stats.timers_fired += 1;
                     c.clock = c.clock.max(due);
-                    if let Some(p) = c.survey.on_timer(cfg, key) {
+                    let payload = c.rare.as_mut().and_then(|r| r.survey.on_timer(cfg, key));
+                    if let Some(p) = payload {
                         let cause = Cause::Timer {
                             kind: TimerKind::Survey,
                             due,
@@ -757,6 +765,7 @@ impl Engine {
                         };
                         emit(out, stats, &id, due, cause, p);
                     }
+                    c.tidy(cfg, late_horizon);
                 }
                 TimerKind::Ttl => {}
             }
@@ -766,17 +775,17 @@ impl Engine {
 
     /// Removes a customer whose state TTL is up, with its timers.
     fn evict(&mut self, slot: u32) {
-        let Some(mut c) = self.slots[slot as usize].take() else {
+        let Some(mut c) = self.store.remove(slot) else {
             return;
         };
         self.timers.cancel(&mut c.churn.timer);
-        c.cart.cancel_timers(&mut self.timers);
-        c.survey.cancel_timers(&mut self.timers);
-        self.index.remove(&c.id);
+        if let Some(r) = &mut c.rare {
+            r.cart.cancel_timers(&mut self.timers);
+            r.survey.cancel_timers(&mut self.timers);
+        }
         self.population.level(Some(c.churn.level), None);
         self.population.stage(c.journey.stage, None);
         self.evicted.push((c.id.clone(), next_slot(c.slot)));
-        self.free.push(slot);
         self.stats.evicted += 1;
     }
 
@@ -785,12 +794,13 @@ impl Engine {
     pub fn snapshot(&self) -> Vec<SnapshotRow> {
         let wm = self.watermark.current().unwrap_or(EventTime::MIN);
         let mut rows: Vec<SnapshotRow> = self
-            .slots
+            .store
             .iter()
-            .flatten()
             .map(|c| SnapshotRow {
                 customer_id: c.id.to_string(),
-                engagement_score: c.engagement.score(&self.cfg, c.newest),
+                engagement_score: c
+                    .engagement
+                    .score(&self.cfg, c.attribution.recent_channels(c.newest)),
                 stage: c.journey.stage,
                 churn_level: c.churn.level,
                 p_alive: c.churn.p_alive(&self.cfg, wm.max(c.clock)),
@@ -798,7 +808,7 @@ impl Engine {
                 first_order_at: c.churn.first_order_at(),
                 last_order_at: c.churn.last_order_at(),
                 last_activity_at: c.churn.last_activity_at(),
-                channels: c.engagement.recent_channels(c.newest),
+                channels: c.attribution.recent_channels(c.newest),
             })
             .collect();
         rows.sort_by(|a, b| a.customer_id.cmp(&b.customer_id));

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::dedup::Dedup;
+use crate::config::EngineConfig;
 use crate::model::EventTime;
 use crate::signals::attribution::AttributionState;
 use crate::signals::cart::CartState;
@@ -16,6 +17,25 @@ use crate::signals::engagement::EngagementState;
 use crate::signals::fatigue::FatigueState;
 use crate::signals::journey::JourneyState;
 use crate::signals::survey::SurveyState;
+
+/// The parts of a customer's state that come and go.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Rare {
+    /// `cart_abandoned`, `cart_recovered`
+    pub cart: CartState,
+    /// `survey_trigger`
+    pub survey: SurveyState,
+    /// Open support contact: (time, channel), for the resolution-time KPI.
+    #[serde(default)]
+    pub support_open: Option<crate::signals::Packed>,
+}
+
+impl Rare {
+    /// Whether nothing is left that could matter.
+    pub fn is_empty(&self) -> bool {
+        self.cart.is_empty() && self.survey.is_empty() && self.support_open.is_none()
+    }
+}
 
 /// Everything touchstream remembers about one customer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -30,21 +50,19 @@ pub struct Customer {
     pub dedup: Dedup,
     /// `engagement_score`
     pub engagement: EngagementState,
-    /// `cart_abandoned`, `cart_recovered`
-    pub cart: CartState,
     /// `churn_risk`
     pub churn: ChurnState,
     /// `journey_stage_changed`
     pub journey: JourneyState,
-    /// `survey_trigger`
-    pub survey: SurveyState,
     /// `contact_fatigue`
     pub fatigue: FatigueState,
     /// `order_attributed`
     pub attribution: AttributionState,
-    /// Open support contact: (time, channel), for the resolution-time KPI.
+    /// Carts, survey clicks, an open support contact: allocated only
+    /// while the customer has any (most customers, most of the time, do
+    /// not), so they cost one pointer otherwise.
     #[serde(default)]
-    pub support_open: Option<crate::signals::Packed>,
+    pub rare: Option<Box<Rare>>,
     /// Channel of the previous own touch (channel-switch KPI).
     #[serde(default)]
     pub last_channel: Option<crate::model::Channel>,
@@ -67,16 +85,32 @@ impl Customer {
             clock: t,
             dedup: Dedup::default(),
             engagement: EngagementState::default(),
-            cart: CartState::default(),
             churn: ChurnState::default(),
             journey: JourneyState::default(),
-            survey: SurveyState::default(),
             fatigue: FatigueState::default(),
             attribution: AttributionState::default(),
-            support_open: None,
+            rare: None,
             last_channel: None,
             slot: 0,
             dirty: false,
+        }
+    }
+
+    /// The rare part, allocated on first use.
+    pub fn rare_mut(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_with(Box::default)
+    }
+
+    /// Forgets what can no longer matter once nothing older than `horizon`
+    /// (watermark − allowed lateness) can arrive, and frees the rare part
+    /// when nothing is left in it.
+    pub fn tidy(&mut self, cfg: &EngineConfig, horizon: EventTime) {
+        if let Some(r) = &mut self.rare {
+            r.cart.prune(cfg, horizon);
+            r.survey.forget(cfg, horizon);
+            if r.is_empty() {
+                self.rare = None;
+            }
         }
     }
 
@@ -87,11 +121,11 @@ impl Customer {
             + self.id.len()
             + 16 // Arc header
             + self.dedup.heap_bytes()
-            + self.engagement.heap_bytes()
-            + self.cart.heap_bytes()
-            + self.survey.heap_bytes()
+            + self.rare.as_ref().map_or(0, |r| {
+                std::mem::size_of::<Rare>() + r.cart.heap_bytes() + r.survey.heap_bytes()
+            })
             + self.fatigue.heap_bytes()
             + self.attribution.heap_bytes()
-            + 16 + 4 + 1 // index entry: Arc<str> key, u32 slot, control byte
+            + 4 + 1 // index entry: u32 slot, control byte
     }
 }

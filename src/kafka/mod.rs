@@ -676,7 +676,7 @@ impl Worker {
                 let t = tp.timestamp;
                 let wm = task.engine.watermark();
                 let before = *task.engine.stats();
-                let outcome = task.engine.on_touchpoint(tp, &mut self.buf);
+                let outcome = task.engine.on_touchpoint(&tp, &mut self.buf);
                 let after = *task.engine.stats();
                 self.metrics.record_kpis(&task.engine.drain_kpis());
                 self.metrics

@@ -8,8 +8,9 @@
 use serde::{Deserialize, Serialize};
 use thin_vec::ThinVec;
 
+use super::engagement::in_window;
 use super::{decay, insert_sorted, prune_until, Packed};
-use crate::model::{AttributionModels, Channel, EventTime, Weights, DAY_MS};
+use crate::model::{AttributionModels, Channel, ChannelSet, EventTime, Weights, DAY_MS};
 
 /// Look-back window.
 pub const WINDOW: i64 = 30 * DAY_MS;
@@ -24,16 +25,21 @@ pub const HALF_LIFE: i64 = 7 * DAY_MS;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AttributionState {
     touches: ThinVec<Packed>,
+    /// Latest time per channel of touches dropped by the [`KEEP`] cap while
+    /// no later touch of their channel was kept: the engagement channel
+    /// count still needs them. Empty (no allocation) for nearly everyone.
+    #[serde(default)]
+    dropped: ThinVec<Packed>,
 }
 
 fn add(w: &mut Weights, c: Channel, v: f64) {
-    *w.entry(c.as_str()).or_insert(0.0) += v;
+    w.add(c, v);
 }
 
 impl AttributionState {
     /// Heap bytes used.
     pub fn heap_bytes(&self) -> usize {
-        super::thin_bytes(&self.touches)
+        super::thin_bytes(&self.touches) + super::thin_bytes(&self.dropped)
     }
 
     /// Number of touches kept.
@@ -47,14 +53,47 @@ impl AttributionState {
     }
 
     /// Records an own touch (orders included, after they are attributed).
-    /// `horizon`: touches at or before it can no longer matter.
+    /// `horizon`: touches at or before it can no longer matter, neither to
+    /// an order (not too late) nor to the engagement channel count.
     pub fn record(&mut self, t: EventTime, channel: Channel, horizon: EventTime) {
         insert_sorted(&mut self.touches, Packed::new(t, channel));
         prune_until(&mut self.touches, horizon);
         if self.touches.len() > KEEP {
             let extra = self.touches.len() - KEEP;
+            for i in 0..extra {
+                let p = self.touches[i];
+                let c = p.channel();
+                if self.touches[i + 1..].iter().any(|q| q.channel() == c) {
+                    continue;
+                }
+                match self.dropped.iter_mut().find(|q| q.channel() == c) {
+                    Some(q) => *q = (*q).max(p),
+                    None => self.dropped.push(p),
+                }
+            }
             self.touches.drain(..extra);
         }
+        if !self.dropped.is_empty() {
+            self.dropped.retain(|q| q.time() > horizon);
+            super::free_if_empty(&mut self.dropped);
+        }
+    }
+
+    /// Channels of the own touches recorded in the 30 d before `newest`.
+    pub fn recent_channels(&self, newest: EventTime) -> ChannelSet {
+        let mut set = ChannelSet::EMPTY;
+        for p in self.touches.iter().rev() {
+            if !in_window(newest, p.time()) {
+                break; // sorted by time: every earlier touch is older still
+            }
+            set.insert(p.channel());
+        }
+        for p in &self.dropped {
+            if in_window(newest, p.time()) {
+                set.insert(p.channel());
+            }
+        }
+        set
     }
 
     /// The weights of an order at `t` placed on `order_channel`.
@@ -88,12 +127,13 @@ impl AttributionState {
         for p in touches {
             add(&mut m.linear, p.channel(), 1.0 / n as f64);
         }
-        let decays: Vec<f64> = touches
-            .iter()
-            .map(|p| decay(t - p.time(), HALF_LIFE))
-            .collect();
+        let mut decays = [0.0f64; MAX_TOUCHES];
+        for (d, p) in decays.iter_mut().zip(touches) {
+            *d = decay(t - p.time(), HALF_LIFE);
+        }
+        let decays = &decays[..touches.len()];
         let total: f64 = decays.iter().sum();
-        for (p, d) in touches.iter().zip(&decays) {
+        for (p, d) in touches.iter().zip(decays) {
             add(&mut m.time_decay, p.channel(), d / total);
         }
         match n {
@@ -120,7 +160,7 @@ mod tests {
     use super::*;
 
     fn sum(w: &Weights) -> f64 {
-        w.values().sum()
+        w.iter().map(|(_, v)| v).sum()
     }
 
     #[test]
@@ -134,7 +174,7 @@ mod tests {
             &m.time_decay,
             &m.position_based,
         ] {
-            assert_eq!(w.get("store"), Some(&1.0));
+            assert_eq!(w.get(Channel::Store), Some(1.0));
             assert_eq!(w.len(), 1);
         }
         a.record(0, Channel::Email, i64::MIN);
@@ -151,12 +191,12 @@ mod tests {
         ] {
             assert!((sum(w) - 1.0).abs() < 1e-12, "{w:?}");
         }
-        assert_eq!(m.first_touch.get("email"), Some(&1.0));
-        assert_eq!(m.last_touch.get("web"), Some(&1.0));
-        assert!((m.position_based["web"] - 0.5).abs() < 1e-12); // 0.4 last + 0.1 middle
-        assert!((m.position_based["email"] - 0.4).abs() < 1e-12);
-        assert!((m.position_based["social"] - 0.1).abs() < 1e-12);
-        assert!((m.linear["web"] - 0.5).abs() < 1e-12);
+        assert_eq!(m.first_touch.get(Channel::Email), Some(1.0));
+        assert_eq!(m.last_touch.get(Channel::Web), Some(1.0));
+        assert!((m.position_based.get(Channel::Web).unwrap_or(0.0) - 0.5).abs() < 1e-12); // 0.4 last + 0.1 middle
+        assert!((m.position_based.get(Channel::Email).unwrap_or(0.0) - 0.4).abs() < 1e-12);
+        assert!((m.position_based.get(Channel::Social).unwrap_or(0.0) - 0.1).abs() < 1e-12);
+        assert!((m.linear.get(Channel::Web).unwrap_or(0.0) - 0.5).abs() < 1e-12);
     }
 
     #[test]
@@ -166,7 +206,7 @@ mod tests {
         a.record(1, Channel::Web, i64::MIN);
         // Order exactly 30 d after the first touch: (order − 30 d, order] excludes it.
         let m = a.attribute(WINDOW, Channel::Web);
-        assert_eq!(m.first_touch.get("web"), Some(&1.0));
+        assert_eq!(m.first_touch.get(Channel::Web), Some(1.0));
         let mut b = AttributionState::default();
         for i in 0..80 {
             b.record(
@@ -176,6 +216,10 @@ mod tests {
             );
         }
         let m = b.attribute(100, Channel::Web);
-        assert_eq!(m.first_touch.get("web"), Some(&1.0), "only the last 64");
+        assert_eq!(
+            m.first_touch.get(Channel::Web),
+            Some(1.0),
+            "only the last 64"
+        );
     }
 }

@@ -4,41 +4,53 @@
 //! The decayed sum is kept incrementally relative to the customer's newest
 //! event time, so an update is O(1): a newer event decays the sum to its
 //! own time and adds its weight; a late one adds its weight decayed to the
-//! newest time.
+//! newest time. The channels of the last 30 d are not stored here: they
+//! are those of the customer's own touches that attribution keeps anyway
+//! (see [`super::attribution::AttributionState::recent_channels`]).
 
-use serde::{Deserialize, Serialize};
-use thin_vec::ThinVec;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::{decay, distinct_channels, Packed};
+use super::decay;
 use crate::config::EngineConfig;
 use crate::model::{Channel, ChannelSet, EventTime, Payload, TouchType, DAY_MS};
 
-const CHANNEL_WINDOW: i64 = 30 * DAY_MS;
+/// Channels count when an own touch on them is younger than this.
+pub const CHANNEL_WINDOW: i64 = 30 * DAY_MS;
 
 /// Engagement state of one customer.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EngagementState {
     /// Σ weight × decay, relative to the customer's newest event time.
     sum: f64,
-    /// Last emitted score.
-    last_emitted: Option<f64>,
-    /// Latest own-touch time per channel (one entry per channel).
-    channels: ThinVec<Packed>,
+    /// Last emitted score (NaN before the first; persisted as null).
+    #[serde(serialize_with = "nan_as_none", deserialize_with = "none_as_nan")]
+    last_emitted: f64,
+}
+
+impl Default for EngagementState {
+    fn default() -> Self {
+        EngagementState {
+            sum: 0.0,
+            last_emitted: f64::NAN,
+        }
+    }
+}
+
+fn nan_as_none<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+    (!v.is_nan()).then_some(*v).serialize(s)
+}
+
+fn none_as_nan<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 impl EngagementState {
-    /// Heap bytes used.
-    pub fn heap_bytes(&self) -> usize {
-        super::thin_bytes(&self.channels)
-    }
-
     /// Applies a touch at `t`. `newest_before` is the customer's newest
     /// event time before it (`None` for the first event).
     pub fn apply(
         &mut self,
         cfg: &EngineConfig,
         kind: TouchType,
-        channel: Channel,
         t: EventTime,
         newest_before: Option<EventTime>,
     ) {
@@ -48,38 +60,12 @@ impl EngagementState {
             Some(n) if t >= n => self.sum = self.sum * decay(t - n, cfg.half_life) + w,
             Some(n) => self.sum += w * decay(n - t, cfg.half_life),
         }
-        if kind.is_own() {
-            match self.channels.iter_mut().find(|p| p.channel() == channel) {
-                Some(p) => {
-                    if t > p.time() {
-                        *p = Packed::new(t, channel);
-                    }
-                }
-                None => {
-                    super::reserve_compact(&mut self.channels);
-                    self.channels.push(Packed::new(t, channel))
-                }
-            }
-        }
     }
 
-    /// Channels of own touches in the 30 d before `newest`, sorted.
-    pub fn recent_channels(&self, newest: EventTime) -> ChannelSet {
-        distinct_channels(
-            self.channels
-                .iter()
-                .filter(|p| newest - p.time() < CHANNEL_WINDOW)
-                .map(|p| p.channel()),
-        )
-    }
-
-    /// The score at the customer's newest event time.
-    pub fn score(&self, cfg: &EngineConfig, newest: EventTime) -> f64 {
-        let n = self
-            .channels
-            .iter()
-            .filter(|p| newest - p.time() < CHANNEL_WINDOW)
-            .count() as f64;
+    /// The score at the customer's newest event time, given the channels
+    /// of its own touches in the 30 d before it.
+    pub fn score(&self, cfg: &EngineConfig, channels: ChannelSet) -> f64 {
+        let n = channels.len() as f64;
         let raw = self.sum.max(0.0) * (1.0 + cfg.channel_bonus * (n - 1.0));
         let raw = raw.max(0.0);
         100.0 * (1.0 - (-raw / cfg.scale).exp())
@@ -87,22 +73,37 @@ impl EngagementState {
 
     /// Computes the score after an event and returns a payload when it is
     /// the first or moved by at least `min_delta` since the last emitted one.
-    pub fn evaluate(&mut self, cfg: &EngineConfig, newest: EventTime) -> Option<Payload> {
-        let score = self.score(cfg, newest);
-        let emit = match self.last_emitted {
-            None => true,
-            Some(prev) => (score - prev).abs() >= cfg.min_delta,
-        };
-        if !emit {
+    pub fn evaluate(&mut self, cfg: &EngineConfig, channels: ChannelSet) -> Option<Payload> {
+        let score = self.score(cfg, channels);
+        let prev = self.last_emitted;
+        if !prev.is_nan() && (score - prev).abs() < cfg.min_delta {
             return None;
         }
-        let previous = self.last_emitted.replace(score);
+        self.last_emitted = score;
         Some(Payload::EngagementScore {
             score,
-            previous,
-            channels: self.recent_channels(newest),
+            previous: (!prev.is_nan()).then_some(prev),
+            channels,
         })
     }
+}
+
+/// Whether an own touch on `channel` at `t` counts at `newest`.
+pub fn in_window(newest: EventTime, t: EventTime) -> bool {
+    newest.saturating_sub(t) < CHANNEL_WINDOW
+}
+
+/// Adds the channel of a touch not yet recorded, if it counts.
+pub fn with_touch(
+    mut set: ChannelSet,
+    newest: EventTime,
+    t: EventTime,
+    channel: Channel,
+) -> ChannelSet {
+    if in_window(newest, t) {
+        set.insert(channel);
+    }
+    set
 }
 
 #[cfg(test)]
@@ -113,28 +114,23 @@ mod tests {
     fn formula_matches_spec() {
         let cfg = EngineConfig::default();
         let mut s = EngagementState::default();
-        s.apply(&cfg, TouchType::PageView, Channel::Web, 0, None);
-        s.apply(
-            &cfg,
-            TouchType::AddToCart,
-            Channel::MobileApp,
-            7 * DAY_MS,
-            Some(0),
-        );
+        let two: ChannelSet = [Channel::Web, Channel::MobileApp].into_iter().collect();
+        s.apply(&cfg, TouchType::PageView, 0, None);
+        s.apply(&cfg, TouchType::AddToCart, 7 * DAY_MS, Some(0));
         // raw = 1 * 0.5 + 5 = 5.5; two channels: × 1.1.
         let expect = 100.0 * (1.0 - (-(5.5f64 * 1.1) / 10.0).exp());
-        assert!((s.score(&cfg, 7 * DAY_MS) - expect).abs() < 1e-12);
+        assert!((s.score(&cfg, two) - expect).abs() < 1e-12);
         // A late page_view one half-life before the newest time.
-        s.apply(&cfg, TouchType::PageView, Channel::Web, 0, Some(7 * DAY_MS));
+        s.apply(&cfg, TouchType::PageView, 0, Some(7 * DAY_MS));
         let expect = 100.0 * (1.0 - (-(6.0f64 * 1.1) / 10.0).exp());
-        assert!((s.score(&cfg, 7 * DAY_MS) - expect).abs() < 1e-12);
+        assert!((s.score(&cfg, two) - expect).abs() < 1e-12);
     }
 
     #[test]
     fn raw_floored_at_zero() {
         let cfg = EngineConfig::default();
         let mut s = EngagementState::default();
-        s.apply(&cfg, TouchType::Unsubscribed, Channel::Email, 0, None);
-        assert_eq!(s.score(&cfg, 0), 0.0);
+        s.apply(&cfg, TouchType::Unsubscribed, 0, None);
+        assert_eq!(s.score(&cfg, ChannelSet::EMPTY), 0.0);
     }
 }

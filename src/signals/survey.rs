@@ -151,6 +151,33 @@ impl SurveyState {
         })
     }
 
+    /// Forgets order times no pending or future click can use (older than
+    /// both the oldest pending click and `horizon`, before which no click
+    /// can arrive any more) and a last trigger too old to hold back any
+    /// future one.
+    pub fn forget(&mut self, cfg: &EngineConfig, horizon: EventTime) {
+        if !self.orders.is_empty() {
+            let oldest_click = self
+                .clicks
+                .iter()
+                .map(|c| c.at)
+                .min()
+                .unwrap_or(horizon)
+                .min(horizon);
+            let keep_from = self.orders.partition_point(|&t| t < oldest_click);
+            if keep_from > 0 {
+                self.orders.drain(..keep_from);
+                super::free_if_empty(&mut self.orders);
+            }
+        }
+        if self
+            .last_trigger
+            .is_some_and(|last| last <= horizon.saturating_sub(cfg.survey_cooldown))
+        {
+            self.last_trigger = None;
+        }
+    }
+
     /// Campaign id of a pending click (for the derived event id).
     pub fn campaign_of(&self, key: TimerKey) -> Option<&str> {
         self.clicks

@@ -90,7 +90,7 @@ impl Harness {
     /// Offers a touchpoint; returns its outcome and the events this call produced.
     pub fn send(&mut self, tp: Touchpoint) -> (Outcome, Vec<DerivedEvent>) {
         let mut out = Vec::new();
-        let o = self.engine.on_touchpoint(tp, &mut out);
+        let o = self.engine.on_touchpoint(&tp, &mut out);
         self.events.extend(out.iter().cloned());
         (o, out)
     }

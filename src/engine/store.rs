@@ -1,0 +1,139 @@
+//! Where a partition's customers live: fixed-size chunks of slots, found
+//! through an index of slot numbers keyed by the customer id's hash.
+//!
+//! Timers name customers by slot, so a slot never moves while its customer
+//! lives. Chunks grow one at a time (never a copy of the whole population,
+//! never more than one chunk of slack), and the index holds only a 4-byte
+//! slot per customer: the id it is compared with is the customer's own.
+
+use hashbrown::HashTable;
+
+use super::state::Customer;
+
+/// Slots per chunk.
+const CHUNK: usize = 256;
+
+/// The customers of one partition, by slot and by id.
+#[derive(Debug, Default)]
+pub struct Store {
+    index: HashTable<u32>,
+    hasher: ahash::RandomState,
+    chunks: Vec<Box<[Option<Customer>]>>,
+    /// Slots handed out so far (live or free).
+    len: u32,
+    free: Vec<u32>,
+}
+
+fn at(chunks: &[Box<[Option<Customer>]>], slot: u32) -> Option<&Customer> {
+    let s = slot as usize;
+    chunks.get(s / CHUNK)?.get(s % CHUNK)?.as_ref()
+}
+
+impl Store {
+    /// Live customers.
+    pub fn len(&self) -> usize {
+        self.index.len()
+    }
+
+    /// Whether there is no customer.
+    pub fn is_empty(&self) -> bool {
+        self.index.is_empty()
+    }
+
+    /// The slot of a customer, by id.
+    pub fn find(&self, id: &str) -> Option<u32> {
+        let h = self.hasher.hash_one(id);
+        let chunks = &self.chunks;
+        self.index
+            .find(h, |&s| at(chunks, s).is_some_and(|c| &*c.id == id))
+            .copied()
+    }
+
+    /// The customer in a slot.
+    pub fn get(&self, slot: u32) -> Option<&Customer> {
+        at(&self.chunks, slot)
+    }
+
+    /// The customer in a slot, mutably.
+    pub fn get_mut(&mut self, slot: u32) -> Option<&mut Customer> {
+        let s = slot as usize;
+        self.chunks.get_mut(s / CHUNK)?.get_mut(s % CHUNK)?.as_mut()
+    }
+
+    fn cell(&mut self, slot: u32) -> &mut Option<Customer> {
+        let s = slot as usize;
+        if s / CHUNK == self.chunks.len() {
+            self.chunks.push(
+                (0..CHUNK)
+                    .map(|_| None)
+                    .collect::<Vec<_>>()
+                    .into_boxed_slice(),
+            );
+        }
+        &mut self.chunks[s / CHUNK][s % CHUNK]
+    }
+
+    /// Adds a customer whose id is not in the store; returns its slot.
+    pub fn insert(&mut self, c: Customer) -> u32 {
+        let slot = match self.free.pop() {
+            Some(s) => s,
+            None => {
+                self.len += 1;
+                self.len - 1
+            }
+        };
+        let h = self.hasher.hash_one(&*c.id);
+        *self.cell(slot) = Some(c);
+        let Store {
+            index,
+            hasher,
+            chunks,
+            ..
+        } = self;
+        index.insert_unique(h, slot, |&s| {
+            at(chunks, s).map_or(0, |c| hasher.hash_one(&*c.id))
+        });
+        slot
+    }
+
+    /// Removes the customer in a slot; the slot is reused later.
+    pub fn remove(&mut self, slot: u32) -> Option<Customer> {
+        let s = slot as usize;
+        let c = self.chunks.get_mut(s / CHUNK)?.get_mut(s % CHUNK)?.take()?;
+        let h = self.hasher.hash_one(&*c.id);
+        if let Ok(entry) = self.index.find_entry(h, |&x| x == slot) {
+            entry.remove();
+        }
+        self.free.push(slot);
+        Some(c)
+    }
+
+    /// Every live customer, in slot order.
+    pub fn iter(&self) -> impl Iterator<Item = &Customer> {
+        self.chunks.iter().flat_map(|c| c.iter().flatten())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn insert_find_remove_reuse() {
+        let mut s = Store::default();
+        let ids: Vec<String> = (0..1000).map(|i| format!("c{i}")).collect();
+        for (i, id) in ids.iter().enumerate() {
+            assert_eq!(s.insert(Customer::new(id.as_str().into(), 0)), i as u32);
+        }
+        assert_eq!(s.len(), 1000);
+        assert_eq!(s.find("c700"), Some(700));
+        assert_eq!(s.find("nope"), None);
+        assert_eq!(s.remove(700).map(|c| c.id.to_string()), Some("c700".into()));
+        assert_eq!(s.find("c700"), None);
+        assert!(s.get(700).is_none());
+        assert_eq!(s.insert(Customer::new("again".into(), 0)), 700);
+        assert_eq!(s.find("again"), Some(700));
+        assert_eq!(s.find("c699"), Some(699));
+        assert_eq!(s.iter().count(), 1000);
+    }
+}
