@@ -18,7 +18,7 @@
 
 use std::alloc::{GlobalAlloc, Layout};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicIsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -27,37 +27,60 @@ use std::time::Instant;
 /// size below is measured, not estimated.
 struct Counting;
 
-static LIVE: AtomicUsize = AtomicUsize::new(0);
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+/// Counting is on only while the state size is measured.
+static COUNTING: AtomicBool = AtomicBool::new(false);
+
+fn count() -> bool {
+    COUNTING.load(Ordering::Relaxed)
+}
 
 // SAFETY: every call is forwarded to mimalloc unchanged; only counts are kept.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p = mimalloc::MiMalloc.alloc(layout);
-        if !p.is_null() {
-            LIVE.fetch_add(mimalloc::MiMalloc.usable_size(p), Ordering::Relaxed);
+        if count() && !p.is_null() {
+            LIVE.fetch_add(
+                mimalloc::MiMalloc.usable_size(p) as isize,
+                Ordering::Relaxed,
+            );
         }
         p
     }
 
     unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
         let p = mimalloc::MiMalloc.alloc_zeroed(layout);
-        if !p.is_null() {
-            LIVE.fetch_add(mimalloc::MiMalloc.usable_size(p), Ordering::Relaxed);
+        if count() && !p.is_null() {
+            LIVE.fetch_add(
+                mimalloc::MiMalloc.usable_size(p) as isize,
+                Ordering::Relaxed,
+            );
         }
         p
     }
 
     unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
-        LIVE.fetch_sub(mimalloc::MiMalloc.usable_size(p), Ordering::Relaxed);
+        if count() {
+            LIVE.fetch_sub(
+                mimalloc::MiMalloc.usable_size(p) as isize,
+                Ordering::Relaxed,
+            );
+        }
         mimalloc::MiMalloc.dealloc(p, layout)
     }
 
     unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if !count() {
+            return mimalloc::MiMalloc.realloc(p, layout, new_size);
+        }
         let old = mimalloc::MiMalloc.usable_size(p);
         let q = mimalloc::MiMalloc.realloc(p, layout, new_size);
         if !q.is_null() {
-            LIVE.fetch_sub(old, Ordering::Relaxed);
-            LIVE.fetch_add(mimalloc::MiMalloc.usable_size(q), Ordering::Relaxed);
+            LIVE.fetch_sub(old as isize, Ordering::Relaxed);
+            LIVE.fetch_add(
+                mimalloc::MiMalloc.usable_size(q) as isize,
+                Ordering::Relaxed,
+            );
         }
         q
     }
@@ -198,6 +221,9 @@ fn state_size() {
         .and_then(|v| v.parse().ok())
         .unwrap_or(30);
     let started = Instant::now();
+    // Whatever is allocated before this point is never freed while counting
+    // (so LIVE cannot underflow on it): the measurement starts empty.
+    COUNTING.store(true, Ordering::Relaxed);
     let heap_before = LIVE.load(Ordering::Relaxed);
     let mut e = Engine::new(Arc::new(EngineConfig::default()));
     let mut out = Vec::new();
@@ -212,7 +238,8 @@ fn state_size() {
         n += 1;
     }
     out.shrink_to_fit();
-    let heap = LIVE.load(Ordering::Relaxed).saturating_sub(heap_before);
+    let heap = (LIVE.load(Ordering::Relaxed) - heap_before).max(0) as usize;
+    COUNTING.store(false, Ordering::Relaxed);
     let bytes = e.approx_state_bytes();
     let mut sizes: Vec<usize> = Vec::new();
     for row in e.snapshot().iter().step_by(97) {

@@ -55,6 +55,11 @@ impl Dedup {
         }
     }
 
+    /// The first remembered hash (read early, as a prefetch).
+    pub fn touch(&self) -> Option<[u8; 6]> {
+        self.ring.first().copied()
+    }
+
     /// Heap bytes used.
     pub fn heap_bytes(&self) -> usize {
         crate::signals::thin_bytes(&self.ring)

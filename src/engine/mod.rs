@@ -390,7 +390,10 @@ impl Engine {
         let h = hash_id(&tp.event_id);
         let known = self.store.find(&tp.customer_id);
         if let Some(slot) = known {
-            if self.store.get(slot).is_some_and(|c| c.dedup.contains(h)) {
+            if self.store.get(slot).is_some_and(|c| {
+                c.prefetch();
+                c.dedup.contains(h)
+            }) {
                 self.stats.duplicates += 1;
                 return Outcome::Duplicate;
             }

@@ -37,6 +37,11 @@ fn add(w: &mut Weights, c: Channel, v: f64) {
 }
 
 impl AttributionState {
+    /// The newest kept touch (read early, as a prefetch).
+    pub fn touch(&self) -> Option<Packed> {
+        self.touches.last().copied()
+    }
+
     /// Heap bytes used.
     pub fn heap_bytes(&self) -> usize {
         super::thin_bytes(&self.touches) + super::thin_bytes(&self.dropped)

@@ -24,6 +24,11 @@ pub struct FatigueState {
 }
 
 impl FatigueState {
+    /// The newest remembered message (read early, as a prefetch).
+    pub fn touch(&self) -> Option<Packed> {
+        self.messages.last().copied()
+    }
+
     /// Heap bytes used.
     pub fn heap_bytes(&self) -> usize {
         super::thin_bytes(&self.messages)
