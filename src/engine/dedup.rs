@@ -44,7 +44,9 @@ impl Dedup {
         let s = short(h);
         if self.ring.len() < WINDOW {
             if self.ring.len() == self.ring.capacity() {
-                let grow = (self.ring.capacity() / 2).clamp(4, WINDOW - self.ring.len());
+                let grow = (self.ring.capacity() / 2)
+                    .max(4)
+                    .min(WINDOW - self.ring.len());
                 self.ring.reserve_exact(grow);
             }
             self.ring.push(s);
@@ -124,5 +126,19 @@ mod tests {
         }
         let back: Dedup = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
         assert_eq!(back, d);
+    }
+
+    #[test]
+    fn a_restored_ring_one_short_of_full_still_grows() {
+        let mut d = Dedup::default();
+        for i in 0..30u64 {
+            d.insert(i);
+        }
+        // A restored ring's capacity is exactly its length.
+        let mut back: Dedup = serde_json::from_str(&serde_json::to_string(&d).unwrap()).unwrap();
+        for i in 30..35u64 {
+            back.insert(i);
+        }
+        assert!(!back.contains(2) && back.contains(3) && back.contains(34));
     }
 }
