@@ -249,6 +249,34 @@ fn state_size() {
     }
     sizes.sort_unstable();
     let median = sizes.get(sizes.len() / 2).copied().unwrap_or(0);
+    // Where the estimated bytes go, on average per customer.
+    let mut parts = [0usize; 5];
+    let mut with_rare = 0usize;
+    for row in e.snapshot().iter().step_by(97) {
+        if let Some(c) = e.customer(&row.customer_id) {
+            parts[0] += c.dedup.heap_bytes();
+            parts[1] += c.attribution.heap_bytes();
+            parts[2] += c.fatigue.heap_bytes();
+            if let Some(r) = &c.rare {
+                with_rare += 1;
+                parts[3] +=
+                    std::mem::size_of_val(&**r) + r.cart.heap_bytes() + r.survey.heap_bytes();
+            }
+            parts[4] += c.id.len() + 16;
+        }
+    }
+    let k = sizes.len().max(1);
+    println!(
+        "breakdown (estimate, per customer): dedup {} B, attribution {} B, fatigue {} B, rare {} B ({:.0} % of customers), id {} B, struct {} B, timers ~{} B",
+        parts[0] / k,
+        parts[1] / k,
+        parts[2] / k,
+        parts[3] / k,
+        100.0 * with_rare as f64 / k as f64,
+        parts[4] / k,
+        std::mem::size_of::<touchstream::engine::state::Customer>(),
+        48 * e.pending_timers() / e.customers().max(1),
+    );
     println!(
         "state_size: {} customers, {} touchpoints over {} days, {} pending timers: {:.0} bytes/customer of heap measured (index, slots, timers, allocator size classes included); per-customer estimate {:.0} on average, median {} ({:.1} s)",
         e.customers(),

@@ -14,7 +14,9 @@
 //! repaired (tombstoned) by the next checkpoint, before its marker.
 //!
 //! Keys: `topic \0 customer_id \0 slot` for state, `\0marker\0 topic` for
-//! the marker. Values: JSON.
+//! the marker. Values: JSON, each with the `format` of the state layout
+//! ([`STATE_FORMAT`]; absent means 1). A changelog written in another
+//! format is refused with a clear error instead of being half understood.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -36,6 +38,65 @@ pub enum ChangelogError {
         /// Decoder message.
         message: String,
     },
+    /// The record was written by a touchstream with another state layout.
+    #[error(
+        "changelog record at offset {offset} has state format {found}, this touchstream reads format {STATE_FORMAT}: \
+         run the touchstream version that wrote it, or start this one from scratch \
+         (delete the changelog topic and reset the consumer group's offsets)"
+    )]
+    Format {
+        /// Offset in the changelog partition.
+        offset: i64,
+        /// The record's format.
+        found: u32,
+    },
+}
+
+/// The layout of the state this build writes and reads. 2: 48-bit dedup
+/// hashes, carts and surveys under `rare`, no engagement channel list.
+pub const STATE_FORMAT: u32 = 2;
+
+fn format_v1() -> u32 {
+    1
+}
+
+/// Only the format of a record, read before the rest.
+#[derive(Deserialize)]
+struct Probe {
+    #[serde(default = "format_v1")]
+    format: u32,
+}
+
+/// A value with the format added in front.
+#[derive(Serialize)]
+struct Versioned<'a, T> {
+    format: u32,
+    #[serde(flatten)]
+    inner: &'a T,
+}
+
+fn encode<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec(&Versioned {
+        format: STATE_FORMAT,
+        inner: v,
+    })
+    .unwrap_or_default()
+}
+
+/// Decodes a value after checking its format.
+fn decode<'a, T: Deserialize<'a>>(v: &'a [u8], offset: i64) -> Result<T, ChangelogError> {
+    let err = |e: serde_json::Error| ChangelogError::Decode {
+        offset,
+        message: e.to_string(),
+    };
+    let probe: Probe = serde_json::from_slice(v).map_err(err)?;
+    if probe.format != STATE_FORMAT {
+        return Err(ChangelogError::Format {
+            offset,
+            found: probe.format,
+        });
+    }
+    serde_json::from_slice(v).map_err(err)
 }
 
 /// The marker that closes a generation.
@@ -104,12 +165,12 @@ fn parse_key<'a>(topic: &str, key: &'a [u8]) -> Key<'a> {
 
 /// Encodes a marker value.
 pub fn encode_marker(m: &Marker) -> Vec<u8> {
-    serde_json::to_vec(m).unwrap_or_default()
+    encode(m)
 }
 
 /// Encodes a state value.
 pub fn encode_state(r: &StateRecord) -> Vec<u8> {
-    serde_json::to_vec(r).unwrap_or_default()
+    encode(r)
 }
 
 /// What a restore produced.
@@ -158,16 +219,12 @@ impl RestoreBuilder {
         value: Option<&[u8]>,
         offset: i64,
     ) -> Result<(), ChangelogError> {
-        let err = |e: serde_json::Error| ChangelogError::Decode {
-            offset,
-            message: e.to_string(),
-        };
         match parse_key(&self.topic, key) {
             Key::Other => {}
             Key::Marker => {
                 self.records += 1;
                 if let Some(v) = value {
-                    let m: Marker = serde_json::from_slice(v).map_err(err)?;
+                    let m: Marker = decode(v, offset)?;
                     self.max_gen = self.max_gen.max(m.gen);
                     self.marker = Some(m);
                 }
@@ -182,7 +239,7 @@ impl RestoreBuilder {
                 match value {
                     None => entry[i] = None,
                     Some(v) => {
-                        let r: StateRecord = serde_json::from_slice(v).map_err(err)?;
+                        let r: StateRecord = decode(v, offset)?;
                         self.max_gen = self.max_gen.max(r.gen);
                         entry[i] = Some((r.gen, r.state));
                     }
@@ -351,5 +408,39 @@ mod tests {
         assert_eq!(r.customers.len(), 1);
         assert_eq!(r.customers[0].newest, 20);
         assert!(r.repairs.is_empty());
+    }
+
+    #[test]
+    fn another_state_format_is_refused_with_a_clear_error() {
+        let t = "tp";
+        let mut b = RestoreBuilder::new(t);
+        // Written by a build before formats existed (format 1, no field).
+        let old = br#"{"gen":1,"meta":{"watermark":{"max_event":null,"current":null,"ooo":5},"next_seq":1},"offset":3}"#;
+        let e = b.push(&marker_key(t), Some(old), 7).unwrap_err();
+        let msg = e.to_string();
+        assert!(
+            matches!(
+                e,
+                ChangelogError::Format {
+                    offset: 7,
+                    found: 1
+                }
+            ),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("state format 1") && msg.contains("reads format 2"),
+            "{msg}"
+        );
+        let newer = br#"{"format":3,"gen":1,"state":null}"#;
+        let e = b.push(&state_key(t, "c", 1), Some(newer), 8).unwrap_err();
+        assert!(matches!(e, ChangelogError::Format { found: 3, .. }), "{e}");
+        // The current format round-trips.
+        let rec = encode_state(&StateRecord {
+            gen: 1,
+            state: Some(cust("c", 10, 1)),
+        });
+        assert!(String::from_utf8_lossy(&rec).starts_with(r#"{"format":2,"#));
+        b.push(&state_key(t, "c", 1), Some(&rec), 9).unwrap();
     }
 }
