@@ -211,12 +211,16 @@ pub struct SchemaRegistryConfig {
 pub struct HttpConfig {
     /// Listen address for /metrics, /healthz, /readyz.
     pub listen: String,
+    /// `/healthz` fails once the service loop has not turned for this long
+    /// (a wedged process; Kubernetes then restarts it).
+    pub stall_timeout: Millis,
 }
 
 impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             listen: "0.0.0.0:9464".into(),
+            stall_timeout: Millis(600_000),
         }
     }
 }
@@ -535,6 +539,7 @@ impl Config {
             ("signals.cart_timeout", self.signals.cart_timeout),
             ("signals.state_ttl", self.signals.state_ttl),
             ("signals.conversion_window", self.signals.conversion_window),
+            ("http.stall_timeout", self.http.stall_timeout),
         ] {
             if v.0 <= 0 {
                 return Err(key_err(key, "must be positive"));

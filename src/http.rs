@@ -1,10 +1,12 @@
 //! HTTP on one port: `/metrics` (Prometheus text), `/healthz` (the process
-//! is alive) and `/readyz` (every assigned partition is restored and
-//! consuming). Runs on its own small tokio runtime thread.
+//! is alive: no fatal error, and the service loop turned recently) and
+//! `/readyz` (every assigned partition is restored and consuming). Runs on
+//! its own small tokio runtime thread.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -22,6 +24,56 @@ pub struct Health {
     pub ready: AtomicBool,
     /// The service hit a fatal error and is shutting down.
     pub failed: AtomicBool,
+    /// When the service loop last turned (ms on a monotonic clock; 0 = not
+    /// started yet, e.g. still waiting for the brokers).
+    beat: AtomicU64,
+    /// `/healthz` fails after this long without a beat (ms; 0 = never).
+    stall_ms: AtomicU64,
+}
+
+/// Milliseconds on a monotonic clock (never 0), immune to wall-clock steps.
+fn monotonic_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1
+}
+
+impl Health {
+    /// Health whose `/healthz` fails after `stall_ms` without a beat.
+    pub fn with_stall_timeout(stall_ms: u64) -> Self {
+        let h = Health::default();
+        h.stall_ms.store(stall_ms, Ordering::Relaxed);
+        h
+    }
+
+    /// The service loop is turning.
+    pub fn beat(&self) {
+        self.beat.store(monotonic_ms(), Ordering::Relaxed);
+    }
+
+    /// Why the process is not alive, if it is not.
+    pub fn liveness(&self) -> Result<(), String> {
+        liveness(
+            self.failed.load(Ordering::Relaxed),
+            self.beat.load(Ordering::Relaxed),
+            monotonic_ms(),
+            self.stall_ms.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// Liveness from its inputs: failed, or no beat for longer than `stall_ms`.
+fn liveness(failed: bool, beat: u64, now: u64, stall_ms: u64) -> Result<(), String> {
+    if failed {
+        return Err("failed".into());
+    }
+    let since = now.saturating_sub(beat);
+    if beat > 0 && stall_ms > 0 && since > stall_ms {
+        return Err(format!(
+            "stalled: the service loop has not turned for {} s",
+            since / 1000
+        ));
+    }
+    Ok(())
 }
 
 /// Why the HTTP server could not start.
@@ -54,10 +106,9 @@ async fn render_metrics(State(s): State<AppState>) -> impl IntoResponse {
 }
 
 async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
-    if s.health.failed.load(Ordering::Relaxed) {
-        (StatusCode::SERVICE_UNAVAILABLE, "failed\n")
-    } else {
-        (StatusCode::OK, "ok\n")
+    match s.health.liveness() {
+        Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
     }
 }
 
@@ -129,4 +180,25 @@ pub fn spawn(
             source,
         })?;
     Ok(local)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn liveness_fails_when_failed_or_stalled_not_before_the_first_beat() {
+        assert_eq!(liveness(false, 0, 1_000_000, 60_000), Ok(()), "not started");
+        assert_eq!(liveness(false, 10_000, 70_000, 60_000), Ok(()));
+        let e = liveness(false, 10_000, 70_001, 60_000).unwrap_err();
+        assert!(e.starts_with("stalled") && e.contains("60 s"), "{e}");
+        assert_eq!(liveness(false, 10, 1_000_000_000, 0), Ok(()), "0 = never");
+        assert_eq!(liveness(true, 10_000, 10_001, 60_000), Err("failed".into()));
+        let h = Health::with_stall_timeout(60_000);
+        assert_eq!(h.liveness(), Ok(()));
+        h.beat();
+        assert_eq!(h.liveness(), Ok(()));
+        h.failed.store(true, Ordering::Relaxed);
+        assert!(h.liveness().is_err());
+    }
 }

@@ -50,7 +50,9 @@ pub fn run(opts: Opts) -> Result<ExitCode, CliError> {
     init_logging(opts.log_format.as_deref());
     let config = Config::load(opts.config.as_deref())?;
     let metrics = Arc::new(Metrics::new());
-    let health = Arc::new(Health::default());
+    let health = Arc::new(Health::with_stall_timeout(
+        config.http.stall_timeout.0.max(0) as u64,
+    ));
     let addr = http::spawn(&config.http.listen, metrics.clone(), health.clone())
         .map_err(|e| CliError::Usage(e.to_string()))?;
     tracing::info!(%addr, "HTTP listening (/metrics, /healthz, /readyz).");

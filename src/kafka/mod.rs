@@ -479,6 +479,7 @@ impl Worker {
                 .map_err(kafka("restore assignment"))?;
             rc.assign(&tpl).map_err(kafka("assign changelog"))?;
             loop {
+                self.health.beat();
                 match rc.poll(Duration::from_millis(200)) {
                     Some(Ok(m)) => {
                         builder
@@ -1223,6 +1224,7 @@ pub fn run(
     let interval = cfg.kafka.commit_interval.as_duration();
     let mut result = Ok(());
     while !shutdown.load(Ordering::Relaxed) {
+        health.beat();
         let polled = consumer.poll(Duration::from_millis(100));
         let mut w = lock(&worker);
         if let Some(e) = w.fatal.take() {
