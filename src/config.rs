@@ -166,8 +166,15 @@ pub struct KafkaConfig {
     pub restore_timeout: Millis,
     /// Replication factor for topics touchstream creates.
     pub replication_factor: i32,
-    /// librdkafka settings passed through verbatim (SASL, SSL, timeouts).
+    /// librdkafka settings passed through verbatim to every client
+    /// (SASL, SSL, timeouts).
     pub client: BTreeMap<String, String>,
+    /// librdkafka settings for the consumers only (e.g. `fetch.max.bytes`),
+    /// applied after `client`.
+    pub consumer: BTreeMap<String, String>,
+    /// librdkafka settings for the producer only (e.g. `linger.ms`,
+    /// `compression.type`), applied after `client`.
+    pub producer: BTreeMap<String, String>,
 }
 
 impl Default for KafkaConfig {
@@ -190,6 +197,8 @@ impl Default for KafkaConfig {
             restore_timeout: Millis(300_000),
             replication_factor: 1,
             client: BTreeMap::new(),
+            consumer: BTreeMap::new(),
+            producer: BTreeMap::new(),
         }
     }
 }
@@ -580,8 +589,9 @@ fn key_err(key: &str, message: &str) -> ConfigError {
 /// Applies one `TOUCHSTREAM_<SECTION>__<KEY>[__<SUBKEY>]` variable. Other
 /// variables are ignored. Values are read as TOML values when they parse as
 /// one (numbers, booleans, arrays), else as strings. Keys of the
-/// `[kafka.client]` pass-through use `_` for librdkafka's `.`
-/// (`TOUCHSTREAM_KAFKA__CLIENT__SASL_PASSWORD` → `sasl.password`).
+/// `[kafka.client]`, `[kafka.consumer]` and `[kafka.producer]` pass-throughs
+/// use `_` for librdkafka's `.` (`TOUCHSTREAM_KAFKA__CLIENT__SASL_PASSWORD`
+/// → `sasl.password`).
 fn set_path(table: &mut toml::Table, path: &[String], value: toml::Value) {
     let mut node = table;
     for (i, part) in path.iter().enumerate() {
@@ -624,7 +634,9 @@ fn apply_env(
         .unwrap_or_else(|| toml::Value::String(value.to_string()));
     let mut node = table;
     let last = parts.len() - 1;
-    let is_client = parts.len() == 3 && parts[0] == "kafka" && parts[1] == "client";
+    let is_client = parts.len() == 3
+        && parts[0] == "kafka"
+        && matches!(parts[1].as_str(), "client" | "consumer" | "producer");
     for (i, part) in parts.iter().enumerate() {
         if i == last {
             if is_client {
@@ -715,6 +727,10 @@ mod tests {
                 "TOUCHSTREAM_TEST_PYTHON".to_string(),
                 "/usr/bin/python3".to_string(),
             ),
+            (
+                "TOUCHSTREAM_KAFKA__PRODUCER__LINGER_MS".to_string(),
+                "20".to_string(),
+            ),
             ("TOUCHSTREAM_KAFKA__GROUP_ID".to_string(), "123".to_string()),
             (
                 "TOUCHSTREAM_KAFKA__DLQ_TOPIC".to_string(),
@@ -733,6 +749,11 @@ mod tests {
             c.kafka.client.get("sasl.password").map(String::as_str),
             Some("s3cret")
         );
+        assert_eq!(
+            c.kafka.producer.get("linger.ms").map(String::as_str),
+            Some("20")
+        );
+        assert!(c.kafka.consumer.is_empty());
         assert_eq!(c.engine().unwrap().weights[0], 1.5);
     }
 

@@ -324,8 +324,17 @@ fn client_config(cfg: &Config) -> ClientConfig {
     // reach our logs through the contexts' `log`.
     c.set_log_level(RDKafkaLogLevel::Warning);
     c.set("bootstrap.servers", &cfg.kafka.brokers);
-    apply_client(&mut c, cfg);
+    apply_client(&mut c, cfg, Role::Any);
     c
+}
+
+/// Which client a configuration is for: `[kafka.consumer]` and
+/// `[kafka.producer]` apply on top of `[kafka.client]` to their own only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Any,
+    Consumer,
+    Producer,
 }
 
 /// Settings the delivery guarantees depend on: `[kafka.client]` cannot
@@ -341,12 +350,18 @@ const PROTECTED: [&str; 6] = [
 
 /// Applies `[kafka.client]` on top of touchstream's defaults (so users can
 /// tune e.g. `linger.ms` or `statistics.interval.ms`), except [`PROTECTED`] keys.
-fn apply_client(c: &mut ClientConfig, cfg: &Config) {
-    for (k, v) in &cfg.kafka.client {
+fn apply_client(c: &mut ClientConfig, cfg: &Config, role: Role) {
+    let (section, extra) = match role {
+        Role::Any => ("client", &cfg.kafka.client),
+        Role::Consumer => ("consumer", &cfg.kafka.consumer),
+        Role::Producer => ("producer", &cfg.kafka.producer),
+    };
+    let shared = (role != Role::Any).then_some(&cfg.kafka.client);
+    for (k, v) in shared.into_iter().flatten().chain(extra) {
         if PROTECTED.contains(&k.as_str()) {
             warn!(
                 key = k.as_str(),
-                "kafka.client setting ignored: touchstream's delivery guarantees depend on it."
+                section, "kafka setting ignored: touchstream's delivery guarantees depend on it."
             );
         } else {
             c.set(k, v);
@@ -354,17 +369,25 @@ fn apply_client(c: &mut ClientConfig, cfg: &Config) {
     }
 }
 
-/// Reads a `[kafka.client]` secret from a file when given as `file:PATH`
-/// (so secrets can come from mounted Kubernetes Secrets).
+/// Reads a `[kafka.client]` (or `.consumer`, `.producer`) secret from a
+/// file when given as `file:PATH` (so secrets can come from mounted
+/// Kubernetes Secrets).
 fn resolve_secrets(cfg: &mut Config) -> Result<(), ServiceError> {
-    for (k, v) in cfg.kafka.client.iter_mut() {
-        if let Some(path) = v.strip_prefix("file:") {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                ServiceError::Topics(format!(
-                    "kafka.client.{k}: cannot read secret file {path}: {e}"
-                ))
-            })?;
-            *v = text.trim_end_matches(['\n', '\r']).to_string();
+    let k = &mut cfg.kafka;
+    for (section, map) in [
+        ("client", &mut k.client),
+        ("consumer", &mut k.consumer),
+        ("producer", &mut k.producer),
+    ] {
+        for (k, v) in map.iter_mut() {
+            if let Some(path) = v.strip_prefix("file:") {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    ServiceError::Topics(format!(
+                        "kafka.{section}.{k}: cannot read secret file {path}: {e}"
+                    ))
+                })?;
+                *v = text.trim_end_matches(['\n', '\r']).to_string();
+            }
         }
     }
     Ok(())
@@ -454,6 +477,7 @@ impl Worker {
             .set("enable.auto.commit", "false")
             .set("enable.partition.eof", "false")
             .set("isolation.level", "read_committed");
+        apply_client(&mut cc, &self.cfg, Role::Consumer);
         let rc: BaseConsumer = cc.create().map_err(kafka("create restore consumer"))?;
         // A changelog created a moment ago may not have a leader yet: retry.
         let deadline = started + self.cfg.kafka.restore_timeout.as_duration();
@@ -1085,7 +1109,7 @@ fn start(
         // librdkafka requires message.timeout.ms <= transaction.timeout.ms.
         pc.set("transaction.timeout.ms", "60000");
     }
-    apply_client(&mut pc, cfg);
+    apply_client(&mut pc, cfg, Role::Producer);
     if eos {
         let prefix = cfg
             .kafka
@@ -1202,7 +1226,7 @@ pub fn run(
         .set("auto.offset.reset", &cfg.kafka.auto_offset_reset)
         .set("isolation.level", "read_committed")
         .set("statistics.interval.ms", "5000");
-    apply_client(&mut cc, &cfg);
+    apply_client(&mut cc, &cfg, Role::Consumer);
     if !cfg.kafka.client.contains_key("group.protocol")
         && !cfg
             .kafka
@@ -1273,4 +1297,42 @@ pub fn run(
     consumer.unsubscribe();
     drop(consumer);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumer_and_producer_sections_reach_only_their_client() {
+        let text = r#"
+[kafka.client]
+"client.id" = "ts"
+"enable.auto.commit" = "true"
+
+[kafka.consumer]
+"fetch.max.bytes" = "1000000"
+
+[kafka.producer]
+"linger.ms" = "20"
+"transactional.id" = "stolen"
+"#;
+        let cfg = Config::from_parts("t", text, &[]).unwrap();
+        let mut consumer = ClientConfig::new();
+        apply_client(&mut consumer, &cfg, Role::Consumer);
+        let mut producer = ClientConfig::new();
+        apply_client(&mut producer, &cfg, Role::Producer);
+        let admin = client_config(&cfg);
+        for c in [&consumer, &producer, &admin] {
+            assert_eq!(c.get("client.id"), Some("ts"));
+            // Protected keys never pass, from any section.
+            assert_eq!(c.get("enable.auto.commit"), None);
+            assert_eq!(c.get("transactional.id"), None);
+        }
+        assert_eq!(consumer.get("fetch.max.bytes"), Some("1000000"));
+        assert_eq!(producer.get("fetch.max.bytes"), None);
+        assert_eq!(producer.get("linger.ms"), Some("20"));
+        assert_eq!(consumer.get("linger.ms"), None);
+        assert_eq!(admin.get("linger.ms"), None);
+    }
 }
