@@ -1,0 +1,99 @@
+//! The parts of a customer's state that come and go are freed once nothing
+//! in them can matter any more, and their signals behave the same while
+//! they exist: carts, survey clicks and open support contacts.
+
+use std::sync::Arc;
+
+use touchstream::config::EngineConfig;
+use touchstream::engine::Engine;
+use touchstream::model::{Channel, DerivedEvent, TouchType, Touchpoint, DAY_MS, HOUR_MS};
+
+const T: i64 = 1_767_261_600_000; // 2026-01-01T10:00:00Z
+const MIN: i64 = 60_000;
+
+fn feed(e: &mut Engine, id: &str, customer: &str, kind: TouchType, t: i64) -> Vec<DerivedEvent> {
+    let mut out = Vec::new();
+    let mut tp = Touchpoint::new(id, customer, Channel::Web, kind, t);
+    if kind == TouchType::MessageClicked {
+        tp.campaign_id = Some("spring".into());
+    }
+    e.on_touchpoint(&tp, &mut out);
+    out
+}
+
+fn has_rare(e: &Engine, customer: &str) -> bool {
+    e.customer(customer).is_some_and(|c| c.rare.is_some())
+}
+
+#[test]
+fn a_customer_without_carts_clicks_or_contacts_has_no_rare_part() {
+    let mut e = Engine::new(Arc::new(EngineConfig::default()));
+    feed(&mut e, "1", "c", TouchType::PageView, T);
+    feed(&mut e, "2", "c", TouchType::MessageOpened, T + MIN);
+    assert!(!has_rare(&e, "c"));
+}
+
+#[test]
+fn an_ordered_cart_is_freed_once_the_order_is_beyond_the_lateness_horizon() {
+    let mut e = Engine::new(Arc::new(EngineConfig::default()));
+    feed(&mut e, "1", "c", TouchType::AddToCart, T);
+    assert!(has_rare(&e, "c"));
+    feed(&mut e, "2", "c", TouchType::OrderPlaced, T + MIN);
+    // The order time is kept for late clicks while within the allowed lateness.
+    assert!(has_rare(&e, "c"));
+    // Another customer moves the watermark; c's next touch tidies it.
+    feed(&mut e, "3", "d", TouchType::PageView, T + 3 * HOUR_MS);
+    feed(&mut e, "4", "c", TouchType::PageView, T + 3 * HOUR_MS);
+    assert!(!has_rare(&e, "c"));
+}
+
+#[test]
+fn an_abandoned_cart_stays_until_an_order_closes_it() {
+    let mut e = Engine::new(Arc::new(EngineConfig::default()));
+    feed(&mut e, "1", "c", TouchType::AddToCart, T);
+    let out = feed(&mut e, "2", "c", TouchType::PageView, T + 2 * HOUR_MS);
+    assert!(out.iter().any(|ev| ev.kind.as_str() == "cart_abandoned"));
+    feed(&mut e, "3", "c", TouchType::PageView, T + 20 * DAY_MS);
+    // Not abandoned again until an order: the closed cart is remembered.
+    assert!(has_rare(&e, "c"));
+    let out = feed(&mut e, "4", "c", TouchType::AddToCart, T + 21 * DAY_MS);
+    let out2 = feed(&mut e, "5", "c", TouchType::PageView, T + 22 * DAY_MS);
+    assert!(!out
+        .iter()
+        .chain(&out2)
+        .any(|ev| ev.kind.as_str() == "cart_abandoned"));
+    feed(&mut e, "6", "c", TouchType::OrderPlaced, T + 23 * DAY_MS);
+    feed(&mut e, "7", "c", TouchType::PageView, T + 24 * DAY_MS);
+    assert!(!has_rare(&e, "c"));
+}
+
+#[test]
+fn a_survey_trigger_is_remembered_for_the_cooldown_then_freed() {
+    let mut e = Engine::new(Arc::new(EngineConfig::default()));
+    feed(&mut e, "1", "c", TouchType::MessageClicked, T);
+    let out = feed(&mut e, "2", "c", TouchType::PageView, T + 2 * DAY_MS);
+    assert!(out.iter().any(|ev| ev.kind.as_str() == "survey_trigger"));
+    // The trigger holds back others for 30 d: still remembered.
+    feed(&mut e, "3", "c", TouchType::PageView, T + 20 * DAY_MS);
+    assert!(has_rare(&e, "c"));
+    // A click within the cooldown does not trigger.
+    feed(&mut e, "4", "c", TouchType::MessageClicked, T + 21 * DAY_MS);
+    let out = feed(&mut e, "5", "c", TouchType::PageView, T + 23 * DAY_MS);
+    assert!(!out.iter().any(|ev| ev.kind.as_str() == "survey_trigger"));
+    // Beyond the cooldown (and the lateness horizon) nothing is left.
+    feed(&mut e, "6", "c", TouchType::PageView, T + 40 * DAY_MS);
+    assert!(!has_rare(&e, "c"));
+    // And a new click triggers again.
+    feed(&mut e, "7", "c", TouchType::MessageClicked, T + 41 * DAY_MS);
+    let out = feed(&mut e, "8", "c", TouchType::PageView, T + 43 * DAY_MS);
+    assert!(out.iter().any(|ev| ev.kind.as_str() == "survey_trigger"));
+}
+
+#[test]
+fn an_open_support_contact_lives_until_resolved() {
+    let mut e = Engine::new(Arc::new(EngineConfig::default()));
+    feed(&mut e, "1", "c", TouchType::SupportContact, T);
+    assert!(has_rare(&e, "c"));
+    feed(&mut e, "2", "c", TouchType::SupportResolved, T + HOUR_MS);
+    assert!(!has_rare(&e, "c"));
+}
