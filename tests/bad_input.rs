@@ -159,6 +159,11 @@ fn invalid_value() {
         r#"{"event_id":"x","customer_id":"c","channel":"web","type":"order_placed","value":-3,"timestamp":"2026-01-10T11:00:00Z"}"#,
         "invalid_value",
     );
+    // Not finite: JSON has no NaN or Infinity, but a number beyond f64's range.
+    check(
+        r#"{"event_id":"x","customer_id":"c","channel":"web","type":"order_placed","value":1e400,"timestamp":"2026-01-10T11:00:00Z"}"#,
+        "invalid_value",
+    );
 }
 
 #[test]

@@ -97,3 +97,18 @@ fn an_open_support_contact_lives_until_resolved() {
     feed(&mut e, "2", "c", TouchType::SupportResolved, T + HOUR_MS);
     assert!(!has_rare(&e, "c"));
 }
+
+#[test]
+fn clicks_fired_by_one_watermark_jump_still_respect_the_cooldown() {
+    // Found in review: the first trigger of a jump was forgotten (as if
+    // older than any future due time) before the second click fired.
+    let mut e = Engine::new(Arc::new(EngineConfig::default()));
+    feed(&mut e, "1", "c", TouchType::MessageClicked, T);
+    feed(&mut e, "2", "c", TouchType::MessageClicked, T + HOUR_MS);
+    let out = feed(&mut e, "3", "c", TouchType::PageView, T + 40 * DAY_MS);
+    let triggers = out
+        .iter()
+        .filter(|ev| ev.kind.as_str() == "survey_trigger")
+        .count();
+    assert_eq!(triggers, 1);
+}

@@ -16,7 +16,7 @@ use crate::model::{Channel, EventTime, Survey, TouchType};
 use crate::validate::{RawTouchpoint, RejectReason, Rejection, MAX_ABS_TIMESTAMP};
 
 #[derive(Deserialize)]
-struct JsonTouchpoint {
+struct JsonTouchpoint<'a> {
     #[serde(default)]
     event_id: Option<String>,
     #[serde(default)]
@@ -27,8 +27,11 @@ struct JsonTouchpoint {
     kind: Option<String>,
     #[serde(default, deserialize_with = "timestamp")]
     timestamp: Option<EventTime>,
-    #[serde(default)]
-    value: Option<f64>,
+    /// Read as text and parsed here: serde_json refuses a number beyond
+    /// f64's range (`1e400`), which is an `invalid_value` (not finite), not
+    /// an undecodable record.
+    #[serde(default, borrow)]
+    value: Option<&'a serde_json::value::RawValue>,
     #[serde(default)]
     currency: Option<String>,
     #[serde(default)]
@@ -113,6 +116,25 @@ fn survey<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Survey>, D::Error> {
     }
 }
 
+/// A JSON number's value (±infinity beyond f64's range); `null` is none;
+/// anything else is a decode error.
+fn number(text: &str) -> Result<Option<f64>, Rejection> {
+    if text == "null" {
+        return Ok(None);
+    }
+    let numeric = text
+        .bytes()
+        .next()
+        .is_some_and(|b| b == b'-' || b.is_ascii_digit());
+    match text.parse::<f64>() {
+        Ok(v) if numeric => Ok(Some(v)),
+        _ => Err(Rejection::new(
+            RejectReason::DecodeError,
+            format!("`value` must be a number, got {text}"),
+        )),
+    }
+}
+
 /// Decodes one JSON touchpoint.
 ///
 /// # Examples
@@ -139,7 +161,10 @@ pub fn decode(bytes: &[u8]) -> Result<RawTouchpoint, Rejection> {
         channel: j.channel.as_deref().map(Channel::parse_lenient),
         kind: j.kind.as_deref().map(TouchType::parse_lenient),
         timestamp: j.timestamp,
-        value: j.value,
+        value: match j.value {
+            None => None,
+            Some(raw) => number(raw.get())?,
+        },
         currency: j.currency,
         cart_id: j.cart_id,
         order_id: j.order_id,
@@ -199,6 +224,13 @@ mod tests {
         );
         assert_eq!(reason(r#"{"score":"7"}"#), Some(RejectReason::DecodeError));
         assert_eq!(reason(r#"{"value":"12"}"#), Some(RejectReason::DecodeError));
+        assert_eq!(reason(r#"{"value":true}"#), Some(RejectReason::DecodeError));
+        assert_eq!(reason(r#"{"value":[1]}"#), Some(RejectReason::DecodeError));
+        let v = |t: &str| decode(t.as_bytes()).unwrap().value;
+        assert_eq!(v(r#"{"value":1e400}"#), Some(f64::INFINITY));
+        assert_eq!(v(r#"{"value":12.5}"#), Some(12.5));
+        assert_eq!(v(r#"{"value":null}"#), None);
+        assert_eq!(v(r#"{"value":0.1}"#), Some(0.1));
         assert_eq!(
             reason(r#"{"attributes":{"a":1}}"#),
             Some(RejectReason::DecodeError)

@@ -128,18 +128,29 @@ impl AttributionState {
         };
         add(&mut m.last_touch, last.channel(), 1.0);
         add(&mut m.first_touch, first.channel(), 1.0);
+        // Per channel: sum first, divide once, so that a channel holding
+        // every touch gets exactly 1.0 under every model.
         let n = touches.len();
-        for p in touches {
-            add(&mut m.linear, p.channel(), 1.0 / n as f64);
+        let mut count = [0u32; 12];
+        let mut middle = [0u32; 12];
+        let mut decayed = [0.0f64; 12];
+        let mut total = 0.0f64;
+        for (i, p) in touches.iter().enumerate() {
+            let c = p.channel() as usize;
+            count[c] += 1;
+            if i > 0 && i + 1 < n {
+                middle[c] += 1;
+            }
+            let d = decay(t - p.time(), HALF_LIFE);
+            decayed[c] += d;
+            total += d;
         }
-        let mut decays = [0.0f64; MAX_TOUCHES];
-        for (d, p) in decays.iter_mut().zip(touches) {
-            *d = decay(t - p.time(), HALF_LIFE);
-        }
-        let decays = &decays[..touches.len()];
-        let total: f64 = decays.iter().sum();
-        for (p, d) in touches.iter().zip(decays) {
-            add(&mut m.time_decay, p.channel(), d / total);
+        for c in Channel::ALL.iter().copied() {
+            let k = c as usize;
+            if count[k] > 0 {
+                add(&mut m.linear, c, f64::from(count[k]) / n as f64);
+                add(&mut m.time_decay, c, decayed[k] / total);
+            }
         }
         match n {
             1 => add(&mut m.position_based, first.channel(), 1.0),
@@ -150,9 +161,12 @@ impl AttributionState {
             _ => {
                 add(&mut m.position_based, first.channel(), 0.4);
                 add(&mut m.position_based, last.channel(), 0.4);
-                let middle = 0.2 / (n - 2) as f64;
-                for p in &touches[1..n - 1] {
-                    add(&mut m.position_based, p.channel(), middle);
+                for c in Channel::ALL.iter().copied() {
+                    let k = c as usize;
+                    if middle[k] > 0 {
+                        let share = f64::from(middle[k]) / (n - 2) as f64;
+                        add(&mut m.position_based, c, 0.2 * share);
+                    }
                 }
             }
         }
@@ -202,6 +216,24 @@ mod tests {
         assert!((m.position_based.get(Channel::Email).unwrap_or(0.0) - 0.4).abs() < 1e-12);
         assert!((m.position_based.get(Channel::Social).unwrap_or(0.0) - 0.1).abs() < 1e-12);
         assert!((m.linear.get(Channel::Web).unwrap_or(0.0) - 0.5).abs() < 1e-12);
+    }
+
+    #[test]
+    fn one_channel_gets_exactly_one_under_every_model() {
+        let mut a = AttributionState::default();
+        for i in 0..10 {
+            a.record(i * 3_600_123 + 7, Channel::Web, i64::MIN);
+        }
+        let m = a.attribute(40 * 3_600_000, Channel::Store);
+        for w in [
+            &m.last_touch,
+            &m.first_touch,
+            &m.linear,
+            &m.time_decay,
+            &m.position_based,
+        ] {
+            assert_eq!(w.iter().collect::<Vec<_>>(), vec![("web", 1.0)]);
+        }
     }
 
     #[test]

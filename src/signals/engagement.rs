@@ -14,6 +14,9 @@ use super::decay;
 use crate::config::EngineConfig;
 use crate::model::{Channel, ChannelSet, EventTime, Payload, TouchType, DAY_MS};
 
+/// The largest score: the float just below 100.
+const BELOW_100: f64 = 99.999_999_999_999_99;
+
 /// Channels count when an own touch on them is younger than this.
 pub const CHANNEL_WINDOW: i64 = 30 * DAY_MS;
 
@@ -68,7 +71,9 @@ impl EngagementState {
         let n = channels.len() as f64;
         let raw = self.sum.max(0.0) * (1.0 + cfg.channel_bonus * (n - 1.0));
         let raw = raw.max(0.0);
-        100.0 * (1.0 - (-raw / cfg.scale).exp())
+        // In [0, 100) as SPEC says: for a very large raw, e^(−raw/scale)
+        // is below 1e-16 and 1 − it rounds to 1.
+        (100.0 * (1.0 - (-raw / cfg.scale).exp())).min(BELOW_100)
     }
 
     /// Computes the score after an event and returns a payload when it is
@@ -124,6 +129,18 @@ mod tests {
         s.apply(&cfg, TouchType::PageView, 0, Some(7 * DAY_MS));
         let expect = 100.0 * (1.0 - (-(6.0f64 * 1.1) / 10.0).exp());
         assert!((s.score(&cfg, two) - expect).abs() < 1e-12);
+    }
+
+    #[test]
+    fn score_stays_below_100_however_large_raw() {
+        let cfg = EngineConfig::default();
+        let mut s = EngagementState::default();
+        for i in 0..40 {
+            s.apply(&cfg, TouchType::OrderPlaced, i, (i > 0).then_some(i - 1));
+        }
+        let score = s.score(&cfg, ChannelSet::EMPTY);
+        assert!(score < 100.0 && score > 99.99, "{score}");
+        assert_eq!(BELOW_100, f64::from_bits(100f64.to_bits() - 1));
     }
 
     #[test]

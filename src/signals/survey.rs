@@ -154,8 +154,16 @@ impl SurveyState {
     /// Forgets order times no pending or future click can use (older than
     /// both the oldest pending click and `horizon`, before which no click
     /// can arrive any more) and a last trigger too old to hold back any
-    /// future one.
+    /// click still to fire: pending ones may be due before `horizon` (a
+    /// watermark jump fires several in one go), future ones are due after.
     pub fn forget(&mut self, cfg: &EngineConfig, horizon: EventTime) {
+        let next_due = self
+            .clicks
+            .iter()
+            .map(|c| c.key.due)
+            .min()
+            .unwrap_or(horizon)
+            .min(horizon);
         if !self.orders.is_empty() {
             let oldest_click = self
                 .clicks
@@ -172,7 +180,7 @@ impl SurveyState {
         }
         if self
             .last_trigger
-            .is_some_and(|last| last <= horizon.saturating_sub(cfg.survey_cooldown))
+            .is_some_and(|last| last <= next_due.saturating_sub(cfg.survey_cooldown))
         {
             self.last_trigger = None;
         }
