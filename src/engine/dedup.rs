@@ -36,7 +36,7 @@ impl Dedup {
     /// Whether the hash is among the remembered ones.
     pub fn contains(&self, h: u64) -> bool {
         let s = short(h);
-        self.ring.iter().any(|x| *x == s)
+        self.ring.contains(&s)
     }
 
     /// Remembers a hash, forgetting the oldest beyond the window.

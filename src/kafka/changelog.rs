@@ -188,6 +188,9 @@ pub struct Restored {
     pub records: u64,
 }
 
+/// A slot's record: its generation and the state (`None`: evicted).
+type Generation = (u64, Option<Customer>);
+
 /// Collects changelog records of one topic's partition, then resolves
 /// them to the state of the last complete marker.
 #[derive(Debug)]
@@ -196,7 +199,7 @@ pub struct RestoreBuilder {
     marker: Option<Marker>,
     max_gen: u64,
     /// customer → per slot (gen, record) — latest by offset.
-    slots: HashMap<Arc<str>, [Option<(u64, Option<Customer>)>; 2]>,
+    slots: HashMap<Arc<str>, [Option<Generation>; 2]>,
     records: u64,
 }
 

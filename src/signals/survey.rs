@@ -1,9 +1,9 @@
 //! `survey_trigger` (SPEC 4, SPEC 7 "Survey").
 //!
-//! Every `message_clicked` with a `campaign_id` arms its own timer at click
-//! + `conversion_window`. When it fires it triggers an NPS survey unless an
-//! order came within [click, click + window] or the customer had a trigger
-//! in the 30 d before the due time. Order times are kept only as long as a
+//! Every `message_clicked` with a `campaign_id` arms its own timer at
+//! click plus `conversion_window`. When it fires it triggers an NPS survey
+//! unless an order came within [click, click + window] or the customer had
+//! a trigger in the 30 d before the due time. Order times are kept only as long as a
 //! pending or still-acceptable click can need them.
 
 use serde::{Deserialize, Serialize};
