@@ -94,30 +94,55 @@ pub enum Cause<'a> {
 /// assert_ne!(a, event_id(DerivedType::ChurnRisk, "c1", Cause::Touch("e1")));
 /// ```
 pub fn event_id(kind: DerivedType, customer: &str, cause: Cause<'_>) -> crate::model::EventId {
-    let mut h = xxhash_rust::xxh3::Xxh3::new();
-    let mut part = |bytes: &[u8]| {
-        h.update(&(bytes.len() as u64).to_le_bytes());
-        h.update(bytes);
-    };
-    part(kind.as_str().as_bytes());
-    part(customer.as_bytes());
-    match cause {
-        Cause::Touch(id) => {
-            part(b"tp");
-            part(id.as_bytes());
-        }
+    let due_bytes;
+    let parts: &[&[u8]] = match cause {
+        Cause::Touch(id) => &[
+            kind.as_str().as_bytes(),
+            customer.as_bytes(),
+            b"tp",
+            id.as_bytes(),
+        ],
         Cause::Timer {
             kind: tk,
             due,
             discriminator,
         } => {
-            part(b"timer");
-            part(tk.as_str().as_bytes());
-            part(&due.to_le_bytes());
-            part(discriminator.as_bytes());
+            due_bytes = due.to_le_bytes();
+            &[
+                kind.as_str().as_bytes(),
+                customer.as_bytes(),
+                b"timer",
+                tk.as_str().as_bytes(),
+                &due_bytes,
+                discriminator.as_bytes(),
+            ]
         }
+    };
+    crate::model::EventId(uuid::Uuid::new_v8(hash_parts(parts).to_be_bytes()).as_u128())
+}
+
+/// XXH3-128 of the parts, each prefixed by its length (u64, little
+/// endian). Short inputs are gathered on the stack and hashed in one call;
+/// longer ones go through the streaming hasher (same bytes, same digest).
+fn hash_parts(parts: &[&[u8]]) -> u128 {
+    let total: usize = parts.iter().map(|p| 8 + p.len()).sum();
+    let mut buf = [0u8; 512];
+    if total <= buf.len() {
+        let mut at = 0;
+        for p in parts {
+            buf[at..at + 8].copy_from_slice(&(p.len() as u64).to_le_bytes());
+            buf[at + 8..at + 8 + p.len()].copy_from_slice(p);
+            at += 8 + p.len();
+        }
+        xxhash_rust::xxh3::xxh3_128(&buf[..at])
+    } else {
+        let mut h = xxhash_rust::xxh3::Xxh3::new();
+        for p in parts {
+            h.update(&(p.len() as u64).to_le_bytes());
+            h.update(p);
+        }
+        h.digest128()
     }
-    crate::model::EventId(uuid::Uuid::new_v8(h.digest128().to_be_bytes()).as_u128())
 }
 
 /// One line of `replay --snapshot`: a customer's state at the final watermark.
@@ -816,5 +841,32 @@ impl Engine {
             .collect();
         rows.sort_by(|a, b| a.customer_id.cmp(&b.customer_id));
         rows
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn reference(parts: &[&[u8]]) -> u128 {
+        let mut bytes = Vec::new();
+        for p in parts {
+            bytes.extend_from_slice(&(p.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(p);
+        }
+        xxhash_rust::xxh3::xxh3_128(&bytes)
+    }
+
+    #[test]
+    fn hashed_parts_are_the_same_on_the_stack_and_streamed() {
+        let long = vec![b'x'; 700];
+        for parts in [
+            vec![&b"engagement_score"[..], b"c1", b"tp", b"e1"],
+            vec![&b"a"[..], &long[..], b"", b"z"],
+            vec![&long[..496]],
+            vec![&long[..505]],
+        ] {
+            assert_eq!(hash_parts(&parts), reference(&parts));
+        }
     }
 }
