@@ -50,6 +50,9 @@ pub struct Metrics {
     pub derived_events: IntCounterVec,
     /// Records written to the dead-letter topic.
     pub dlq_records: IntCounter,
+    /// Dead letters whose key or value was cut to fit the producer's
+    /// message size limit.
+    pub dlq_truncated: IntCounter,
     /// Seconds from consuming a record to its outputs being acknowledged.
     pub processing_latency: Histogram,
     /// Consumer lag (high watermark − position), per topic and partition.
@@ -185,6 +188,7 @@ impl Metrics {
             late_events: counter(&r, "touchstream_late_events_total", "Accepted touchpoints older than the watermark."),
             derived_events: counter_vec(&r, "touchstream_derived_events_total", "Derived events emitted, by type.", &[TYPE]),
             dlq_records: counter(&r, "touchstream_dlq_records_total", "Records written to the dead-letter topic."),
+            dlq_truncated: counter(&r, "touchstream_dlq_truncated_total", "Dead letters cut to fit the message size limit (header error.truncated)."),
             processing_latency: histogram(
                 &r,
                 "touchstream_processing_latency_seconds",

@@ -391,6 +391,14 @@ fn every_reason_reaches_the_dlq_json() {
     cases.push(bad(Some("c1"), raw(r#"{"event_id":"d1","customer_id":"c1","channel":"web","type":"add_to_cart","timestamp":1767571200000,"value":"ten"}"#), RejectReason::DecodeError));
     cases.push(bad(Some("c1"), raw(r#"{"event_id":"d2","customer_id":"c1","channel":"web","type":"survey_response","timestamp":1767571200000,"survey":"happiness","score":3}"#), RejectReason::DecodeError));
     cases.push(bad(Some("c1"), None, RejectReason::DecodeError));
+    // Near the broker's default size limit: with our headers it would not
+    // fit librdkafka's default 1,000,000-byte message limit (it once made
+    // the service exit and block the partition).
+    cases.push(bad(
+        Some("big"),
+        Some(vec![b'x'; 1_000_100]),
+        RejectReason::DecodeError,
+    ));
     cases.push(good(g[1].clone(), j(&g[1])));
     cases.push(bad(
         None,

@@ -369,6 +369,65 @@ fn apply_client(c: &mut ClientConfig, cfg: &Config, role: Role) {
     }
 }
 
+/// The producer's `message.max.bytes` unless configured, and the
+/// `max.message.bytes` of the topics touchstream creates: 8 MiB, well above
+/// the broker's default 1 MiB input records, so that a dead letter (the
+/// record plus headers), a derived event or a changelog state carrying
+/// large ids from a near-limit input record still fits.
+const DEFAULT_MESSAGE_MAX_BYTES: usize = 8 * 1024 * 1024;
+const MAX_MESSAGE_BYTES_STR: &str = "8396800"; // 8 MiB + 8 KiB of record overhead
+
+/// Bytes a dead letter's key and value may take: the producer's
+/// `message.max.bytes` less room for headers and record overhead.
+fn dlq_limit(cfg: &Config) -> usize {
+    let max = cfg
+        .kafka
+        .producer
+        .get("message.max.bytes")
+        .or_else(|| cfg.kafka.client.get("message.max.bytes"))
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES);
+    max.saturating_sub(8 * 1024)
+}
+
+/// A dead letter's key and value, cut to fit `limit` bytes together.
+struct FittedLetter<'a> {
+    key: &'a [u8],
+    value: &'a [u8],
+    truncated: bool,
+}
+
+/// Keeps key and value whole when they fit; else the key up to a quarter
+/// of the room, and as much of the value as is left.
+fn fit_dead_letter<'a>(key: &'a [u8], value: &'a [u8], limit: usize) -> FittedLetter<'a> {
+    if key.len() + value.len() <= limit {
+        return FittedLetter {
+            key,
+            value,
+            truncated: false,
+        };
+    }
+    let key = &key[..key.len().min(limit / 4)];
+    let value = &value[..value.len().min(limit - key.len())];
+    FittedLetter {
+        key,
+        value,
+        truncated: true,
+    }
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary.
+fn cut_str(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// Reads a `[kafka.client]` (or `.consumer`, `.producer`) secret from a
 /// file when given as `file:PATH` (so secrets can come from mounted
 /// Kubernetes Secrets).
@@ -578,14 +637,23 @@ impl Worker {
     fn dead_letter(&self, msg: &impl Message, rejection: &Rejection) -> Result<(), ServiceError> {
         let partition = msg.partition().to_string();
         let offset = msg.offset().to_string();
-        let headers = OwnedHeaders::new()
+        let error = cut_str(&rejection.message, 1024);
+        // A record near the broker's size limit plus our headers would not
+        // fit the producer's: the dead letter then keeps what fits, says so
+        // in `error.truncated` (the original sizes), and is counted.
+        let fit = fit_dead_letter(
+            msg.key().unwrap_or_default(),
+            msg.payload().unwrap_or_default(),
+            dlq_limit(&self.cfg),
+        );
+        let mut headers = OwnedHeaders::new()
             .insert(Header {
                 key: "error.reason",
                 value: Some(rejection.reason.as_str()),
             })
             .insert(Header {
                 key: "error.message",
-                value: Some(rejection.message.as_str()),
+                value: Some(error),
             })
             .insert(Header {
                 key: "source.topic",
@@ -599,15 +667,40 @@ impl Worker {
                 key: "source.offset",
                 value: Some(offset.as_str()),
             });
+        let truncated = fit.truncated.then(|| {
+            format!(
+                "key {} of {} bytes, value {} of {} bytes",
+                fit.key.len(),
+                msg.key().map_or(0, <[u8]>::len),
+                fit.value.len(),
+                msg.payload().map_or(0, <[u8]>::len)
+            )
+        });
+        if let Some(t) = &truncated {
+            headers = headers.insert(Header {
+                key: "error.truncated",
+                value: Some(t.as_str()),
+            });
+        }
         let mut rec: BaseRecord<'_, [u8], [u8]> =
             BaseRecord::to(&self.cfg.kafka.dlq_topic).headers(headers);
-        if let Some(k) = msg.key() {
-            rec = rec.key(k);
+        if msg.key().is_some() {
+            rec = rec.key(fit.key);
         }
-        if let Some(p) = msg.payload() {
-            rec = rec.payload(p);
+        if msg.payload().is_some() {
+            rec = rec.payload(fit.value);
         }
         self.send(rec)?;
+        if let Some(t) = &truncated {
+            self.metrics.dlq_truncated.inc();
+            warn!(
+                topic = msg.topic(),
+                partition = msg.partition(),
+                offset = msg.offset(),
+                kept = t.as_str(),
+                "Dead letter cut to fit the message size limit."
+            );
+        }
         self.metrics
             .records_rejected
             .with_label_values(&[rejection.reason.as_str()])
@@ -1046,7 +1139,10 @@ fn ensure_topics(
     names.push(cfg.kafka.dlq_topic.clone());
     let mut new: Vec<NewTopic<'_>> = names
         .iter()
-        .map(|n| NewTopic::new(n, partitions, TopicReplication::Fixed(rf)))
+        .map(|n| {
+            NewTopic::new(n, partitions, TopicReplication::Fixed(rf))
+                .set("max.message.bytes", MAX_MESSAGE_BYTES_STR)
+        })
         .collect();
     if cl_partitions == 0 {
         new.push(
@@ -1055,7 +1151,8 @@ fn ensure_topics(
                 partitions,
                 TopicReplication::Fixed(rf),
             )
-            .set("cleanup.policy", "compact"),
+            .set("cleanup.policy", "compact")
+            .set("max.message.bytes", MAX_MESSAGE_BYTES_STR),
         );
     }
     let results = rt
@@ -1101,6 +1198,7 @@ fn start(
     let encoder = OutputEncoder::new(cfg)?;
     let mut pc = client_config(cfg);
     pc.set("enable.idempotence", "true")
+        .set("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES.to_string())
         .set("acks", "all")
         .set("partitioner", "murmur2_random")
         .set("linger.ms", "5")
@@ -1302,6 +1400,34 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dead_letters_are_cut_to_fit() {
+        let key = vec![b'k'; 10];
+        let value = vec![b'v'; 1000];
+        let f = fit_dead_letter(&key, &value, 2000);
+        assert!(!f.truncated && f.key.len() == 10 && f.value.len() == 1000);
+        let f = fit_dead_letter(&key, &value, 500);
+        assert!(f.truncated && f.key.len() == 10 && f.value.len() == 490);
+        let big_key = vec![b'k'; 1000];
+        let f = fit_dead_letter(&big_key, &value, 500);
+        assert!(f.truncated && f.key.len() == 125 && f.value.len() == 375);
+        assert_eq!(cut_str("héllo", 2), "h");
+        assert_eq!(cut_str("héllo", 3), "hé");
+        let cfg = Config::from_parts(
+            "t",
+            "[kafka.producer]\n\"message.max.bytes\" = \"2000000\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(dlq_limit(&cfg), 2_000_000 - 8192);
+        let cfg = Config::from_parts("t", "", &[]).unwrap();
+        assert_eq!(dlq_limit(&cfg), 8 * 1024 * 1024 - 8192);
+        assert_eq!(
+            MAX_MESSAGE_BYTES_STR.parse::<usize>().ok(),
+            Some(DEFAULT_MESSAGE_MAX_BYTES + 8192)
+        );
+    }
 
     #[test]
     fn consumer_and_producer_sections_reach_only_their_client() {

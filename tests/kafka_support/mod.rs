@@ -261,6 +261,8 @@ impl TestProducer {
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "2")
+            // Room for records near the broker's default 1 MiB limit.
+            .set("message.max.bytes", "2000000")
             .create_with_context(DeliveryCtx {
                 errors: Mutex::new(Vec::new()),
             })
