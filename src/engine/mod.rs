@@ -346,10 +346,14 @@ impl Engine {
         let mut all: Vec<Customer> = customers.into_iter().collect();
         // Slot order does not affect output; sort for a reproducible layout.
         all.sort_by(|a, b| a.id.cmp(&b.id));
-        for (i, mut c) in all.into_iter().enumerate() {
+        for mut c in all {
             c.dirty = false;
-            // A fresh store hands out slots in order.
-            let slot = i as u32;
+            e.population.level(None, Some(c.churn.level));
+            e.population.stage(None, c.journey.stage);
+            let slot = e.store.insert(c);
+            let Some(c) = e.store.get_mut(slot) else {
+                continue;
+            };
             let target = |kind| timers::TimerTarget { slot, kind };
             e.timers
                 .restore(&mut c.churn.timer, target(TimerKind::Churn));
@@ -357,10 +361,6 @@ impl Engine {
                 r.cart.restore_timers(&mut e.timers, slot);
                 r.survey.restore_timers(&mut e.timers, slot);
             }
-            e.population.level(None, Some(c.churn.level));
-            e.population.stage(None, c.journey.stage);
-            let got = e.store.insert(c);
-            debug_assert_eq!(got, slot);
         }
         e.timers.set_next_seq(meta.next_seq);
         e

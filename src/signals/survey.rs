@@ -112,16 +112,7 @@ impl SurveyState {
         }
         let i = self.orders.partition_point(|&t| t <= at);
         self.orders.insert(i, at);
-        let oldest_click = self
-            .clicks
-            .iter()
-            .map(|c| c.at)
-            .min()
-            .unwrap_or(horizon)
-            .min(horizon);
-        let keep_from = self.orders.partition_point(|&t| t < oldest_click);
-        self.orders.drain(..keep_from);
-        super::free_if_empty(&mut self.orders);
+        self.forget_orders(horizon);
         if self.orders.len() > MAX_ORDER_TIMES {
             let extra = self.orders.len() - MAX_ORDER_TIMES;
             self.orders.drain(..extra);
@@ -164,25 +155,32 @@ impl SurveyState {
             .min()
             .unwrap_or(horizon)
             .min(horizon);
-        if !self.orders.is_empty() {
-            let oldest_click = self
-                .clicks
-                .iter()
-                .map(|c| c.at)
-                .min()
-                .unwrap_or(horizon)
-                .min(horizon);
-            let keep_from = self.orders.partition_point(|&t| t < oldest_click);
-            if keep_from > 0 {
-                self.orders.drain(..keep_from);
-                super::free_if_empty(&mut self.orders);
-            }
-        }
+        self.forget_orders(horizon);
         if self
             .last_trigger
             .is_some_and(|last| last <= next_due.saturating_sub(cfg.survey_cooldown))
         {
             self.last_trigger = None;
+        }
+    }
+
+    /// Drops order times older than both the oldest pending click and
+    /// `horizon` (no click before it can arrive any more).
+    fn forget_orders(&mut self, horizon: EventTime) {
+        if self.orders.is_empty() {
+            return;
+        }
+        let oldest_click = self
+            .clicks
+            .iter()
+            .map(|c| c.at)
+            .min()
+            .unwrap_or(horizon)
+            .min(horizon);
+        let keep_from = self.orders.partition_point(|&t| t < oldest_click);
+        if keep_from > 0 {
+            self.orders.drain(..keep_from);
+            super::free_if_empty(&mut self.orders);
         }
     }
 
