@@ -131,9 +131,11 @@ pub struct RawTouchpoint {
 /// Largest customer id in bytes.
 pub const MAX_CUSTOMER_ID_BYTES: usize = 256;
 
-/// Timestamps beyond ±2^53 ms (±285,000 years) cannot be represented by
-/// the engine's packed time fields and are decode errors.
-pub const MAX_ABS_TIMESTAMP: i64 = 1 << 53;
+/// Timestamps beyond ±2^43 ms of the Unix epoch (before 1691-11-22 or
+/// after 2248-09-26) cannot be represented by the engine's packed 6-byte
+/// time fields: an earlier one is a decode error, a later one is in the
+/// future of any real clock.
+pub const MAX_ABS_TIMESTAMP: i64 = 1 << 43;
 
 /// Limits for the time rules.
 #[derive(Debug, Clone, Copy)]
@@ -193,7 +195,7 @@ pub fn validate(raw: RawTouchpoint, clock: Clock) -> Result<Touchpoint, Rejectio
             ));
         }
     }
-    // Beyond ±2^53 ms the engine cannot represent a time; such a value is
+    // Beyond 2^43 ms the engine cannot represent a time; such a value is
     // in the future of any real clock.
     if timestamp > clock.now.saturating_add(clock.max_future) || timestamp > MAX_ABS_TIMESTAMP {
         return Err(Rejection::new(

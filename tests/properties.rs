@@ -30,7 +30,11 @@ fn arb_touchpoint(
         })
 }
 
-fn build(spec: &[(u8, u8, u8, i64, Option<u8>, u32, u8)]) -> Vec<Touchpoint> {
+/// One generated record: customer, type, channel, time step, cart, value,
+/// score.
+type Spec = (u8, u8, u8, i64, Option<u8>, u32, u8);
+
+fn build(spec: &[Spec]) -> Vec<Touchpoint> {
     spec.iter()
         .enumerate()
         .map(|(i, &(c, k, ch, dt, cart, v, score))| {

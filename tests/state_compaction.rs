@@ -112,3 +112,61 @@ fn clicks_fired_by_one_watermark_jump_still_respect_the_cooldown() {
         .count();
     assert_eq!(triggers, 1);
 }
+
+#[test]
+fn a_quiet_customer_keeps_its_snapshot_but_not_its_touches() {
+    let mut e = Engine::new(Arc::new(EngineConfig::default()));
+    let channels = [Channel::Web, Channel::Email, Channel::Store, Channel::Web];
+    let mut out = Vec::new();
+    for (i, ch) in channels.iter().enumerate() {
+        let tp = Touchpoint::new(
+            format!("q{i}"),
+            "q",
+            *ch,
+            TouchType::ProductView,
+            T + i as i64 * HOUR_MS,
+        );
+        e.on_touchpoint(&tp, &mut out);
+    }
+    let before = e.snapshot();
+    assert_eq!(e.customer("q").map(|c| c.attribution.len()), Some(4));
+    // Others move the watermark 40 d on: q's churn timer fires at 30 d of
+    // inactivity and finds it quiet.
+    feed(&mut e, "o1", "other", TouchType::PageView, T + 40 * DAY_MS);
+    let c = e.customer("q").expect("still in state");
+    assert_eq!(c.attribution.len(), 0, "touches no order can reach");
+    let after = e.snapshot();
+    let row = |rows: &[touchstream::engine::SnapshotRow]| {
+        rows.iter()
+            .find(|r| r.customer_id == "q")
+            .map(|r| (r.channels, r.engagement_score))
+    };
+    assert_eq!(row(&after), row(&before), "snapshot unchanged");
+    // Back after the gap: an order is attributed to nothing old, and the
+    // channel count starts afresh.
+    let mut tp = Touchpoint::new(
+        "q9",
+        "q",
+        Channel::Sms,
+        TouchType::OrderPlaced,
+        T + 41 * DAY_MS,
+    );
+    tp.order_id = Some("o".into());
+    let mut out = Vec::new();
+    e.on_touchpoint(&tp, &mut out);
+    let attributed = out
+        .iter()
+        .find(|ev| ev.kind.as_str() == "order_attributed")
+        .expect("attributed");
+    let json = serde_json::to_value(attributed).unwrap();
+    assert_eq!(json["models"]["linear"], serde_json::json!({"sms": 1.0}));
+    let row = e
+        .snapshot()
+        .into_iter()
+        .find(|r| r.customer_id == "q")
+        .unwrap();
+    assert_eq!(
+        row.channels.iter().map(|c| c.as_str()).collect::<Vec<_>>(),
+        ["sms"]
+    );
+}

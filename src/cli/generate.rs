@@ -362,109 +362,6 @@ fn avro_header(schema_json: &str, marker: &[u8; 16]) -> Vec<u8> {
     h
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::validate::{validate, Clock, RejectReason};
-
-    fn cfg() -> GenConfig {
-        GenConfig {
-            customers: 60,
-            days: 14,
-            ..GenConfig::default()
-        }
-    }
-
-    const CLOCK: Clock = Clock {
-        now: 1_800_000_000_000,
-        max_future: 3_600_000,
-    };
-
-    #[test]
-    fn json_lines_decode_to_the_generated_touchpoints() {
-        let mut buf = Vec::new();
-        let w = write_json(&cfg(), 0.0, &mut buf).unwrap();
-        let expected = crate::generate::generate(&cfg());
-        assert_eq!(
-            w,
-            Written {
-                touchpoints: expected.len() as u64,
-                bad: 0
-            }
-        );
-        let text = String::from_utf8(buf).unwrap();
-        let got: Vec<Touchpoint> = text
-            .lines()
-            .map(|l| validate(crate::codec::json::decode(l.as_bytes()).unwrap(), CLOCK).unwrap())
-            .collect();
-        assert_eq!(got, expected);
-    }
-
-    #[test]
-    fn bad_lines_are_rejected_and_good_ones_kept() {
-        let mut buf = Vec::new();
-        let w = write_json(&cfg(), 0.2, &mut buf).unwrap();
-        assert!(w.bad > 50, "{w:?}");
-        let text = String::from_utf8(buf).unwrap();
-        let mut good = 0u64;
-        let mut reasons = std::collections::HashSet::new();
-        for line in text.lines() {
-            match crate::codec::json::decode(line.as_bytes()).and_then(|raw| validate(raw, CLOCK)) {
-                Ok(tp) => {
-                    assert!(!tp.event_id.starts_with("bad-"), "{line}");
-                    good += 1;
-                }
-                Err(r) => {
-                    reasons.insert(r.reason);
-                }
-            }
-        }
-        assert_eq!(good, w.touchpoints);
-        for r in [
-            RejectReason::DecodeError,
-            RejectReason::MissingField,
-            RejectReason::InvalidCustomerId,
-            RejectReason::InvalidValue,
-            RejectReason::InvalidScore,
-            RejectReason::FutureTimestamp,
-        ] {
-            assert!(reasons.contains(&r), "no {r:?}");
-        }
-        // Same seed, same bytes, bad lines included.
-        let mut again = Vec::new();
-        write_json(&cfg(), 0.2, &mut again).unwrap();
-        assert_eq!(text.as_bytes(), &again[..]);
-    }
-
-    #[test]
-    fn avro_file_reads_back_and_is_reproducible() {
-        let mut buf = Vec::new();
-        let w = write_avro(&cfg(), &mut buf).unwrap();
-        let mut again = Vec::new();
-        write_avro(&cfg(), &mut again).unwrap();
-        assert_eq!(buf, again);
-        let reader = apache_avro::Reader::new(&buf[..]).unwrap();
-        let got: Vec<Touchpoint> = reader
-            .map(|v| {
-                validate(
-                    crate::codec::avro::raw_from_value(&v.unwrap()).unwrap(),
-                    CLOCK,
-                )
-                .unwrap()
-            })
-            .collect();
-        assert_eq!(got.len() as u64, w.touchpoints);
-        assert_eq!(got, crate::generate::generate(&cfg()));
-    }
-
-    #[test]
-    fn disorder_parses() {
-        assert_eq!(parse_disorder("2s"), Ok(2_000));
-        assert_eq!(parse_disorder("750"), Ok(750));
-        assert!(parse_disorder("-1").is_err());
-    }
-}
-
 /// Produces generated records into a topic at a target rate.
 struct TopicSink {
     producer: rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
@@ -581,4 +478,107 @@ fn to_topic(opts: &Opts, cfg: &GenConfig, topic: &str) -> Result<ExitCode, CliEr
         sink.started.elapsed().as_secs_f64()
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::validate::{validate, Clock, RejectReason};
+
+    fn cfg() -> GenConfig {
+        GenConfig {
+            customers: 60,
+            days: 14,
+            ..GenConfig::default()
+        }
+    }
+
+    const CLOCK: Clock = Clock {
+        now: 1_800_000_000_000,
+        max_future: 3_600_000,
+    };
+
+    #[test]
+    fn json_lines_decode_to_the_generated_touchpoints() {
+        let mut buf = Vec::new();
+        let w = write_json(&cfg(), 0.0, &mut buf).unwrap();
+        let expected = crate::generate::generate(&cfg());
+        assert_eq!(
+            w,
+            Written {
+                touchpoints: expected.len() as u64,
+                bad: 0
+            }
+        );
+        let text = String::from_utf8(buf).unwrap();
+        let got: Vec<Touchpoint> = text
+            .lines()
+            .map(|l| validate(crate::codec::json::decode(l.as_bytes()).unwrap(), CLOCK).unwrap())
+            .collect();
+        assert_eq!(got, expected);
+    }
+
+    #[test]
+    fn bad_lines_are_rejected_and_good_ones_kept() {
+        let mut buf = Vec::new();
+        let w = write_json(&cfg(), 0.2, &mut buf).unwrap();
+        assert!(w.bad > 50, "{w:?}");
+        let text = String::from_utf8(buf).unwrap();
+        let mut good = 0u64;
+        let mut reasons = std::collections::HashSet::new();
+        for line in text.lines() {
+            match crate::codec::json::decode(line.as_bytes()).and_then(|raw| validate(raw, CLOCK)) {
+                Ok(tp) => {
+                    assert!(!tp.event_id.starts_with("bad-"), "{line}");
+                    good += 1;
+                }
+                Err(r) => {
+                    reasons.insert(r.reason);
+                }
+            }
+        }
+        assert_eq!(good, w.touchpoints);
+        for r in [
+            RejectReason::DecodeError,
+            RejectReason::MissingField,
+            RejectReason::InvalidCustomerId,
+            RejectReason::InvalidValue,
+            RejectReason::InvalidScore,
+            RejectReason::FutureTimestamp,
+        ] {
+            assert!(reasons.contains(&r), "no {r:?}");
+        }
+        // Same seed, same bytes, bad lines included.
+        let mut again = Vec::new();
+        write_json(&cfg(), 0.2, &mut again).unwrap();
+        assert_eq!(text.as_bytes(), &again[..]);
+    }
+
+    #[test]
+    fn avro_file_reads_back_and_is_reproducible() {
+        let mut buf = Vec::new();
+        let w = write_avro(&cfg(), &mut buf).unwrap();
+        let mut again = Vec::new();
+        write_avro(&cfg(), &mut again).unwrap();
+        assert_eq!(buf, again);
+        let reader = apache_avro::Reader::new(&buf[..]).unwrap();
+        let got: Vec<Touchpoint> = reader
+            .map(|v| {
+                validate(
+                    crate::codec::avro::raw_from_value(&v.unwrap()).unwrap(),
+                    CLOCK,
+                )
+                .unwrap()
+            })
+            .collect();
+        assert_eq!(got.len() as u64, w.touchpoints);
+        assert_eq!(got, crate::generate::generate(&cfg()));
+    }
+
+    #[test]
+    fn disorder_parses() {
+        assert_eq!(parse_disorder("2s"), Ok(2_000));
+        assert_eq!(parse_disorder("750"), Ok(750));
+        assert!(parse_disorder("-1").is_err());
+    }
 }

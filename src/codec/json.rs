@@ -80,9 +80,11 @@ fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<EventTime>, D::Er
         }
         fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
             // Far-future values are `future_timestamp` (validation); only
-            // times before year −285,000 are undecodable.
+            // times before 1691-11-22 (−2^43 ms) are undecodable.
             if v < -MAX_ABS_TIMESTAMP {
-                return Err(E::custom(format!("timestamp {v} out of range")));
+                return Err(E::custom(format!(
+                    "timestamp {v} is before the supported range (from -2^43 ms, 1691-11-22)"
+                )));
             }
             Ok(Some(v))
         }
@@ -92,7 +94,9 @@ fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<EventTime>, D::Er
                 .and_then(|v| self.visit_i64(v))
         }
         fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
-            parse_rfc3339(v).map(Some).map_err(E::custom)
+            parse_rfc3339(v)
+                .map_err(E::custom)
+                .and_then(|t| self.visit_i64(t))
         }
         fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
             Ok(None)

@@ -25,11 +25,12 @@ fn short(h: u64) -> [u8; 6] {
     [b[0], b[1], b[2], b[3], b[4], b[5]]
 }
 
-/// A ring of the last [`WINDOW`] event-id hashes.
+/// The last [`WINDOW`] event-id hashes, oldest first. When full, an insert
+/// shifts the list down by one (a 186-byte move) rather than keeping a ring
+/// position: the struct stays one pointer wide.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Dedup {
     ring: ThinVec<[u8; 6]>,
-    next: u8,
 }
 
 impl Dedup {
@@ -51,9 +52,10 @@ impl Dedup {
             }
             self.ring.push(s);
         } else {
-            let i = self.next as usize % WINDOW;
-            self.ring[i] = s;
-            self.next = ((i + 1) % WINDOW) as u8;
+            self.ring.copy_within(1.., 0);
+            if let Some(last) = self.ring.last_mut() {
+                *last = s;
+            }
         }
     }
 
@@ -68,7 +70,8 @@ impl Dedup {
     }
 }
 
-/// The changelog form: the ring as 48-bit integers, and the ring position.
+/// The changelog form: the hashes as 48-bit integers, and the position of
+/// the oldest (always 0 now; state format 2 kept a ring position there).
 #[derive(Serialize, Deserialize)]
 struct Persisted {
     ring: Vec<u64>,
@@ -86,11 +89,7 @@ impl Serialize for Dedup {
                 u64::from_le_bytes(w)
             })
             .collect();
-        Persisted {
-            ring,
-            next: self.next,
-        }
-        .serialize(s)
+        Persisted { ring, next: 0 }.serialize(s)
     }
 }
 
@@ -101,10 +100,10 @@ impl<'de> Deserialize<'de> for Dedup {
         for h in p.ring.into_iter().take(WINDOW) {
             ring.push(short(h));
         }
-        Ok(Dedup {
-            ring,
-            next: p.next % WINDOW as u8,
-        })
+        if ring.len() == WINDOW {
+            ring.rotate_left(usize::from(p.next) % WINDOW);
+        }
+        Ok(Dedup { ring })
     }
 }
 
@@ -140,5 +139,18 @@ mod tests {
             back.insert(i);
         }
         assert!(!back.contains(2) && back.contains(3) && back.contains(34));
+    }
+
+    #[test]
+    fn a_format_2_ring_position_is_read_as_the_oldest() {
+        // Ring of 32 where slot 5 is the oldest (the next to be replaced).
+        let ring: Vec<u64> = (0..32u64)
+            .map(|i| if i < 5 { 100 + i } else { i })
+            .collect();
+        let json = serde_json::json!({ "ring": ring, "next": 5 }).to_string();
+        let mut d: Dedup = serde_json::from_str(&json).unwrap();
+        d.insert(999);
+        assert!(!d.contains(5), "the oldest went first");
+        assert!(d.contains(6) && d.contains(100) && d.contains(999));
     }
 }

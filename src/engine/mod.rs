@@ -758,6 +758,7 @@ impl Engine {
                         population.level(Some(level_before), Some(c.churn.level));
                         emit(out, stats, &id, due, cause, p);
                     }
+                    c.tidy_quiet(cfg, late_horizon);
                     let from = c.journey.stage;
                     if became_high && from.is_some() {
                         c.journey.on_high_risk();

@@ -127,6 +127,20 @@ impl Customer {
         }
     }
 
+    /// Forgets, when the churn timer finds the customer quiet, what the
+    /// next touchpoints can no longer need: touches too old for any order
+    /// that is not too late (`horizon` = watermark − allowed lateness), and
+    /// outbound messages out of the 7-day window at the customer's clock.
+    /// What the snapshot reads at the customer's newest event is kept.
+    pub fn tidy_quiet(&mut self, cfg: &EngineConfig, horizon: EventTime) {
+        self.attribution.forget(
+            horizon.saturating_sub(crate::signals::attribution::WINDOW),
+            self.newest,
+        );
+        self.fatigue.forget(self.clock);
+        self.tidy(cfg, horizon);
+    }
+
     /// Approximate bytes this customer occupies: the struct, its heap
     /// allocations, and its entry in the partition's id index.
     pub fn approx_bytes(&self) -> usize {

@@ -64,24 +64,50 @@ impl AttributionState {
         insert_sorted(&mut self.touches, Packed::new(t, channel));
         prune_until(&mut self.touches, horizon);
         if self.touches.len() > KEEP {
-            let extra = self.touches.len() - KEEP;
-            for i in 0..extra {
-                let p = self.touches[i];
-                let c = p.channel();
-                if self.touches[i + 1..].iter().any(|q| q.channel() == c) {
-                    continue;
-                }
-                match self.dropped.iter_mut().find(|q| q.channel() == c) {
-                    Some(q) => *q = (*q).max(p),
-                    None => self.dropped.push(p),
-                }
-            }
-            self.touches.drain(..extra);
+            self.drop_oldest(self.touches.len() - KEEP, None);
         }
         if !self.dropped.is_empty() {
             self.dropped.retain(|q| q.time() > horizon);
             super::free_if_empty(&mut self.dropped);
         }
+    }
+
+    /// Forgets the touches of a customer who has been quiet: those at or
+    /// before `horizon` can no longer matter to an order (one that old is
+    /// too late), but the channel count at the customer's `newest` event
+    /// (snapshot) still needs the channels of the last 30 d before it, so
+    /// each of those channels keeps its latest time in `dropped`.
+    pub fn forget(&mut self, horizon: EventTime, newest: EventTime) {
+        let n = self.touches.partition_point(|p| p.time() <= horizon);
+        if n == 0 {
+            return;
+        }
+        self.drop_oldest(n, Some(newest));
+        if self.touches.is_empty() {
+            super::free_if_empty(&mut self.touches);
+        } else if self.touches.len() * 2 < self.touches.capacity() {
+            self.touches.shrink_to_fit();
+        }
+    }
+
+    /// Drops the `n` oldest touches; a dropped touch whose channel has no
+    /// later touch kept is remembered in `dropped` (its latest time per
+    /// channel), if it lies in the 30 d before `newest` when that is given.
+    fn drop_oldest(&mut self, n: usize, newest: Option<EventTime>) {
+        for i in 0..n {
+            let p = self.touches[i];
+            let c = p.channel();
+            if newest.is_some_and(|nw| !in_window(nw, p.time()))
+                || self.touches[i + 1..].iter().any(|q| q.channel() == c)
+            {
+                continue;
+            }
+            match self.dropped.iter_mut().find(|q| q.channel() == c) {
+                Some(q) => *q = (*q).max(p),
+                None => self.dropped.push(p),
+            }
+        }
+        self.touches.drain(..n);
     }
 
     /// Channels of the own touches recorded in the 30 d before `newest`.

@@ -30,9 +30,16 @@ const NONE: EventTime = EventTime::MIN;
 
 /// Churn facts and level of one customer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(into = "Persisted", from = "Persisted")]
 pub struct ChurnState {
     /// Number of `order_placed` touches.
     pub orders: u32,
+    /// Latest NPS answer's score (meaningful when `nps_at` is set).
+    pub nps_score: i8,
+    /// Current level.
+    pub level: ChurnLevel,
+    /// Which p_alive threshold `next_crossing` is for: false = 0.7, true = 0.3.
+    crossing_high: bool,
     /// Earliest order time (`MIN` when none).
     pub first_order: EventTime,
     /// Latest order time (`MIN` when none).
@@ -41,29 +48,86 @@ pub struct ChurnState {
     pub last_activity: EventTime,
     /// Latest unsubscribe (`MIN` when none).
     pub last_unsubscribe: EventTime,
-    /// Latest NPS answer by event time: (time, score); time `MIN` when none.
-    pub nps: (EventTime, i8),
-    /// Current level.
-    pub level: ChurnLevel,
-    /// When p_alive falls below 0.7 and 0.3 with no further order
-    /// (`MAX` when never); recomputed when an order arrives.
-    #[serde(default = "never")]
-    pub crossings: [EventTime; 2],
+    /// Time of the latest NPS answer by event time (`MIN` when none).
+    pub nps_at: EventTime,
+    /// When p_alive next falls below a threshold (0.7, then 0.3) with no
+    /// further order (`MAX` when never). Set when an order arrives; the
+    /// 0.3 crossing is solved only once the 0.7 one is behind the clock.
+    next_crossing: EventTime,
     /// The single re-evaluation timer.
     pub timer: LazyTimer,
+}
+
+/// The changelog form (the shape of state format 2).
+#[derive(Serialize, Deserialize)]
+struct Persisted {
+    orders: u32,
+    first_order: EventTime,
+    last_order: EventTime,
+    last_activity: EventTime,
+    last_unsubscribe: EventTime,
+    nps: (EventTime, i8),
+    level: ChurnLevel,
+    /// The 0.7 and 0.3 crossings; a crossing not solved yet is `MAX` (the
+    /// 0.3 one is solved again on demand), a crossing behind the clock is
+    /// `MIN`.
+    #[serde(default = "never")]
+    crossings: [EventTime; 2],
+    timer: LazyTimer,
+}
+
+impl From<ChurnState> for Persisted {
+    fn from(c: ChurnState) -> Self {
+        Persisted {
+            orders: c.orders,
+            first_order: c.first_order,
+            last_order: c.last_order,
+            last_activity: c.last_activity,
+            last_unsubscribe: c.last_unsubscribe,
+            nps: (c.nps_at, c.nps_score),
+            level: c.level,
+            crossings: if c.crossing_high {
+                [EventTime::MIN, c.next_crossing]
+            } else {
+                [c.next_crossing, EventTime::MAX]
+            },
+            timer: c.timer,
+        }
+    }
+}
+
+impl From<Persisted> for ChurnState {
+    fn from(p: Persisted) -> Self {
+        let high = p.crossings[0] == EventTime::MIN;
+        ChurnState {
+            orders: p.orders,
+            nps_score: p.nps.1,
+            level: p.level,
+            crossing_high: high,
+            first_order: p.first_order,
+            last_order: p.last_order,
+            last_activity: p.last_activity,
+            last_unsubscribe: p.last_unsubscribe,
+            nps_at: p.nps.0,
+            next_crossing: p.crossings[usize::from(high)],
+            timer: p.timer,
+        }
+    }
 }
 
 impl Default for ChurnState {
     fn default() -> Self {
         ChurnState {
             orders: 0,
+            nps_score: 0,
+            level: ChurnLevel::Low,
+            crossing_high: false,
             first_order: NONE,
             last_order: NONE,
             last_activity: NONE,
             last_unsubscribe: NONE,
-            nps: (NONE, 0),
-            level: ChurnLevel::Low,
-            crossings: never(),
+            nps_at: NONE,
+            next_crossing: EventTime::MAX,
             timer: LazyTimer::default(),
         }
     }
@@ -141,16 +205,15 @@ impl ChurnState {
                     self.first_order.min(t)
                 };
                 self.last_order = self.last_order.max(t);
-                self.crossings = [
-                    self.crossing(cfg, P_MEDIUM).unwrap_or(EventTime::MAX),
-                    self.crossing(cfg, P_HIGH).unwrap_or(EventTime::MAX),
-                ];
+                self.next_crossing = self.crossing(cfg, P_MEDIUM).unwrap_or(EventTime::MAX);
+                self.crossing_high = false;
             }
             TouchType::Unsubscribed => self.last_unsubscribe = self.last_unsubscribe.max(t),
             TouchType::SurveyResponse => {
                 if let (Some(Survey::Nps), Some(score)) = (tp.survey, tp.score) {
-                    if self.nps.0 == NONE || t >= self.nps.0 {
-                        self.nps = (t, score as i8);
+                    if self.nps_at == NONE || t >= self.nps_at {
+                        self.nps_at = t;
+                        self.nps_score = score as i8;
                     }
                 }
             }
@@ -175,7 +238,7 @@ impl ChurnState {
         let inactive = Self::optional(self.last_activity).map(|la| clock - la);
         let unsubscribed =
             self.last_unsubscribe != NONE && clock - self.last_unsubscribe < UNSUBSCRIBE_WINDOW;
-        let detractor = self.nps.0 != NONE && self.nps.1 <= 6;
+        let detractor = self.nps_at != NONE && self.nps_score <= 6;
         let p = p_alive.unwrap_or(1.0);
         let high = p < P_HIGH || inactive.is_some_and(|d| d >= INACTIVE_HIGH) || unsubscribed;
         let medium = p < P_MEDIUM || inactive.is_some_and(|d| d >= INACTIVE_MEDIUM) || detractor;
@@ -226,14 +289,23 @@ impl ChurnState {
         if self.orders >= 2 {
             // p_alive only falls with time: a crossing still ahead of the
             // clock is exactly one that has not happened yet.
-            let _ = cfg;
-            for t in self.crossings {
-                if t != EventTime::MAX {
-                    consider(t);
-                }
+            let t = self.pending_crossing(cfg, clock);
+            if t != EventTime::MAX {
+                consider(t);
             }
         }
         next
+    }
+
+    /// The next crossing not behind `clock`: the cached one, or the 0.3
+    /// crossing solved now once the 0.7 one is behind (0.7 comes first).
+    fn pending_crossing(&self, cfg: &EngineConfig, clock: EventTime) -> EventTime {
+        if self.crossing_high || self.next_crossing > clock || self.next_crossing == EventTime::MAX
+        {
+            self.next_crossing
+        } else {
+            self.crossing(cfg, P_HIGH).unwrap_or(EventTime::MAX)
+        }
     }
 
     /// The first millisecond at which p_alive < `threshold` with no further
@@ -274,6 +346,10 @@ impl ChurnState {
         expires: EventTime,
     ) -> Option<Payload> {
         let ev = self.evaluate(cfg, clock);
+        if self.orders >= 2 && !self.crossing_high && self.next_crossing <= clock {
+            self.next_crossing = self.pending_crossing(cfg, clock);
+            self.crossing_high = true;
+        }
         let previous = self.level;
         self.level = ev.level;
         let due = match self.next_flip(cfg, clock) {
@@ -300,3 +376,66 @@ impl ChurnState {
 
 /// Re-exported for tests: p_alive's closed form.
 pub use bgnbd::BgNbd as Model;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Channel, Touchpoint};
+
+    fn two_orders(cfg: &EngineConfig) -> ChurnState {
+        let mut c = ChurnState::default();
+        for (i, t) in [0, 7 * DAY_MS].into_iter().enumerate() {
+            let tp = Touchpoint::new(i.to_string(), "c", Channel::Web, TouchType::OrderPlaced, t);
+            c.apply(cfg, &tp);
+        }
+        c
+    }
+
+    #[test]
+    fn the_high_crossing_is_solved_once_the_medium_one_is_behind() {
+        let cfg = EngineConfig::default();
+        let mut c = two_orders(&cfg);
+        let medium = c.crossing(&cfg, P_MEDIUM).unwrap();
+        let high = c.crossing(&cfg, P_HIGH).unwrap();
+        assert!(medium < high);
+        assert_eq!(c.next_flip(&cfg, 7 * DAY_MS), Some(medium));
+        // Past the 0.7 crossing (and before 30 d of inactivity, which the
+        // next flip would otherwise be): the 0.3 one is next, solved then.
+        c.last_activity = medium;
+        assert_eq!(
+            c.next_flip(&cfg, medium),
+            Some(high.min(medium + INACTIVE_MEDIUM))
+        );
+        let mut q = TimerQueue::new();
+        c.reevaluate(&cfg, medium, &mut q, 0, EventTime::MAX);
+        assert!(c.crossing_high);
+        assert_eq!(c.next_crossing, high);
+    }
+
+    #[test]
+    fn changelog_form_keeps_the_format_2_shape_both_ways() {
+        let cfg = EngineConfig::default();
+        let c = two_orders(&cfg);
+        let medium = c.crossing(&cfg, P_MEDIUM).unwrap();
+        let high = c.crossing(&cfg, P_HIGH).unwrap();
+        let v = serde_json::to_value(&c).unwrap();
+        assert_eq!(v["crossings"], serde_json::json!([medium, EventTime::MAX]));
+        assert_eq!(v["nps"], serde_json::json!([EventTime::MIN, 0]));
+        assert_eq!(serde_json::from_value::<ChurnState>(v.clone()).unwrap(), c);
+        // Format 2 wrote both crossings: the first is taken, the second is
+        // solved again when due (to the same value).
+        let mut old = v;
+        old["crossings"] = serde_json::json!([medium, high]);
+        let back: ChurnState = serde_json::from_value(old).unwrap();
+        assert_eq!(back, c);
+        // Past the 0.7 crossing.
+        let mut later = c.clone();
+        let mut q = TimerQueue::new();
+        later.last_activity = medium;
+        later.reevaluate(&cfg, medium, &mut q, 0, EventTime::MAX);
+        let v = serde_json::to_value(&later).unwrap();
+        assert_eq!(v["crossings"], serde_json::json!([EventTime::MIN, high]));
+        later.timer.queued = crate::engine::timers::TimerKey::NONE; // not persisted
+        assert_eq!(serde_json::from_value::<ChurnState>(v).unwrap(), later);
+    }
+}

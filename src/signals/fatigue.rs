@@ -3,6 +3,14 @@
 //! Counts `message_sent` touches in (clock − 7 d, clock]. Fires when the
 //! count goes above `contact_cap`, then re-arms only at a `message_sent`
 //! whose count before it is back at or under the cap.
+//!
+//! No "disarmed" flag is kept: a message fires exactly when its count
+//! before is at or under the cap and its count after is above it. Proof:
+//! the count before a message is at most the count after the previous one
+//! (the clock only moves on and every remembered message is at or before
+//! it), so a message whose count before is above the cap follows one whose
+//! count after was above the cap, which either fired or was itself
+//! disarmed; and a count before at or under the cap re-arms.
 
 use serde::{Deserialize, Serialize};
 use thin_vec::ThinVec;
@@ -14,13 +22,12 @@ use crate::model::{Channel, EventTime, Payload, DAY_MS};
 /// The trailing window.
 pub const WINDOW: i64 = 7 * DAY_MS;
 
-/// Fatigue state of one customer.
+/// Fatigue state of one customer. (State format 2 also held a `disarmed`
+/// flag; it is implied, see the module docs, and ignored when read.)
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FatigueState {
     /// Outbound messages still inside some future window, sorted.
     messages: ThinVec<Packed>,
-    /// Set after firing, until re-armed.
-    disarmed: bool,
 }
 
 impl FatigueState {
@@ -36,7 +43,13 @@ impl FatigueState {
 
     /// Whether nothing is kept.
     pub fn is_empty(&self) -> bool {
-        self.messages.is_empty() && !self.disarmed
+        self.messages.is_empty()
+    }
+
+    /// Forgets messages at or before `clock` − 7 d: they never count again.
+    pub fn forget(&mut self, clock: EventTime) {
+        prune_until(&mut self.messages, clock - WINDOW);
+        super::free_if_empty(&mut self.messages);
     }
 
     /// A `message_sent` at `t`; `clock` is the customer's clock after it.
@@ -55,13 +68,9 @@ impl FatigueState {
         let after = self.messages.len() as u32;
         let this_counts = t > from;
         let before = if this_counts { after - 1 } else { after };
-        if before <= cfg.contact_cap {
-            self.disarmed = false;
-        }
-        if self.disarmed || after <= cfg.contact_cap {
+        if before > cfg.contact_cap || after <= cfg.contact_cap {
             return None;
         }
-        self.disarmed = true;
         Some(Payload::ContactFatigue {
             messages_7d: after,
             channels: distinct_channels(self.messages.iter().map(|p| p.channel())),
@@ -105,5 +114,52 @@ mod tests {
         assert!(f.on_message(&cfg, t, Channel::Push, t).is_none());
         assert!(f.on_message(&cfg, t + 1, Channel::Push, t + 1).is_none());
         assert!(f.on_message(&cfg, t + 2, Channel::Push, t + 2).is_some());
+    }
+
+    /// The rule as first written, with an explicit "disarmed" flag.
+    struct Flagged {
+        messages: Vec<EventTime>,
+        disarmed: bool,
+    }
+
+    impl Flagged {
+        fn on_message(&mut self, cap: u32, t: EventTime, clock: EventTime) -> bool {
+            let from = clock - WINDOW;
+            self.messages.push(t);
+            self.messages.retain(|&m| m > from);
+            let after = self.messages.len() as u32;
+            let before = if t > from { after - 1 } else { after };
+            if before <= cap {
+                self.disarmed = false;
+            }
+            if self.disarmed || after <= cap {
+                return false;
+            }
+            self.disarmed = true;
+            true
+        }
+    }
+
+    proptest::proptest! {
+        /// Firing without a flag is the flagged rule, late messages included.
+        #[test]
+        fn same_as_the_flagged_rule(
+            cap in 0u32..5,
+            steps in proptest::collection::vec((0i64..3 * DAY_MS, 0i64..9 * DAY_MS), 1..60),
+        ) {
+            let cfg = EngineConfig { contact_cap: cap, ..EngineConfig::default() };
+            let mut f = FatigueState::default();
+            let mut reference = Flagged { messages: vec![], disarmed: false };
+            let mut clock = 0;
+            for (forward, back) in steps {
+                clock += forward;
+                let t = clock - back;
+                let fired = f.on_message(&cfg, t, Channel::Email, clock).is_some();
+                proptest::prop_assert_eq!(fired, reference.on_message(cap, t, clock));
+                if forward % 3 == 0 {
+                    f.forget(clock);
+                }
+            }
+        }
     }
 }

@@ -21,33 +21,77 @@ use thin_vec::ThinVec;
 
 use crate::model::{Channel, ChannelSet, EventTime};
 
-/// An event time and a 4-bit tag (a channel) in 8 bytes: `t * 16 + tag`.
-/// Valid for |t| < 2^59 ms, which validation guarantees.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct Packed(std::num::NonZeroI64);
+/// An event time and a 4-bit tag (a channel) in 6 bytes: `t * 16 + tag`
+/// as a 48-bit two's-complement integer. Valid for |t| < 2^43 ms (years
+/// 1691 to 2248), which decoding and validation guarantee
+/// ([`crate::validate::MAX_ABS_TIMESTAMP`]). Per-customer lists hold many
+/// of these, so the two bytes an `i64` would add count.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Packed([u8; 6]);
 
 impl Packed {
     /// Packs a time and a channel.
     pub fn new(t: EventTime, channel: Channel) -> Self {
-        // Tag 15 is never a channel (there are 12), so the value is never 0:
-        // store tag + 1 in the low 4 bits.
-        let v = t * 16 + channel as i64 + 1;
-        Packed(std::num::NonZeroI64::new(v).unwrap_or(std::num::NonZeroI64::MIN))
+        Self::from_raw(t.wrapping_mul(16).wrapping_add(channel as i64))
+    }
+
+    fn from_raw(v: i64) -> Self {
+        let b = v.to_le_bytes();
+        Packed([b[0], b[1], b[2], b[3], b[4], b[5]])
     }
 
     fn raw(self) -> i64 {
-        self.0.get() - 1
+        let mut w = [0u8; 8];
+        w[..6].copy_from_slice(&self.0);
+        (i64::from_le_bytes(w) << 16) >> 16
     }
 
     /// The time.
     pub fn time(self) -> EventTime {
-        self.raw().div_euclid(16)
+        self.raw() >> 4
     }
 
     /// The channel.
     pub fn channel(self) -> Channel {
-        Channel::from_index(self.raw().rem_euclid(16) as usize).unwrap_or(Channel::Other)
+        Channel::from_index((self.raw() & 15) as usize).unwrap_or(Channel::Other)
+    }
+}
+
+impl Ord for Packed {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.raw().cmp(&other.raw())
+    }
+}
+
+impl PartialOrd for Packed {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl std::fmt::Debug for Packed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Packed({}, {})", self.time(), self.channel().as_str())
+    }
+}
+
+/// The changelog form is `t * 16 + tag + 1` (as in state format 2, when the
+/// value was a non-zero `i64`).
+impl Serialize for Packed {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_i64(self.raw() + 1)
+    }
+}
+
+impl<'de> Deserialize<'de> for Packed {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let v = i64::deserialize(d)?.wrapping_sub(1);
+        if (v >> 4).abs() >= crate::validate::MAX_ABS_TIMESTAMP || (v & 15) > 11 {
+            return Err(serde::de::Error::custom(format!(
+                "packed time/channel {v} out of range"
+            )));
+        }
+        Ok(Self::from_raw(v))
     }
 }
 
@@ -119,10 +163,14 @@ mod tests {
 
     #[test]
     fn packed_roundtrip_including_negative_times() {
-        for t in [-1_000_000_123i64, -1, 0, 1, 1_700_000_000_123] {
+        let edge = crate::validate::MAX_ABS_TIMESTAMP - 1;
+        for t in [-edge, -1_000_000_123i64, -1, 0, 1, 1_700_000_000_123, edge] {
             for c in Channel::ALL {
                 let p = Packed::new(t, *c);
                 assert_eq!((p.time(), p.channel()), (t, *c));
+                let json = serde_json::to_string(&p).unwrap();
+                assert_eq!(json, (t * 16 + *c as i64 + 1).to_string());
+                assert_eq!(serde_json::from_str::<Packed>(&json).unwrap(), p);
             }
         }
     }
