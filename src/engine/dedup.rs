@@ -9,7 +9,8 @@
 //! a day), in exchange for 64 bytes less state per active customer.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use thin_vec::ThinVec;
+
+use crate::signals::List;
 
 /// How many accepted events are remembered per customer.
 pub const WINDOW: usize = 32;
@@ -27,10 +28,10 @@ fn short(h: u64) -> [u8; 6] {
 
 /// The last [`WINDOW`] event-id hashes, oldest first. When full, an insert
 /// shifts the list down by one (a 186-byte move) rather than keeping a ring
-/// position: the struct stays one pointer wide.
+/// position; a full list is one 192-byte allocation.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Dedup {
-    ring: ThinVec<[u8; 6]>,
+    ring: List<[u8; 6]>,
 }
 
 impl Dedup {
@@ -44,12 +45,6 @@ impl Dedup {
     pub fn insert(&mut self, h: u64) {
         let s = short(h);
         if self.ring.len() < WINDOW {
-            if self.ring.len() == self.ring.capacity() {
-                let grow = (self.ring.capacity() / 2)
-                    .max(4)
-                    .min(WINDOW - self.ring.len());
-                self.ring.reserve_exact(grow);
-            }
             self.ring.push(s);
         } else {
             self.ring.copy_within(1.., 0);
@@ -66,7 +61,7 @@ impl Dedup {
 
     /// Heap bytes used.
     pub fn heap_bytes(&self) -> usize {
-        crate::signals::thin_bytes(&self.ring)
+        self.ring.heap_bytes()
     }
 }
 
@@ -96,10 +91,7 @@ impl Serialize for Dedup {
 impl<'de> Deserialize<'de> for Dedup {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let p = Persisted::deserialize(d)?;
-        let mut ring = ThinVec::with_capacity(p.ring.len().min(WINDOW));
-        for h in p.ring.into_iter().take(WINDOW) {
-            ring.push(short(h));
-        }
+        let mut ring: List<[u8; 6]> = p.ring.into_iter().take(WINDOW).map(short).collect();
         if ring.len() == WINDOW {
             ring.rotate_left(usize::from(p.next) % WINDOW);
         }

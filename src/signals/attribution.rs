@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use thin_vec::ThinVec;
 
 use super::engagement::in_window;
-use super::{decay, insert_sorted, prune_until, Packed};
+use super::{decay, insert_sorted, prune_until, List, Packed};
 use crate::model::{AttributionModels, Channel, ChannelSet, EventTime, Weights, DAY_MS};
 
 /// Look-back window.
@@ -24,7 +24,7 @@ pub const HALF_LIFE: i64 = 7 * DAY_MS;
 /// Attribution state of one customer.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AttributionState {
-    touches: ThinVec<Packed>,
+    touches: List<Packed>,
     /// Latest time per channel of touches dropped by the [`KEEP`] cap while
     /// no later touch of their channel was kept: the engagement channel
     /// count still needs them. Empty (no allocation) for nearly everyone.
@@ -44,7 +44,7 @@ impl AttributionState {
 
     /// Heap bytes used.
     pub fn heap_bytes(&self) -> usize {
-        super::thin_bytes(&self.touches) + super::thin_bytes(&self.dropped)
+        self.touches.heap_bytes() + super::thin_bytes(&self.dropped)
     }
 
     /// Number of touches kept.
@@ -83,11 +83,6 @@ impl AttributionState {
             return;
         }
         self.drop_oldest(n, Some(newest));
-        if self.touches.is_empty() {
-            super::free_if_empty(&mut self.touches);
-        } else if self.touches.len() * 2 < self.touches.capacity() {
-            self.touches.shrink_to_fit();
-        }
     }
 
     /// Drops the `n` oldest touches; a dropped touch whose channel has no
@@ -107,7 +102,7 @@ impl AttributionState {
                 None => self.dropped.push(p),
             }
         }
-        self.touches.drain(..n);
+        self.touches.drop_front(n);
     }
 
     /// Channels of the own touches recorded in the 30 d before `newest`.

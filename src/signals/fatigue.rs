@@ -13,9 +13,8 @@
 //! disarmed; and a count before at or under the cap re-arms.
 
 use serde::{Deserialize, Serialize};
-use thin_vec::ThinVec;
 
-use super::{distinct_channels, insert_sorted, prune_until, Packed};
+use super::{distinct_channels, insert_sorted, prune_until, List, Packed};
 use crate::config::EngineConfig;
 use crate::model::{Channel, EventTime, Payload, DAY_MS};
 
@@ -27,7 +26,7 @@ pub const WINDOW: i64 = 7 * DAY_MS;
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct FatigueState {
     /// Outbound messages still inside some future window, sorted.
-    messages: ThinVec<Packed>,
+    messages: List<Packed>,
 }
 
 impl FatigueState {
@@ -38,7 +37,7 @@ impl FatigueState {
 
     /// Heap bytes used.
     pub fn heap_bytes(&self) -> usize {
-        super::thin_bytes(&self.messages)
+        self.messages.heap_bytes()
     }
 
     /// Whether nothing is kept.
@@ -49,7 +48,6 @@ impl FatigueState {
     /// Forgets messages at or before `clock` − 7 d: they never count again.
     pub fn forget(&mut self, clock: EventTime) {
         prune_until(&mut self.messages, clock - WINDOW);
-        super::free_if_empty(&mut self.messages);
     }
 
     /// A `message_sent` at `t`; `clock` is the customer's clock after it.
@@ -64,7 +62,6 @@ impl FatigueState {
         insert_sorted(&mut self.messages, Packed::new(t, channel));
         // Messages at or before clock − 7 d never count again: the clock only moves on.
         prune_until(&mut self.messages, from);
-        super::free_if_empty(&mut self.messages);
         let after = self.messages.len() as u32;
         let this_counts = t > from;
         let before = if this_counts { after - 1 } else { after };

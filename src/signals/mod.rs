@@ -14,10 +14,13 @@ pub mod churn;
 pub mod engagement;
 pub mod fatigue;
 pub mod journey;
+pub mod list;
 pub mod survey;
 
 use serde::{Deserialize, Serialize};
 use thin_vec::ThinVec;
+
+pub use list::List;
 
 use crate::model::{Channel, ChannelSet, EventTime};
 
@@ -113,34 +116,21 @@ pub fn free_if_empty<T>(v: &mut ThinVec<T>) {
     }
 }
 
-/// Grows a vector by a quarter (at least 4) instead of doubling: per-
-/// customer vectors are small and many, so slack matters more than the
-/// few extra reallocations.
-pub fn reserve_compact<T>(v: &mut ThinVec<T>) {
-    if v.len() == v.capacity() {
-        v.reserve_exact((v.capacity() / 4).max(4));
-    }
-}
-
-/// Inserts into a vector sorted by time, after every entry with the same
+/// Inserts into a list sorted by time, after every entry with the same
 /// time (so ties keep arrival order).
-pub fn insert_sorted(v: &mut ThinVec<Packed>, p: Packed) {
+pub fn insert_sorted(v: &mut List<Packed>, p: Packed) {
     let t = p.time();
-    reserve_compact(v);
-    if v.last().map_or(true, |l| l.time() <= t) {
-        v.push(p);
+    let i = if v.last().map_or(true, |l| l.time() <= t) {
+        v.len()
     } else {
-        let i = v.partition_point(|x| x.time() <= t);
-        v.insert(i, p);
-    }
+        v.partition_point(|x| x.time() <= t)
+    };
+    v.insert(i, p);
 }
 
-/// Drops entries with time <= `cutoff` from the front of a time-sorted vector.
-pub fn prune_until(v: &mut ThinVec<Packed>, cutoff: EventTime) {
-    let n = v.partition_point(|x| x.time() <= cutoff);
-    if n > 0 {
-        v.drain(..n);
-    }
+/// Drops entries with time <= `cutoff` from the front of a time-sorted list.
+pub fn prune_until(v: &mut List<Packed>, cutoff: EventTime) {
+    v.drop_front(v.partition_point(|x| x.time() <= cutoff));
 }
 
 /// 0.5^(dt / half_life): the weight left after `dt` ms.
@@ -177,7 +167,7 @@ mod tests {
 
     #[test]
     fn sorted_insert_keeps_ties_in_arrival_order() {
-        let mut v = ThinVec::new();
+        let mut v = List::new();
         insert_sorted(&mut v, Packed::new(10, Channel::Web));
         insert_sorted(&mut v, Packed::new(5, Channel::Sms));
         insert_sorted(&mut v, Packed::new(10, Channel::Email));
