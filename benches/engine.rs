@@ -198,15 +198,13 @@ fn layout() -> String {
     use touchstream::engine::state::Customer;
     use touchstream::signals::*;
     format!(
-        "Customer {} B inline (engagement {}, cart {}, churn {}, survey {}, fatigue {}, attribution {}, dedup {})",
+        "Customer {} B inline (engagement {}, cart {}, churn {}, survey {}, lists {})",
         size_of::<Customer>(),
         size_of::<engagement::EngagementState>(),
         size_of::<cart::CartState>(),
         size_of::<churn::ChurnState>(),
         size_of::<survey::SurveyState>(),
-        size_of::<fatigue::FatigueState>(),
-        size_of::<attribution::AttributionState>(),
-        size_of::<touchstream::engine::dedup::Dedup>(),
+        size_of::<touchstream::signals::Lanes>(),
     )
 }
 
@@ -254,9 +252,10 @@ fn state_size() {
     let mut with_rare = 0usize;
     for row in e.snapshot().iter().step_by(97) {
         if let Some(c) = e.customer(&row.customer_id) {
-            parts[0] += c.dedup.heap_bytes();
-            parts[1] += c.attribution.heap_bytes();
-            parts[2] += c.fatigue.heap_bytes();
+            use touchstream::signals::Lane;
+            parts[0] += c.lists.lane_bytes(Lane::Dedup);
+            parts[1] += c.lists.lane_bytes(Lane::Touches) + c.lists.lane_bytes(Lane::Dropped);
+            parts[2] += c.lists.lane_bytes(Lane::Messages);
             if let Some(r) = &c.rare {
                 with_rare += 1;
                 parts[3] +=
@@ -267,7 +266,7 @@ fn state_size() {
     }
     let k = sizes.len().max(1);
     println!(
-        "breakdown (estimate, per customer): dedup {} B, attribution {} B, fatigue {} B, rare {} B ({:.0} % of customers), id {} B, struct {} B, timers ~{} B",
+        "breakdown (estimate, per customer): lists: dedup {} B, attribution {} B, fatigue {} B; rare {} B ({:.0} % of customers), id {} B, struct {} B, timers ~{} B",
         parts[0] / k,
         parts[1] / k,
         parts[2] / k,

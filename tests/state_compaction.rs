@@ -129,12 +129,12 @@ fn a_quiet_customer_keeps_its_snapshot_but_not_its_touches() {
         e.on_touchpoint(&tp, &mut out);
     }
     let before = e.snapshot();
-    assert_eq!(e.customer("q").map(|c| c.attribution.len()), Some(4));
+    assert_eq!(e.customer("q").map(|c| c.lists.touches().len()), Some(4));
     // Others move the watermark 40 d on: q's churn timer fires at 30 d of
     // inactivity and finds it quiet.
     feed(&mut e, "o1", "other", TouchType::PageView, T + 40 * DAY_MS);
     let c = e.customer("q").expect("still in state");
-    assert_eq!(c.attribution.len(), 0, "touches no order can reach");
+    assert_eq!(c.lists.touches().len(), 0, "touches no order can reach");
     let after = e.snapshot();
     let row = |rows: &[touchstream::engine::SnapshotRow]| {
         rows.iter()

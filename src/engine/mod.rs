@@ -417,7 +417,7 @@ impl Engine {
         if let Some(slot) = known {
             if self.store.get(slot).is_some_and(|c| {
                 c.prefetch();
-                c.dedup.contains(h)
+                c.lists.is_duplicate(h)
             }) {
                 self.stats.duplicates += 1;
                 return Outcome::Duplicate;
@@ -501,7 +501,7 @@ impl Engine {
         let newest_before = (!is_new).then_some(c.newest);
         c.newest = c.newest.max(t);
         c.clock = c.clock.max(t);
-        c.dedup.insert(h);
+        c.lists.remember_event(h);
         let (clock, newest) = (c.clock, c.newest);
         let cause = Cause::Touch(&tp.event_id);
         let id = c.id.clone();
@@ -510,7 +510,7 @@ impl Engine {
 
         // engagement_score
         c.engagement.apply(cfg, kind, t, newest_before);
-        let mut channels = c.attribution.recent_channels(newest);
+        let mut channels = c.lists.touches().recent_channels(newest);
         if kind.is_own() {
             // Not recorded by attribution yet (an order is attributed first).
             channels = crate::signals::engagement::with_touch(channels, newest, t, tp.channel);
@@ -634,7 +634,7 @@ impl Engine {
         }
         // contact_fatigue
         if kind == TouchType::MessageSent {
-            if let Some(p) = c.fatigue.on_message(cfg, t, tp.channel, clock) {
+            if let Some(p) = c.lists.on_message(cfg, t, tp.channel, clock) {
                 emit(out, stats, &id, t, cause, p);
             }
         }
@@ -642,7 +642,7 @@ impl Engine {
         if kind.is_own() {
             let horizon = late_horizon.saturating_sub(crate::signals::attribution::WINDOW);
             if is_order {
-                let models = c.attribution.attribute(t, tp.channel);
+                let models = c.lists.touches().attribute(t, tp.channel);
                 let p = Payload::OrderAttributed {
                     order_id: tp.order_id.clone(),
                     order_value: tp.value,
@@ -652,7 +652,7 @@ impl Engine {
                 };
                 emit(out, stats, &id, t, cause, p);
             }
-            c.attribution.record(t, tp.channel, horizon);
+            c.lists.record_touch(t, tp.channel, horizon);
         }
         c.tidy(cfg, late_horizon);
     }
@@ -829,7 +829,7 @@ impl Engine {
                 customer_id: c.id.to_string(),
                 engagement_score: c
                     .engagement
-                    .score(&self.cfg, c.attribution.recent_channels(c.newest)),
+                    .score(&self.cfg, c.lists.touches().recent_channels(c.newest)),
                 stage: c.journey.stage,
                 churn_level: c.churn.level,
                 p_alive: c.churn.p_alive(&self.cfg, wm.max(c.clock)),
@@ -837,7 +837,7 @@ impl Engine {
                 first_order_at: c.churn.first_order_at(),
                 last_order_at: c.churn.last_order_at(),
                 last_activity_at: c.churn.last_activity_at(),
-                channels: c.attribution.recent_channels(c.newest),
+                channels: c.lists.touches().recent_channels(c.newest),
             })
             .collect();
         rows.sort_by(|a, b| a.customer_id.cmp(&b.customer_id));

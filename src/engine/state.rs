@@ -7,16 +7,14 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::dedup::Dedup;
 use crate::config::EngineConfig;
 use crate::model::EventTime;
-use crate::signals::attribution::AttributionState;
 use crate::signals::cart::CartState;
 use crate::signals::churn::ChurnState;
 use crate::signals::engagement::EngagementState;
-use crate::signals::fatigue::FatigueState;
 use crate::signals::journey::JourneyState;
 use crate::signals::survey::SurveyState;
+use crate::signals::Lanes;
 
 /// The parts of a customer's state that come and go.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -46,18 +44,19 @@ pub struct Customer {
     pub newest: EventTime,
     /// The customer's clock: max(newest, due time of the last fired timer).
     pub clock: EventTime,
-    /// Last 32 accepted event ids (hashed).
-    pub dedup: Dedup,
+    /// The per-event lists in one allocation: the last 32 accepted event
+    /// ids (hashed), the own touches of the last 30 d (`order_attributed`,
+    /// engagement channels), the outbound messages of the last 7 d
+    /// (`contact_fatigue`). Persisted as the `dedup`, `attribution` and
+    /// `fatigue` keys of state format 2.
+    #[serde(flatten)]
+    pub lists: Lanes,
     /// `engagement_score`
     pub engagement: EngagementState,
     /// `churn_risk`
     pub churn: ChurnState,
     /// `journey_stage_changed`
     pub journey: JourneyState,
-    /// `contact_fatigue`
-    pub fatigue: FatigueState,
-    /// `order_attributed`
-    pub attribution: AttributionState,
     /// Carts, survey clicks, an open support contact: allocated only
     /// while the customer has any (most customers, most of the time, do
     /// not), so they cost one pointer otherwise.
@@ -83,12 +82,10 @@ impl Customer {
             id,
             newest: t,
             clock: t,
-            dedup: Dedup::default(),
+            lists: Lanes::default(),
             engagement: EngagementState::default(),
             churn: ChurnState::default(),
             journey: JourneyState::default(),
-            fatigue: FatigueState::default(),
-            attribution: AttributionState::default(),
             rare: None,
             last_channel: None,
             slot: 0,
@@ -102,9 +99,7 @@ impl Customer {
     #[inline]
     pub fn prefetch(&self) {
         std::hint::black_box((
-            self.dedup.touch(),
-            self.attribution.touch(),
-            self.fatigue.touch(),
+            self.lists.touch(),
             self.rare.as_ref().map(|r| r.support_open.is_some()),
         ));
     }
@@ -133,11 +128,11 @@ impl Customer {
     /// outbound messages out of the 7-day window at the customer's clock.
     /// What the snapshot reads at the customer's newest event is kept.
     pub fn tidy_quiet(&mut self, cfg: &EngineConfig, horizon: EventTime) {
-        self.attribution.forget(
+        self.lists.forget_touches(
             horizon.saturating_sub(crate::signals::attribution::WINDOW),
             self.newest,
         );
-        self.fatigue.forget(self.clock);
+        self.lists.forget_messages(self.clock);
         self.tidy(cfg, horizon);
     }
 
@@ -147,12 +142,67 @@ impl Customer {
         std::mem::size_of::<Self>()
             + self.id.len()
             + 16 // Arc header
-            + self.dedup.heap_bytes()
+            + self.lists.heap_bytes()
             + self.rare.as_ref().map_or(0, |r| {
                 std::mem::size_of::<Rare>() + r.cart.heap_bytes() + r.survey.heap_bytes()
             })
-            + self.fatigue.heap_bytes()
-            + self.attribution.heap_bytes()
             + 4 + 1 // index entry: u32 slot, control byte
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crate::config::EngineConfig;
+    use crate::engine::Engine;
+    use crate::model::{Channel, TouchType, Touchpoint, DAY_MS};
+
+    use super::Customer;
+
+    #[test]
+    fn a_format_2_customer_reads_back_the_same() {
+        let mut e = Engine::new(Arc::new(EngineConfig::default()));
+        let mut out = Vec::new();
+        let kinds = [
+            TouchType::PageView,
+            TouchType::MessageSent,
+            TouchType::OrderPlaced,
+            TouchType::MessageSent,
+            TouchType::AddToCart,
+            TouchType::OrderPlaced,
+        ];
+        for i in 0..40i64 {
+            let kind = kinds[i as usize % kinds.len()];
+            let tp = Touchpoint::new(
+                format!("e{i}"),
+                "c",
+                Channel::ALL[i as usize % 12],
+                kind,
+                1_767_261_600_000 + i * DAY_MS / 3,
+            );
+            e.on_touchpoint(&tp, &mut out);
+        }
+        let c = e.customer("c").expect("in state").clone();
+        let json = serde_json::to_value(&c).unwrap();
+        for key in ["dedup", "attribution", "fatigue", "churn", "engagement"] {
+            assert!(json.get(key).is_some(), "{key} in {json}");
+        }
+        // Format 2 wrote a fatigue flag, a ring position and both p_alive
+        // crossings; a reader of this format takes all of them.
+        let mut old = json.clone();
+        old["fatigue"]["disarmed"] = serde_json::json!(true);
+        let mut ring: Vec<u64> = serde_json::from_value(old["dedup"]["ring"].clone()).unwrap();
+        assert_eq!(ring.len(), 32);
+        ring.rotate_right(7);
+        old["dedup"] = serde_json::json!({ "ring": ring, "next": 7 });
+        let crossings = old["churn"]["crossings"].clone();
+        assert_eq!(crossings[1], serde_json::json!(i64::MAX), "{crossings}");
+        let mut back: Customer = serde_json::from_value(old).unwrap();
+        let mut expected = c;
+        expected.churn.timer.queued = crate::engine::timers::TimerKey::NONE; // not persisted
+        back.dirty = expected.dirty;
+        assert_eq!(back, expected);
+        assert_eq!(serde_json::to_value(&back).unwrap(), json);
     }
 }

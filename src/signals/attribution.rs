@@ -5,11 +5,8 @@
 //! touches before it in (order − 30 d, order], the last 64 by time, under
 //! five models; weights are summed per channel.
 
-use serde::{Deserialize, Serialize};
-use thin_vec::ThinVec;
-
 use super::engagement::in_window;
-use super::{decay, insert_sorted, prune_until, List, Packed};
+use super::{decay, Lane, Lanes, Packed};
 use crate::model::{AttributionModels, Channel, ChannelSet, EventTime, Weights, DAY_MS};
 
 /// Look-back window.
@@ -21,32 +18,87 @@ pub const KEEP: usize = 96;
 /// Half-life of the time-decay model.
 pub const HALF_LIFE: i64 = 7 * DAY_MS;
 
-/// Attribution state of one customer.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct AttributionState {
-    touches: List<Packed>,
-    /// Latest time per channel of touches dropped by the [`KEEP`] cap while
-    /// no later touch of their channel was kept: the engagement channel
-    /// count still needs them. Empty (no allocation) for nearly everyone.
-    #[serde(default)]
-    dropped: ThinVec<Packed>,
+/// A read-only view of a customer's touches ([`Lane::Touches`]) and the
+/// channels dropped from them ([`Lane::Dropped`]: the latest time per
+/// channel of touches dropped by the [`KEEP`] cap or forgotten while quiet
+/// whose channel has no later touch kept; the engagement channel count
+/// still needs them. Empty for nearly everyone).
+#[derive(Debug, Clone, Copy)]
+pub struct Touches<'a> {
+    touches: &'a [Packed],
+    dropped: &'a [Packed],
 }
 
 fn add(w: &mut Weights, c: Channel, v: f64) {
     w.add(c, v);
 }
 
-impl AttributionState {
-    /// The newest kept touch (read early, as a prefetch).
-    pub fn touch(&self) -> Option<Packed> {
-        self.touches.last().copied()
+impl Lanes {
+    /// The customer's touches.
+    pub fn touches(&self) -> Touches<'_> {
+        Touches {
+            touches: self.lane(Lane::Touches),
+            dropped: self.lane(Lane::Dropped),
+        }
     }
 
-    /// Heap bytes used.
-    pub fn heap_bytes(&self) -> usize {
-        self.touches.heap_bytes() + super::thin_bytes(&self.dropped)
+    /// Records an own touch (orders included, after they are attributed).
+    /// `horizon`: touches at or before it can no longer matter, neither to
+    /// an order (not too late) nor to the engagement channel count.
+    pub fn record_touch(&mut self, t: EventTime, channel: Channel, horizon: EventTime) {
+        self.insert_sorted(Lane::Touches, Packed::new(t, channel));
+        self.prune_until(Lane::Touches, horizon);
+        let n = self.lane(Lane::Touches).len();
+        if n > KEEP {
+            self.drop_oldest(n - KEEP, None);
+        }
+        if !self.lane(Lane::Dropped).is_empty() {
+            self.retain(Lane::Dropped, |q| q.time() > horizon);
+        }
     }
 
+    /// Forgets the touches of a customer who has been quiet: those at or
+    /// before `horizon` can no longer matter to an order (one that old is
+    /// too late), but the channel count at the customer's `newest` event
+    /// (snapshot) still needs the channels of the last 30 d before it, so
+    /// each of those channels keeps its latest time in the dropped lane.
+    pub fn forget_touches(&mut self, horizon: EventTime, newest: EventTime) {
+        let n = self
+            .lane(Lane::Touches)
+            .partition_point(|p| p.time() <= horizon);
+        if n > 0 {
+            self.drop_oldest(n, Some(newest));
+        }
+    }
+
+    /// Drops the `n` oldest touches; a dropped touch whose channel has no
+    /// later touch kept is remembered in the dropped lane (its latest time
+    /// per channel), if it lies in the 30 d before `newest` when that is
+    /// given.
+    fn drop_oldest(&mut self, n: usize, newest: Option<EventTime>) {
+        for i in 0..n {
+            let touches = self.lane(Lane::Touches);
+            let p = touches[i];
+            let c = p.channel();
+            if newest.is_some_and(|nw| !in_window(nw, p.time()))
+                || touches[i + 1..].iter().any(|q| q.channel() == c)
+            {
+                continue;
+            }
+            match self
+                .lane_mut(Lane::Dropped)
+                .iter_mut()
+                .find(|q| q.channel() == c)
+            {
+                Some(q) => *q = (*q).max(p),
+                None => self.push(Lane::Dropped, p),
+            }
+        }
+        self.remove_front(Lane::Touches, n);
+    }
+}
+
+impl Touches<'_> {
     /// Number of touches kept.
     pub fn len(&self) -> usize {
         self.touches.len()
@@ -55,54 +107,6 @@ impl AttributionState {
     /// Whether no touch is kept.
     pub fn is_empty(&self) -> bool {
         self.touches.is_empty()
-    }
-
-    /// Records an own touch (orders included, after they are attributed).
-    /// `horizon`: touches at or before it can no longer matter, neither to
-    /// an order (not too late) nor to the engagement channel count.
-    pub fn record(&mut self, t: EventTime, channel: Channel, horizon: EventTime) {
-        insert_sorted(&mut self.touches, Packed::new(t, channel));
-        prune_until(&mut self.touches, horizon);
-        if self.touches.len() > KEEP {
-            self.drop_oldest(self.touches.len() - KEEP, None);
-        }
-        if !self.dropped.is_empty() {
-            self.dropped.retain(|q| q.time() > horizon);
-            super::free_if_empty(&mut self.dropped);
-        }
-    }
-
-    /// Forgets the touches of a customer who has been quiet: those at or
-    /// before `horizon` can no longer matter to an order (one that old is
-    /// too late), but the channel count at the customer's `newest` event
-    /// (snapshot) still needs the channels of the last 30 d before it, so
-    /// each of those channels keeps its latest time in `dropped`.
-    pub fn forget(&mut self, horizon: EventTime, newest: EventTime) {
-        let n = self.touches.partition_point(|p| p.time() <= horizon);
-        if n == 0 {
-            return;
-        }
-        self.drop_oldest(n, Some(newest));
-    }
-
-    /// Drops the `n` oldest touches; a dropped touch whose channel has no
-    /// later touch kept is remembered in `dropped` (its latest time per
-    /// channel), if it lies in the 30 d before `newest` when that is given.
-    fn drop_oldest(&mut self, n: usize, newest: Option<EventTime>) {
-        for i in 0..n {
-            let p = self.touches[i];
-            let c = p.channel();
-            if newest.is_some_and(|nw| !in_window(nw, p.time()))
-                || self.touches[i + 1..].iter().any(|q| q.channel() == c)
-            {
-                continue;
-            }
-            match self.dropped.iter_mut().find(|q| q.channel() == c) {
-                Some(q) => *q = (*q).max(p),
-                None => self.dropped.push(p),
-            }
-        }
-        self.touches.drop_front(n);
     }
 
     /// Channels of the own touches recorded in the 30 d before `newest`.
@@ -114,7 +118,7 @@ impl AttributionState {
             }
             set.insert(p.channel());
         }
-        for p in &self.dropped {
+        for p in self.dropped {
             if in_window(newest, p.time()) {
                 set.insert(p.channel());
             }
@@ -205,8 +209,8 @@ mod tests {
 
     #[test]
     fn models_sum_to_one_and_no_touch_case() {
-        let mut a = AttributionState::default();
-        let m = a.attribute(1000, Channel::Store);
+        let mut a = Lanes::default();
+        let m = a.touches().attribute(1000, Channel::Store);
         for w in [
             &m.last_touch,
             &m.first_touch,
@@ -217,11 +221,11 @@ mod tests {
             assert_eq!(w.get(Channel::Store), Some(1.0));
             assert_eq!(w.len(), 1);
         }
-        a.record(0, Channel::Email, i64::MIN);
-        a.record(DAY_MS, Channel::Web, i64::MIN);
-        a.record(2 * DAY_MS, Channel::Social, i64::MIN);
-        a.record(3 * DAY_MS, Channel::Web, i64::MIN);
-        let m = a.attribute(10 * DAY_MS, Channel::Web);
+        a.record_touch(0, Channel::Email, i64::MIN);
+        a.record_touch(DAY_MS, Channel::Web, i64::MIN);
+        a.record_touch(2 * DAY_MS, Channel::Social, i64::MIN);
+        a.record_touch(3 * DAY_MS, Channel::Web, i64::MIN);
+        let m = a.touches().attribute(10 * DAY_MS, Channel::Web);
         for w in [
             &m.last_touch,
             &m.first_touch,
@@ -241,11 +245,11 @@ mod tests {
 
     #[test]
     fn one_channel_gets_exactly_one_under_every_model() {
-        let mut a = AttributionState::default();
+        let mut a = Lanes::default();
         for i in 0..10 {
-            a.record(i * 3_600_123 + 7, Channel::Web, i64::MIN);
+            a.record_touch(i * 3_600_123 + 7, Channel::Web, i64::MIN);
         }
-        let m = a.attribute(40 * 3_600_000, Channel::Store);
+        let m = a.touches().attribute(40 * 3_600_000, Channel::Store);
         for w in [
             &m.last_touch,
             &m.first_touch,
@@ -259,21 +263,21 @@ mod tests {
 
     #[test]
     fn window_is_half_open_and_capped_at_64() {
-        let mut a = AttributionState::default();
-        a.record(0, Channel::Email, i64::MIN);
-        a.record(1, Channel::Web, i64::MIN);
+        let mut a = Lanes::default();
+        a.record_touch(0, Channel::Email, i64::MIN);
+        a.record_touch(1, Channel::Web, i64::MIN);
         // Order exactly 30 d after the first touch: (order − 30 d, order] excludes it.
-        let m = a.attribute(WINDOW, Channel::Web);
+        let m = a.touches().attribute(WINDOW, Channel::Web);
         assert_eq!(m.first_touch.get(Channel::Web), Some(1.0));
-        let mut b = AttributionState::default();
+        let mut b = Lanes::default();
         for i in 0..80 {
-            b.record(
+            b.record_touch(
                 i,
                 if i < 16 { Channel::Email } else { Channel::Web },
                 i64::MIN,
             );
         }
-        let m = b.attribute(100, Channel::Web);
+        let m = b.touches().attribute(100, Channel::Web);
         assert_eq!(
             m.first_touch.get(Channel::Web),
             Some(1.0),

@@ -6,7 +6,7 @@
 //! own time and adds its weight; a late one adds its weight decayed to the
 //! newest time. The channels of the last 30 d are not stored here: they
 //! are those of the customer's own touches that attribution keeps anyway
-//! (see [`super::attribution::AttributionState::recent_channels`]).
+//! (see [`super::attribution::Touches::recent_channels`]).
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 

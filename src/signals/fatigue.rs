@@ -12,42 +12,21 @@
 //! count after was above the cap, which either fired or was itself
 //! disarmed; and a count before at or under the cap re-arms.
 
-use serde::{Deserialize, Serialize};
-
-use super::{distinct_channels, insert_sorted, prune_until, List, Packed};
+use super::{distinct_channels, Lane, Lanes, Packed};
 use crate::config::EngineConfig;
 use crate::model::{Channel, EventTime, Payload, DAY_MS};
 
 /// The trailing window.
 pub const WINDOW: i64 = 7 * DAY_MS;
 
-/// Fatigue state of one customer. (State format 2 also held a `disarmed`
-/// flag; it is implied, see the module docs, and ignored when read.)
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct FatigueState {
-    /// Outbound messages still inside some future window, sorted.
-    messages: List<Packed>,
-}
-
-impl FatigueState {
-    /// The newest remembered message (read early, as a prefetch).
-    pub fn touch(&self) -> Option<Packed> {
-        self.messages.last().copied()
-    }
-
-    /// Heap bytes used.
-    pub fn heap_bytes(&self) -> usize {
-        self.messages.heap_bytes()
-    }
-
-    /// Whether nothing is kept.
-    pub fn is_empty(&self) -> bool {
-        self.messages.is_empty()
-    }
-
+/// A customer's outbound messages live in the [`Lane::Messages`] lane,
+/// sorted by time: those still inside some future window. (State format 2
+/// also held a `disarmed` flag; it is implied, see the module docs, and
+/// ignored when read.)
+impl Lanes {
     /// Forgets messages at or before `clock` − 7 d: they never count again.
-    pub fn forget(&mut self, clock: EventTime) {
-        prune_until(&mut self.messages, clock - WINDOW);
+    pub fn forget_messages(&mut self, clock: EventTime) {
+        self.prune_until(Lane::Messages, clock - WINDOW);
     }
 
     /// A `message_sent` at `t`; `clock` is the customer's clock after it.
@@ -59,10 +38,11 @@ impl FatigueState {
         clock: EventTime,
     ) -> Option<Payload> {
         let from = clock - WINDOW;
-        insert_sorted(&mut self.messages, Packed::new(t, channel));
+        self.insert_sorted(Lane::Messages, Packed::new(t, channel));
         // Messages at or before clock − 7 d never count again: the clock only moves on.
-        prune_until(&mut self.messages, from);
-        let after = self.messages.len() as u32;
+        self.prune_until(Lane::Messages, from);
+        let messages = self.lane(Lane::Messages);
+        let after = messages.len() as u32;
         let this_counts = t > from;
         let before = if this_counts { after - 1 } else { after };
         if before > cfg.contact_cap || after <= cfg.contact_cap {
@@ -70,16 +50,8 @@ impl FatigueState {
         }
         Some(Payload::ContactFatigue {
             messages_7d: after,
-            channels: distinct_channels(self.messages.iter().map(|p| p.channel())),
+            channels: distinct_channels(messages.iter().map(|p| p.channel())),
         })
-    }
-
-    /// Messages counted at `clock`.
-    pub fn count(&self, clock: EventTime) -> usize {
-        self.messages
-            .iter()
-            .filter(|p| p.time() > clock - WINDOW && p.time() <= clock)
-            .count()
     }
 }
 
@@ -93,7 +65,7 @@ mod tests {
             contact_cap: 2,
             ..EngineConfig::default()
         };
-        let mut f = FatigueState::default();
+        let mut f = Lanes::default();
         let h = 3_600_000;
         assert!(f.on_message(&cfg, 0, Channel::Email, 0).is_none());
         assert!(f.on_message(&cfg, h, Channel::Sms, h).is_none());
@@ -145,7 +117,7 @@ mod tests {
             steps in proptest::collection::vec((0i64..3 * DAY_MS, 0i64..9 * DAY_MS), 1..60),
         ) {
             let cfg = EngineConfig { contact_cap: cap, ..EngineConfig::default() };
-            let mut f = FatigueState::default();
+            let mut f = Lanes::default();
             let mut reference = Flagged { messages: vec![], disarmed: false };
             let mut clock = 0;
             for (forward, back) in steps {
@@ -154,7 +126,7 @@ mod tests {
                 let fired = f.on_message(&cfg, t, Channel::Email, clock).is_some();
                 proptest::prop_assert_eq!(fired, reference.on_message(cap, t, clock));
                 if forward % 3 == 0 {
-                    f.forget(clock);
+                    f.forget_messages(clock);
                 }
             }
         }

@@ -62,6 +62,16 @@ impl<T> List<T> {
         }
     }
 
+    /// Removes the elements at positions `start..end`.
+    pub fn remove_range(&mut self, start: usize, end: usize) {
+        if start < end {
+            self.edit(|v| {
+                let end = end.min(v.len());
+                v.drain(start.min(end)..end);
+            })
+        }
+    }
+
     /// Keeps the elements for which `f` is true.
     pub fn retain(&mut self, f: impl FnMut(&T) -> bool) {
         self.edit(|v| v.retain(f))

@@ -14,12 +14,14 @@ pub mod churn;
 pub mod engagement;
 pub mod fatigue;
 pub mod journey;
+pub mod lanes;
 pub mod list;
 pub mod survey;
 
 use serde::{Deserialize, Serialize};
 use thin_vec::ThinVec;
 
+pub use lanes::{Lane, Lanes};
 pub use list::List;
 
 use crate::model::{Channel, ChannelSet, EventTime};
@@ -47,6 +49,18 @@ impl Packed {
         let mut w = [0u8; 8];
         w[..6].copy_from_slice(&self.0);
         (i64::from_le_bytes(w) << 16) >> 16
+    }
+
+    /// A 48-bit value (an event-id hash) stored as is.
+    pub fn from_bits(bits: u64) -> Self {
+        Self::from_raw(bits as i64)
+    }
+
+    /// The 48 bits, unsigned (see [`Packed::from_bits`]).
+    pub fn bits(self) -> u64 {
+        let mut w = [0u8; 8];
+        w[..6].copy_from_slice(&self.0);
+        u64::from_le_bytes(w)
     }
 
     /// The time.
@@ -116,23 +130,6 @@ pub fn free_if_empty<T>(v: &mut ThinVec<T>) {
     }
 }
 
-/// Inserts into a list sorted by time, after every entry with the same
-/// time (so ties keep arrival order).
-pub fn insert_sorted(v: &mut List<Packed>, p: Packed) {
-    let t = p.time();
-    let i = if v.last().map_or(true, |l| l.time() <= t) {
-        v.len()
-    } else {
-        v.partition_point(|x| x.time() <= t)
-    };
-    v.insert(i, p);
-}
-
-/// Drops entries with time <= `cutoff` from the front of a time-sorted list.
-pub fn prune_until(v: &mut List<Packed>, cutoff: EventTime) {
-    v.drop_front(v.partition_point(|x| x.time() <= cutoff));
-}
-
 /// 0.5^(dt / half_life): the weight left after `dt` ms.
 pub fn decay(dt: i64, half_life: i64) -> f64 {
     if dt == 0 {
@@ -167,12 +164,13 @@ mod tests {
 
     #[test]
     fn sorted_insert_keeps_ties_in_arrival_order() {
-        let mut v = List::new();
-        insert_sorted(&mut v, Packed::new(10, Channel::Web));
-        insert_sorted(&mut v, Packed::new(5, Channel::Sms));
-        insert_sorted(&mut v, Packed::new(10, Channel::Email));
-        insert_sorted(&mut v, Packed::new(7, Channel::Push));
-        let got: Vec<_> = v.iter().map(|p| (p.time(), p.channel())).collect();
+        let mut v = Lanes::default();
+        let l = Lane::Touches;
+        v.insert_sorted(l, Packed::new(10, Channel::Web));
+        v.insert_sorted(l, Packed::new(5, Channel::Sms));
+        v.insert_sorted(l, Packed::new(10, Channel::Email));
+        v.insert_sorted(l, Packed::new(7, Channel::Push));
+        let got: Vec<_> = v.lane(l).iter().map(|p| (p.time(), p.channel())).collect();
         assert_eq!(
             got,
             vec![
@@ -182,8 +180,8 @@ mod tests {
                 (10, Channel::Email)
             ]
         );
-        prune_until(&mut v, 7);
-        assert_eq!(v.len(), 2);
+        v.prune_until(l, 7);
+        assert_eq!(v.lane(l).len(), 2);
     }
 
     #[test]

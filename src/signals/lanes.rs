@@ -1,0 +1,275 @@
+//! [`Lanes`]: a customer's per-event lists in one allocation.
+//!
+//! Every customer keeps the hashes of its last 32 event ids (duplicates),
+//! its own touches of the last 30 d (attribution, engagement channels), the
+//! channels of touches dropped from those (rarely any) and its outbound
+//! messages of the last 7 d (contact fatigue). All are lists of 6-byte
+//! [`Packed`] values that change by one entry at a time. Kept apart, each
+//! would cost a pointer and a length in the customer and its own rounded-up
+//! allocation; here they are consecutive lanes of one exact-size boxed
+//! slice, with three one-byte lane lengths (the last lane takes the rest).
+//!
+//! The signals that own a lane add their methods to [`Lanes`] in their own
+//! module (`engine::dedup`, `signals::attribution`, `signals::fatigue`).
+
+use serde::de::Deserializer;
+use serde::ser::{SerializeMap, Serializer};
+use serde::{Deserialize, Serialize};
+
+use super::{List, Packed};
+use crate::model::EventTime;
+
+/// One of the lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Hashes of the last 32 accepted event ids, oldest first (at most 32).
+    Dedup = 0,
+    /// Own touches, sorted by time (at most `attribution::KEEP` + 1).
+    Touches = 1,
+    /// Latest dropped touch per channel (at most 12).
+    Dropped = 2,
+    /// Outbound messages, sorted by time (any number).
+    Messages = 3,
+}
+
+/// A customer's lists; see the module docs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Lanes {
+    units: List<Packed>,
+    /// Lengths of the first three lanes.
+    lens: [u8; 3],
+}
+
+impl Lanes {
+    fn bounds(&self, lane: Lane) -> (usize, usize) {
+        let i = lane as usize;
+        let start: usize = self.lens[..i].iter().map(|&n| usize::from(n)).sum();
+        let end = match self.lens.get(i) {
+            Some(&n) => start + usize::from(n),
+            None => self.units.len(),
+        };
+        (start, end)
+    }
+
+    fn add_len(&mut self, lane: Lane, delta: isize) {
+        if let Some(n) = self.lens.get_mut(lane as usize) {
+            // Lane sizes are bounded far below 256 by their owners.
+            *n = (*n as isize + delta).clamp(0, 255) as u8;
+        }
+    }
+
+    /// The entries of a lane.
+    pub fn lane(&self, lane: Lane) -> &[Packed] {
+        let (a, b) = self.bounds(lane);
+        &self.units[a..b]
+    }
+
+    /// The entries of a lane, to change in place.
+    pub fn lane_mut(&mut self, lane: Lane) -> &mut [Packed] {
+        let (a, b) = self.bounds(lane);
+        &mut self.units[a..b]
+    }
+
+    /// Inserts `p` at position `i` of a lane (`i` <= its length).
+    pub fn insert(&mut self, lane: Lane, i: usize, p: Packed) {
+        let (a, b) = self.bounds(lane);
+        self.units.insert((a + i).min(b), p);
+        self.add_len(lane, 1);
+    }
+
+    /// Appends to a lane.
+    pub fn push(&mut self, lane: Lane, p: Packed) {
+        let (a, b) = self.bounds(lane);
+        self.insert(lane, b - a, p);
+    }
+
+    /// Removes the first `n` entries of a lane.
+    pub fn remove_front(&mut self, lane: Lane, n: usize) {
+        let (a, b) = self.bounds(lane);
+        let n = n.min(b - a);
+        if n > 0 {
+            self.units.remove_range(a, a + n);
+            self.add_len(lane, -(n as isize));
+        }
+    }
+
+    /// Keeps the entries of a lane for which `f` is true.
+    pub fn retain(&mut self, lane: Lane, mut f: impl FnMut(&Packed) -> bool) {
+        let (a, b) = self.bounds(lane);
+        let mut i = 0usize;
+        let mut removed = 0usize;
+        self.units.retain(|p| {
+            let inside = (a..b).contains(&i);
+            i += 1;
+            let keep = !inside || f(p);
+            removed += usize::from(!keep);
+            keep
+        });
+        self.add_len(lane, -(removed as isize));
+    }
+
+    /// Inserts into a time-sorted lane, after every entry with the same
+    /// time (so ties keep arrival order).
+    pub fn insert_sorted(&mut self, lane: Lane, p: Packed) {
+        let t = p.time();
+        let entries = self.lane(lane);
+        let i = if entries.last().map_or(true, |l| l.time() <= t) {
+            entries.len()
+        } else {
+            entries.partition_point(|x| x.time() <= t)
+        };
+        self.insert(lane, i, p);
+    }
+
+    /// Drops the entries with time <= `cutoff` from the front of a
+    /// time-sorted lane.
+    pub fn prune_until(&mut self, lane: Lane, cutoff: EventTime) {
+        let n = self.lane(lane).partition_point(|x| x.time() <= cutoff);
+        self.remove_front(lane, n);
+    }
+
+    /// Heap bytes used.
+    pub fn heap_bytes(&self) -> usize {
+        self.units.heap_bytes()
+    }
+
+    /// Bytes of one lane's entries.
+    pub fn lane_bytes(&self, lane: Lane) -> usize {
+        std::mem::size_of_val(self.lane(lane))
+    }
+
+    /// Reads one word of the lists up front (a prefetch).
+    pub fn touch(&self) -> Option<Packed> {
+        self.units.first().copied()
+    }
+}
+
+/// The changelog form keeps the shape of state format 2, where the lists
+/// were three fields of the customer: `dedup` (`ring`: 48-bit hashes as
+/// integers, `next`: the position of the oldest), `attribution`
+/// (`touches`, `dropped`) and `fatigue` (`messages`). The customer
+/// flattens these keys into its own.
+impl Serialize for Lanes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(3))?;
+        let ring: Vec<u64> = self.lane(Lane::Dedup).iter().map(|p| p.bits()).collect();
+        m.serialize_entry("dedup", &DedupForm { ring, next: 0 })?;
+        m.serialize_entry(
+            "attribution",
+            &AttributionForm {
+                touches: self.lane(Lane::Touches).to_vec(),
+                dropped: self.lane(Lane::Dropped).to_vec(),
+            },
+        )?;
+        m.serialize_entry(
+            "fatigue",
+            &FatigueForm {
+                messages: self.lane(Lane::Messages).to_vec(),
+            },
+        )?;
+        m.end()
+    }
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct DedupForm {
+    ring: Vec<u64>,
+    #[serde(default)]
+    next: u8,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct AttributionForm {
+    touches: Vec<Packed>,
+    #[serde(default)]
+    dropped: Vec<Packed>,
+}
+
+#[derive(Serialize, Deserialize, Default)]
+struct FatigueForm {
+    messages: Vec<Packed>,
+}
+
+#[derive(Deserialize)]
+struct Forms {
+    #[serde(default)]
+    dedup: DedupForm,
+    #[serde(default)]
+    attribution: AttributionForm,
+    #[serde(default)]
+    fatigue: FatigueForm,
+}
+
+impl<'de> Deserialize<'de> for Lanes {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let f = Forms::deserialize(d)?;
+        let window = crate::engine::dedup::WINDOW;
+        let mut ring: Vec<Packed> = f
+            .dedup
+            .ring
+            .into_iter()
+            .take(window)
+            .map(Packed::from_bits)
+            .collect();
+        if ring.len() == window {
+            ring.rotate_left(usize::from(f.dedup.next) % window);
+        }
+        let keep = super::attribution::KEEP + 1;
+        // Lists are written in their order (sorted by time, ties in arrival
+        // order): taken as they are.
+        let mut touches = f.attribution.touches;
+        if touches.len() > keep {
+            touches.drain(..touches.len() - keep);
+        }
+        let mut dropped = f.attribution.dropped;
+        dropped.truncate(crate::model::Channel::ALL.len());
+        let messages = f.fatigue.messages;
+        let lens = [ring.len() as u8, touches.len() as u8, dropped.len() as u8];
+        let units = ring
+            .into_iter()
+            .chain(touches)
+            .chain(dropped)
+            .chain(messages)
+            .collect();
+        Ok(Lanes { units, lens })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Channel;
+
+    fn p(t: EventTime) -> Packed {
+        Packed::new(t, Channel::Web)
+    }
+
+    fn times(l: &Lanes, lane: Lane) -> Vec<EventTime> {
+        l.lane(lane).iter().map(|x| x.time()).collect()
+    }
+
+    #[test]
+    fn lanes_change_independently() {
+        let mut l = Lanes::default();
+        l.insert_sorted(Lane::Messages, p(5));
+        l.insert_sorted(Lane::Touches, p(3));
+        l.insert_sorted(Lane::Touches, p(1));
+        l.push(Lane::Dedup, Packed::from_bits(77));
+        l.push(Lane::Dropped, p(9));
+        l.insert_sorted(Lane::Messages, p(4));
+        assert_eq!(times(&l, Lane::Touches), [1, 3]);
+        assert_eq!(times(&l, Lane::Messages), [4, 5]);
+        assert_eq!(times(&l, Lane::Dropped), [9]);
+        assert_eq!(l.lane(Lane::Dedup), [Packed::from_bits(77)]);
+        l.prune_until(Lane::Touches, 1);
+        l.retain(Lane::Messages, |x| x.time() != 4);
+        l.remove_front(Lane::Dedup, 5);
+        assert_eq!(times(&l, Lane::Touches), [3]);
+        assert_eq!(times(&l, Lane::Messages), [5]);
+        assert_eq!(times(&l, Lane::Dropped), [9]);
+        assert!(l.lane(Lane::Dedup).is_empty());
+        assert_eq!(l.heap_bytes(), 18);
+        let back: Lanes = serde_json::from_str(&serde_json::to_string(&l).unwrap()).unwrap();
+        assert_eq!(back, l);
+    }
+}
