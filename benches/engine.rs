@@ -274,7 +274,7 @@ fn state_size() {
         100.0 * with_rare as f64 / k as f64,
         parts[4] / k,
         std::mem::size_of::<touchstream::engine::state::Customer>(),
-        48 * e.pending_timers() / e.customers().max(1),
+        e.timer_queue_bytes() / e.customers().max(1),
     );
     println!(
         "state_size: {} customers, {} touchpoints over {} days, {} pending timers: {:.0} bytes/customer of heap measured (index, slots, timers, allocator size classes included); per-customer estimate {:.0} on average, median {} ({:.1} s)",

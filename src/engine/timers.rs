@@ -14,6 +14,18 @@
 //! was set with, so the firing order is exactly the one of an eager timer.
 //! Moving a timer earlier replaces the queued entry at once. Invariant:
 //! `queued.due <= logical.due` whenever both are set.
+//!
+//! Every customer has a churn timer, most of them weeks ahead. Those wait
+//! in *staging*: one bucket per day of due time, holding only the 4-byte
+//! slots of the customers whose timers fall in it, instead of a 24-byte
+//! entry in the ordered map (plus its share of tree nodes). When the
+//! watermark enters a day, the engine loads that day's bucket: each
+//! customer still staged there gets its map entry under its logical key,
+//! before any timer of that day can fire, so the firing order is the one of
+//! the map alone. A staged timer's `queued` key is the bucket's first
+//! millisecond with the [`STAGED`] sequence number; a slot whose customer
+//! no longer holds that key (its timer moved earlier or was cancelled, or
+//! the slot changed hands) is stale and skipped when the bucket loads.
 
 use std::collections::BTreeMap;
 
@@ -41,6 +53,20 @@ impl TimerKey {
     pub fn is_set(self) -> bool {
         self.due != EventTime::MIN
     }
+}
+
+/// Width of a staging bucket.
+pub const BUCKET_MS: EventTime = crate::model::DAY_MS;
+
+/// Sequence number of a `queued` key that names a staging bucket.
+pub const STAGED: u64 = u64::MAX;
+
+fn bucket(due: EventTime) -> i64 {
+    due.div_euclid(BUCKET_MS)
+}
+
+fn bucket_start(b: i64) -> EventTime {
+    b.saturating_mul(BUCKET_MS)
 }
 
 /// Sequence bit that orders state-TTL checks after every other timer due at
@@ -126,6 +152,12 @@ pub enum PopAction {
 #[derive(Debug, Default, Clone)]
 pub struct TimerQueue {
     map: BTreeMap<TimerKey, TimerTarget>,
+    /// Churn timers due in days not loaded yet: customer slots per day.
+    staged: BTreeMap<i64, Vec<u32>>,
+    /// Slots in `staged` (stale ones included).
+    staged_len: usize,
+    /// Days up to this one have been loaded (`None`: none yet).
+    loaded: Option<i64>,
     next_seq: u64,
     /// TTL checks have their own counter so that they never shift the
     /// sequence numbers of visible timers (restored runs rebuild them).
@@ -138,14 +170,84 @@ impl TimerQueue {
         Self::default()
     }
 
-    /// Number of queued entries (pending timers, including stale ones).
+    /// Number of queued entries (pending timers, including stale ones),
+    /// staged ones included.
     pub fn len(&self) -> usize {
-        self.map.len()
+        self.map.len() + self.staged_len
     }
 
     /// Whether nothing is queued.
     pub fn is_empty(&self) -> bool {
-        self.map.is_empty()
+        self.len() == 0
+    }
+
+    /// Approximate heap bytes: map entries with their share of tree nodes,
+    /// staged slots with their share of spare room.
+    pub fn approx_bytes(&self) -> usize {
+        self.map.len() * 48 + self.staged_len * 6 + self.staged.len() * 64
+    }
+
+    /// Queues a lazy timer under its logical key (which is set; `queued`
+    /// is not): staged when it is a churn timer of a day not loaded yet.
+    fn place(&mut self, t: &mut LazyTimer, target: TimerTarget) {
+        let b = bucket(t.logical.due);
+        if target.kind == TimerKind::Churn && self.loaded.map_or(true, |l| b > l) {
+            let slots = self.staged.entry(b).or_default();
+            if slots.len() == slots.capacity() {
+                slots.reserve_exact((slots.len() / 8).max(16));
+            }
+            slots.push(target.slot);
+            self.staged_len += 1;
+            t.queued = TimerKey {
+                due: bucket_start(b),
+                seq: STAGED,
+            };
+        } else {
+            self.map.insert(t.logical, target);
+            t.queued = t.logical;
+        }
+    }
+
+    /// Drops a lazy timer's queued entry (a staged slot just goes stale).
+    fn unqueue(&mut self, t: &mut LazyTimer) {
+        if t.queued.is_set() && t.queued.seq != STAGED {
+            self.map.remove(&t.queued);
+        }
+        t.queued = TimerKey::NONE;
+    }
+
+    /// Takes the staged days the watermark has entered (and marks them
+    /// loaded). The caller passes each slot's timer to [`TimerQueue::load`]
+    /// before popping anything due at `watermark`.
+    pub fn take_staged(&mut self, watermark: EventTime) -> Vec<(i64, Vec<u32>)> {
+        let wb = bucket(watermark);
+        if self.loaded.is_some_and(|l| l >= wb) {
+            return Vec::new();
+        }
+        self.loaded = Some(wb);
+        let mut out = Vec::new();
+        while let Some(e) = self.staged.first_entry() {
+            if *e.key() > wb {
+                break;
+            }
+            let (b, slots) = e.remove_entry();
+            self.staged_len -= slots.len();
+            out.push((b, slots));
+        }
+        out
+    }
+
+    /// Loads a staged timer from day `b` into the map (or stages it again
+    /// for a later day it was moved to); a timer not staged there is left
+    /// alone (the slot was stale).
+    pub fn load(&mut self, t: &mut LazyTimer, b: i64, target: TimerTarget) {
+        if t.queued.seq != STAGED || t.queued.due != bucket_start(b) {
+            return;
+        }
+        t.queued = TimerKey::NONE;
+        if t.logical.is_set() {
+            self.place(t, target);
+        }
     }
 
     /// The next sequence number to be handed out.
@@ -187,26 +289,23 @@ impl TimerQueue {
             if t.queued.due <= due {
                 return; // the stale entry will requeue itself
             }
-            self.map.remove(&t.queued);
+            self.unqueue(t);
         }
-        self.map.insert(key, target);
-        t.queued = key;
+        self.place(t, target);
     }
 
     /// Cancels a lazy timer and drops its queued entry.
     pub fn cancel(&mut self, t: &mut LazyTimer) {
-        if t.queued.is_set() {
-            self.map.remove(&t.queued);
-        }
+        self.unqueue(t);
         *t = LazyTimer::default();
     }
 
     /// Re-creates the queued entry of a restored lazy timer.
     pub fn restore(&mut self, t: &mut LazyTimer, target: TimerTarget) {
+        t.queued = TimerKey::NONE;
         if t.logical.is_set() {
             self.bump_seq(t.logical.seq);
-            self.map.insert(t.logical, target);
-            t.queued = t.logical;
+            self.place(t, target);
         }
     }
 
@@ -276,8 +375,7 @@ impl TimerQueue {
         }
         // Logical is later than the popped entry: queue it under its own key.
         if !t.queued.is_set() {
-            self.map.insert(t.logical, target);
-            t.queued = t.logical;
+            self.place(t, target);
         }
         PopAction::Requeued
     }
@@ -359,6 +457,98 @@ mod tests {
         q.cancel(&mut ts[0]);
         assert!(q.is_empty());
         assert_eq!(fire_all(&mut q, &mut ts, 1000), vec![]);
+    }
+
+    /// Fires what is due at `wm` the way the engine does: staged days
+    /// first, then the queue.
+    fn fire_churn(
+        q: &mut TimerQueue,
+        timers: &mut [LazyTimer],
+        wm: EventTime,
+    ) -> Vec<(u32, EventTime)> {
+        for (day, slots) in q.take_staged(wm) {
+            for slot in slots {
+                let target = TimerTarget {
+                    slot,
+                    kind: TimerKind::Churn,
+                };
+                q.load(&mut timers[slot as usize], day, target);
+            }
+        }
+        fire_all(q, timers, wm)
+    }
+
+    #[test]
+    fn staged_churn_timers_fire_as_an_ordered_map_would() {
+        // Churn timers set, moved both ways and cancelled while the
+        // watermark advances: they fire at their last setting, in (due,
+        // order set) order, exactly like a plain ordered map of logical keys.
+        let day = BUCKET_MS;
+        let mut q = TimerQueue::new();
+        let mut ts = vec![LazyTimer::default(); 40];
+        let mut model: std::collections::BTreeMap<TimerKey, u32> = Default::default();
+        let mut fired = vec![];
+        let mut want = vec![];
+        let mut wm = 0;
+        let mut x = 11u64;
+        for _ in 0..3_000 {
+            x = x
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            let i = (x >> 33) as usize % ts.len();
+            let target = TimerTarget {
+                slot: i as u32,
+                kind: TimerKind::Churn,
+            };
+            match (x >> 20) % 10 {
+                0 => {
+                    q.cancel(&mut ts[i]);
+                    model.retain(|_, v| *v != i as u32);
+                }
+                1..=2 => {
+                    wm += ((x >> 40) % (3 * day as u64)) as i64;
+                    fired.extend(fire_churn(&mut q, &mut ts, wm));
+                    while let Some((k, v)) = model.first_key_value().map(|(k, v)| (*k, *v)) {
+                        if k.due > wm {
+                            break;
+                        }
+                        model.remove(&k);
+                        want.push((v, k.due));
+                    }
+                }
+                _ => {
+                    let due = wm + 1 + ((x >> 24) % (6 * day as u64)) as i64;
+                    q.set(&mut ts[i], due, target);
+                    model.retain(|_, v| *v != i as u32);
+                    model.insert(ts[i].logical, i as u32);
+                }
+            }
+        }
+        assert!(
+            want.len() > 100,
+            "the test exercises firing: {}",
+            want.len()
+        );
+        assert_eq!(fired, want);
+    }
+
+    #[test]
+    fn a_stale_staged_slot_leaves_the_next_owner_alone() {
+        let day = BUCKET_MS;
+        let mut q = TimerQueue::new();
+        let mut ts = [LazyTimer::default()];
+        let churn = TimerTarget {
+            slot: 0,
+            kind: TimerKind::Churn,
+        };
+        assert!(fire_churn(&mut q, &mut ts, 0).is_empty());
+        q.set(&mut ts[0], 5 * day, churn);
+        assert_eq!(ts[0].queued.seq, STAGED, "far ahead: staged");
+        q.cancel(&mut ts[0]); // the customer is gone; slot 0 changes hands
+        q.set(&mut ts[0], 9 * day, churn);
+        assert_eq!(fire_churn(&mut q, &mut ts, 6 * day), vec![]);
+        assert_eq!(fire_churn(&mut q, &mut ts, 9 * day), vec![(0, 9 * day)]);
+        assert!(q.is_empty());
     }
 
     #[test]
