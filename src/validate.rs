@@ -197,7 +197,15 @@ pub fn validate(raw: RawTouchpoint, clock: Clock) -> Result<Touchpoint, Rejectio
     }
     // Beyond 2^43 ms the engine cannot represent a time; such a value is
     // in the future of any real clock.
-    if timestamp > clock.now.saturating_add(clock.max_future) || timestamp > MAX_ABS_TIMESTAMP {
+    if timestamp > MAX_ABS_TIMESTAMP {
+        return Err(Rejection::new(
+            FutureTimestamp,
+            format!(
+                "`timestamp` {timestamp} is beyond the supported range (to 2^43 ms, 2248-09-26)"
+            ),
+        ));
+    }
+    if timestamp > clock.now.saturating_add(clock.max_future) {
         return Err(Rejection::new(
             FutureTimestamp,
             format!(
