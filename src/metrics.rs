@@ -5,6 +5,7 @@
 //! kind), never a customer id. The engine returns counts; the edges add
 //! them here per batch.
 
+use crate::model::{Channel, TouchType};
 use prometheus::{
     Encoder, Gauge, GaugeVec, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec,
     IntGauge, IntGaugeVec, Opts, Registry, TextEncoder,
@@ -33,9 +34,22 @@ pub const KAFKA_ERROR_KINDS: [&str; 8] = [
     "other",
 ];
 
+/// Handles of the series touched for every record, resolved once: a label
+/// lookup hashes the label values and takes a lock, which per record is a
+/// measurable share of the service's CPU.
+#[derive(Clone)]
+struct Hot {
+    /// `touchstream_derived_events_total` by [`crate::model::DerivedType`].
+    derived: Vec<IntCounter>,
+    /// `touchstream_touchpoints_total` by channel × type, created on first
+    /// use (a series appears once it counts something, as before).
+    touches: Vec<std::sync::OnceLock<IntCounter>>,
+}
+
 /// The metrics of one process.
 #[derive(Clone)]
 pub struct Metrics {
+    hot: Hot,
     /// The registry behind `/metrics`.
     pub registry: Registry,
     /// Records consumed, by topic.
@@ -177,6 +191,10 @@ impl Metrics {
             0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
         ];
         let m = Metrics {
+            hot: Hot {
+                derived: Vec::new(),
+                touches: Vec::new(),
+            },
             records_consumed: counter_vec(&r, "touchstream_records_consumed_total", "Input records consumed.", &[TOPIC]),
             records_rejected: counter_vec(
                 &r,
@@ -308,10 +326,39 @@ impl Metrics {
         for reason in crate::validate::RejectReason::ALL {
             m.records_rejected.with_label_values(&[reason.as_str()]);
         }
-        for t in crate::model::DerivedType::ALL {
-            m.derived_events.with_label_values(&[t.as_str()]);
-        }
+        let mut m = m;
+        m.hot.derived = crate::model::DerivedType::ALL
+            .iter()
+            .map(|t| m.derived_events.with_label_values(&[t.as_str()]))
+            .collect();
+        m.hot.touches = (0..Channel::ALL.len() * TouchType::ALL.len())
+            .map(|_| std::sync::OnceLock::new())
+            .collect();
         m
+    }
+
+    /// Counts a derived event of type `t`.
+    pub fn derived_event(&self, t: crate::model::DerivedType) {
+        match self.hot.derived.get(t as usize) {
+            Some(c) => c.inc(),
+            None => self.derived_events.with_label_values(&[t.as_str()]).inc(),
+        }
+    }
+
+    fn touch(&self, channel: Channel, kind: TouchType) {
+        let i = channel.index() * TouchType::ALL.len() + kind.index();
+        match self.hot.touches.get(i) {
+            Some(c) => c
+                .get_or_init(|| {
+                    self.touchpoints
+                        .with_label_values(&[channel.as_str(), kind.as_str()])
+                })
+                .inc(),
+            None => self
+                .touchpoints
+                .with_label_values(&[channel.as_str(), kind.as_str()])
+                .inc(),
+        }
     }
 
     /// Exports KPI facts reported by an engine.
@@ -319,10 +366,7 @@ impl Metrics {
         use crate::engine::kpi::Kpi;
         for k in kpis {
             match k {
-                Kpi::Touch { channel, kind } => self
-                    .touchpoints
-                    .with_label_values(&[channel.as_str(), kind.as_str()])
-                    .inc(),
+                Kpi::Touch { channel, kind } => self.touch(*channel, *kind),
                 Kpi::Order {
                     channel,
                     currency,
@@ -422,8 +466,21 @@ mod tests {
     fn all_metrics_register_and_render() {
         let m = Metrics::new();
         m.records_rejected.with_label_values(&["too_late"]).inc();
+        m.derived_event(crate::model::DerivedType::ChurnRisk);
+        m.record_kpis(&[crate::engine::kpi::Kpi::Touch {
+            channel: Channel::Sms,
+            kind: TouchType::PageView,
+        }]);
         let text = m.render();
         assert!(text.contains("touchstream_records_rejected_total{reason=\"too_late\"} 1"));
+        assert!(text.contains("touchstream_derived_events_total{type=\"churn_risk\"} 1"));
+        assert!(
+            text.contains("touchstream_touchpoints_total{channel=\"sms\",type=\"page_view\"} 1")
+        );
+        assert!(
+            !text.contains("channel=\"web\",type=\"page_view\""),
+            "series appear when used"
+        );
         assert!(text.contains("touchstream_derived_events_total{type=\"cart_abandoned\"} 0"));
     }
 }

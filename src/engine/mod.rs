@@ -301,6 +301,19 @@ impl Engine {
         self.kpis.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
+    /// KPI facts since the last [`Engine::clear_kpis`] (the edge reads them
+    /// after every record, then clears them: no allocation per record).
+    pub fn kpis(&self) -> &[Kpi] {
+        self.kpis.as_deref().unwrap_or_default()
+    }
+
+    /// Forgets the KPI facts read with [`Engine::kpis`].
+    pub fn clear_kpis(&mut self) {
+        if let Some(k) = &mut self.kpis {
+            k.clear();
+        }
+    }
+
     /// Customers per churn level and journey stage.
     pub fn population(&self) -> Population {
         self.population
