@@ -101,3 +101,77 @@ fn fit_churn_output_always_pastes_into_the_config() {
     let section = &text[text.find("[churn]").unwrap()..];
     touchstream::config::Config::from_parts("fit", section, &[]).expect("pastes into the config");
 }
+
+/// Found by the reference model: after a burst of more than 96 own touches
+/// a late order lost the oldest touches of its last 64 (the engine kept the
+/// newest 96 touches, not what an order that is not too late can reach).
+#[test]
+fn a_late_order_after_a_burst_is_attributed_over_its_own_last_64() {
+    let mut e = Engine::new(Arc::new(EngineConfig::default()));
+    let mut out = Vec::new();
+    let t0 = W;
+    let first = Touchpoint::new("p0", "c", Channel::Email, TouchType::PageView, t0);
+    e.on_touchpoint(&first, &mut out);
+    for i in 1..=96 {
+        let tp = Touchpoint::new(
+            format!("p{i}"),
+            "c",
+            Channel::Web,
+            TouchType::PageView,
+            t0 + i * 1_000,
+        );
+        e.on_touchpoint(&tp, &mut out);
+    }
+    out.clear();
+    let mut order = Touchpoint::new("o1", "c", Channel::Web, TouchType::OrderPlaced, t0 + 63_500);
+    order.order_id = Some("o1".into());
+    e.on_touchpoint(&order, &mut out);
+    let attributed = out
+        .iter()
+        .find(|ev| ev.kind == DerivedType::OrderAttributed)
+        .expect("attributed");
+    let v = serde_json::to_value(attributed).unwrap();
+    // Its last 64 touches: p0 (email) and p1..p63 (web).
+    assert_eq!(
+        v["models"]["first_touch"],
+        serde_json::json!({"email": 1.0})
+    );
+    assert_eq!(
+        v["models"]["linear"]["email"],
+        serde_json::json!(1.0 / 64.0)
+    );
+    assert_eq!(
+        v["models"]["position_based"]["email"],
+        serde_json::json!(0.4)
+    );
+}
+
+/// Found by the reference model: with `state_ttl` equal to a churn period,
+/// the eviction swallowed the level change due at the same instant, and a
+/// survey timer due then too.
+#[test]
+fn a_churn_change_at_the_state_ttl_instant_is_emitted_before_eviction() {
+    let day = 86_400_000;
+    let cfg = EngineConfig {
+        state_ttl: 30 * day,
+        ..EngineConfig::default()
+    };
+    let mut e = Engine::new(Arc::new(cfg));
+    let mut out = Vec::new();
+    let tp = Touchpoint::new("a", "c", Channel::Email, TouchType::PageView, W);
+    e.on_touchpoint(&tp, &mut out);
+    out.clear();
+    let other = Touchpoint::new("b", "d", Channel::Web, TouchType::PageView, W + 31 * day);
+    e.on_touchpoint(&other, &mut out);
+    let churn: Vec<_> = out
+        .iter()
+        .filter(|ev| ev.kind == DerivedType::ChurnRisk && &*ev.customer_id == "c")
+        .map(|ev| serde_json::to_value(ev).unwrap())
+        .collect();
+    assert_eq!(churn.len(), 1, "{out:?}");
+    assert_eq!(churn[0]["at"], serde_json::json!(W + 30 * day));
+    assert_eq!(churn[0]["level"], "medium");
+    assert_eq!(churn[0]["reasons"], serde_json::json!(["inactive"]));
+    assert!(e.customer("c").is_none(), "then evicted");
+    assert_eq!(e.stats().evicted, 1);
+}

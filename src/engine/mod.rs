@@ -665,7 +665,6 @@ impl Engine {
         }
         // order_attributed
         if kind.is_own() {
-            let horizon = late_horizon.saturating_sub(crate::signals::attribution::WINDOW);
             if is_order {
                 let models = c.lists.touches().attribute(t, tp.channel);
                 let p = Payload::OrderAttributed {
@@ -677,7 +676,7 @@ impl Engine {
                 };
                 emit(out, stats, &id, t, cause, p);
             }
-            c.lists.record_touch(t, tp.channel, horizon);
+            c.lists.record_touch(t, tp.channel, late_horizon);
         }
         c.tidy(cfg, late_horizon);
     }
@@ -704,7 +703,8 @@ impl Engine {
     }
 
     /// Runs one popped timer; returns true when the customer's state TTL
-    /// is up (its churn timer doubles as the TTL check).
+    /// is up (its churn timer, due at the TTL instant at the latest, queues
+    /// the TTL check).
     fn fire_one(
         &mut self,
         key: TimerKey,
@@ -770,9 +770,6 @@ impl Engine {
                         return false;
                     }
                     let expires = c.newest.saturating_add(cfg.state_ttl);
-                    if due >= expires {
-                        return true;
-                    }
                     mark_dirty(dirty, c, target.slot);
                     stats.timers_fired += 1;
                     c.clock = c.clock.max(due);
@@ -810,6 +807,14 @@ impl Engine {
                             emit(out, stats, &id, due, cause, p);
                         }
                     }
+                    if due >= expires {
+                        // The state TTL is up: a level that flips at this
+                        // very instant has changed above; the eviction comes
+                        // after every other timer due now (TTL checks order
+                        // last among equal due times).
+                        timers.cancel(&mut c.churn.timer);
+                        timers.add_ttl(due, target.slot);
+                    }
                 }
                 TimerKind::Survey => {
                     let Some(discriminator) = c
@@ -834,7 +839,12 @@ impl Engine {
                     }
                     c.tidy(cfg, late_horizon);
                 }
-                TimerKind::Ttl => {}
+                TimerKind::Ttl => {
+                    // Nothing arrives between the churn timer that queued
+                    // this check and the check itself (both are due now),
+                    // but the test costs nothing.
+                    return due >= c.newest.saturating_add(cfg.state_ttl);
+                }
             }
         }
         false

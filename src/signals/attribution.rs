@@ -1,9 +1,15 @@
 //! `order_attributed` (SPEC 4, SPEC 7 "Attribution").
 //!
-//! Keeps the customer's own touches (not `message_sent`) of the last 30 d,
-//! at most [`KEEP`] of them, sorted by time. An order is attributed over the
-//! touches before it in (order − 30 d, order], the last 64 by time, under
-//! five models; weights are summed per channel.
+//! Keeps, sorted by time, the customer's own touches (not `message_sent`)
+//! that an order which is not too late can still be attributed over: an
+//! order at or after the lateness horizon (watermark − allowed lateness)
+//! sees every touch after the horizon, but of those at or before it only
+//! the newest 64 can be among its last 64. So: every touch after the
+//! horizon, plus the 64 newest at or before it, within 30 d — exact, and
+//! bounded by [`KEEP`] against bursts (more than 190 own touches inside the
+//! allowed lateness). An order is attributed over the touches before it in
+//! (order − 30 d, order], the last 64 by time, under five models; weights
+//! are summed per channel.
 
 use super::engagement::in_window;
 use super::{decay, Lane, Lanes, Packed};
@@ -13,8 +19,8 @@ use crate::model::{AttributionModels, Channel, ChannelSet, EventTime, Weights, D
 pub const WINDOW: i64 = 30 * DAY_MS;
 /// Touches an order is attributed over at most.
 pub const MAX_TOUCHES: usize = 64;
-/// Touches kept: the 64 plus slack for late orders.
-pub const KEEP: usize = 96;
+/// Touches kept at most (a bound against bursts; see the module docs).
+pub const KEEP: usize = 254;
 /// Half-life of the time-decay model.
 pub const HALF_LIFE: i64 = 7 * DAY_MS;
 
@@ -43,11 +49,20 @@ impl Lanes {
     }
 
     /// Records an own touch (orders included, after they are attributed).
-    /// `horizon`: touches at or before it can no longer matter, neither to
-    /// an order (not too late) nor to the engagement channel count.
-    pub fn record_touch(&mut self, t: EventTime, channel: Channel, horizon: EventTime) {
+    /// `late_horizon`: watermark − allowed lateness; no order older than it
+    /// can arrive.
+    pub fn record_touch(&mut self, t: EventTime, channel: Channel, late_horizon: EventTime) {
+        // Beyond 30 d before the horizon a touch matters neither to an
+        // order nor to the engagement channel count.
+        let horizon = late_horizon.saturating_sub(WINDOW);
         self.insert_sorted(Lane::Touches, Packed::new(t, channel));
         self.prune_until(Lane::Touches, horizon);
+        let settled = self
+            .lane(Lane::Touches)
+            .partition_point(|p| p.time() <= late_horizon);
+        if settled > MAX_TOUCHES {
+            self.drop_oldest(settled - MAX_TOUCHES, None);
+        }
         let n = self.lane(Lane::Touches).len();
         if n > KEEP {
             self.drop_oldest(n - KEEP, None);
