@@ -190,6 +190,11 @@ mod tests {
         }
         // Format 2 wrote a fatigue flag, a ring position and both p_alive
         // crossings; a reader of this format takes all of them.
+        assert_eq!(
+            json["fatigue"]["disarmed"],
+            serde_json::json!(false),
+            "readable by older builds"
+        );
         let mut old = json.clone();
         old["fatigue"]["disarmed"] = serde_json::json!(true);
         let mut ring: Vec<u64> = serde_json::from_value(old["dedup"]["ring"].clone()).unwrap();

@@ -165,6 +165,7 @@ impl Serialize for Lanes {
             "fatigue",
             &FatigueForm {
                 messages: self.lane(Lane::Messages).to_vec(),
+                disarmed: false,
             },
         )?;
         m.end()
@@ -188,6 +189,12 @@ struct AttributionForm {
 #[derive(Serialize, Deserialize, Default)]
 struct FatigueForm {
     messages: Vec<Packed>,
+    /// Implied by the counts now (see `signals::fatigue`); written as
+    /// `false` so that a build of state format 2 that still reads the flag
+    /// can restore this state (at worst one extra `contact_fatigue` for a
+    /// customer above the cap at that moment), and ignored when read.
+    #[serde(default)]
+    disarmed: bool,
 }
 
 #[derive(Deserialize)]
