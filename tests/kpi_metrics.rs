@@ -29,7 +29,8 @@ fn kpi_counters_follow_literal_input() {
     let mut out = Vec::new();
     let mut feed = |e: &mut Engine, t: Touchpoint| {
         e.on_touchpoint(&t, &mut out);
-        m.record_kpis(&e.drain_kpis());
+        m.record_kpis(e.kpis());
+        e.clear_kpis();
     };
     // Alice: web cart abandoned, email click, recovered by an app order within 24 h of the click.
     let mut a1 = tp("a1", "alice", Channel::Web, TouchType::AddToCart, T0);

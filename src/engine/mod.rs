@@ -296,11 +296,6 @@ impl Engine {
         };
     }
 
-    /// KPI facts since the last drain.
-    pub fn drain_kpis(&mut self) -> Vec<Kpi> {
-        self.kpis.as_mut().map(std::mem::take).unwrap_or_default()
-    }
-
     /// KPI facts since the last [`Engine::clear_kpis`] (the edge reads them
     /// after every record, then clears them: no allocation per record).
     pub fn kpis(&self) -> &[Kpi] {

@@ -24,11 +24,6 @@ impl<T> Default for List<T> {
 }
 
 impl<T> List<T> {
-    /// An empty list.
-    pub fn new() -> Self {
-        Self::default()
-    }
-
     /// Changes the list as a `Vec`, then gives back any spare room.
     fn edit<R>(&mut self, f: impl FnOnce(&mut Vec<T>) -> R) -> R {
         let mut v = std::mem::take(&mut self.0).into_vec();
@@ -37,29 +32,12 @@ impl<T> List<T> {
         r
     }
 
-    /// Appends an element.
-    pub fn push(&mut self, x: T) {
-        self.edit(|v| {
-            v.reserve_exact(1);
-            v.push(x)
-        })
-    }
-
     /// Inserts an element at `i` (shifting the later ones).
     pub fn insert(&mut self, i: usize, x: T) {
         self.edit(|v| {
             v.reserve_exact(1);
             v.insert(i, x)
         })
-    }
-
-    /// Removes the first `n` elements.
-    pub fn drop_front(&mut self, n: usize) {
-        if n > 0 {
-            self.edit(|v| {
-                v.drain(..n.min(v.len()));
-            })
-        }
     }
 
     /// Removes the elements at positions `start..end`.
@@ -108,18 +86,18 @@ mod tests {
 
     #[test]
     fn holds_exactly_its_elements() {
-        let mut l = List::new();
+        let mut l = List::default();
         assert_eq!(l.heap_bytes(), 0);
-        for i in [5u64, 1, 9] {
-            l.push(i);
+        for (i, x) in [5u64, 1, 9].into_iter().enumerate() {
+            l.insert(i, x);
         }
         l.insert(1, 7);
         assert_eq!(&*l, &[5, 7, 1, 9]);
         assert_eq!(l.heap_bytes(), 32);
         l.retain(|&x| x != 1);
-        l.drop_front(1);
+        l.remove_range(0, 1);
         assert_eq!(&*l, &[7, 9]);
-        l.drop_front(5);
+        l.remove_range(0, 5);
         assert!(l.is_empty());
         assert_eq!(l.heap_bytes(), 0);
         let json = serde_json::to_string(&List::from_iter([1u8, 2])).unwrap();
