@@ -261,7 +261,7 @@ fn state_size() {
                 parts[3] +=
                     std::mem::size_of_val(&**r) + r.cart.heap_bytes() + r.survey.heap_bytes();
             }
-            parts[4] += c.id.len() + 16;
+            parts[4] += c.id().len();
         }
     }
     let k = sizes.len().max(1);

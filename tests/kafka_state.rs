@@ -83,7 +83,7 @@ fn restore_after_compaction_is_exact() {
         .find_map(|r| {
             let rec: StateRecord = serde_json::from_slice(r.value.as_deref()?).ok()?;
             let c = rec.state.filter(|_| rec.gen == last.gen)?;
-            let other = state_key(&s.input, &c.id, next_slot(c.slot));
+            let other = state_key(&s.input, c.id(), next_slot(c.slot));
             cl.iter()
                 .any(|x| x.key.as_deref() == Some(other.as_slice()))
                 .then(|| (c.clone(), c.slot))
@@ -93,7 +93,7 @@ fn restore_after_compaction_is_exact() {
     bogus.newest += 400 * DAY; // would change every later output of this customer
     bogus.clock += 400 * DAY;
     bogus.slot = next_slot(victim_slot);
-    let tail_key = state_key(&s.input, &victim.id, bogus.slot);
+    let tail_key = state_key(&s.input, victim.id(), bogus.slot);
     let tail = In {
         key: Some(tail_key.clone()),
         value: Some(encode_state(&StateRecord {

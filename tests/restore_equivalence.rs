@@ -28,7 +28,7 @@ impl Changelog {
             match ch {
                 StateChange::Upsert(c) => {
                     self.customers
-                        .insert(c.id.to_string(), serde_json::to_string(&c).unwrap());
+                        .insert(c.id().to_string(), serde_json::to_string(&c).unwrap());
                 }
                 StateChange::Delete { id, .. } => {
                     self.customers.remove(&*id);

@@ -84,7 +84,8 @@ mod tests {
         let ring: Vec<u64> = (0..32u64)
             .map(|i| if i < 5 { 100 + i } else { i })
             .collect();
-        let json = serde_json::json!({ "dedup": { "ring": ring, "next": 5 } }).to_string();
+        let json =
+            serde_json::json!({ "id": "c", "dedup": { "ring": ring, "next": 5 } }).to_string();
         let mut d: Lanes = serde_json::from_str(&json).unwrap();
         d.remember_event(999);
         assert!(!d.is_duplicate(5), "the oldest went first");

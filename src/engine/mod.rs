@@ -237,7 +237,7 @@ fn mark_dirty(dirty: &mut Vec<u32>, c: &mut Customer, slot: u32) {
 fn emit(
     out: &mut Vec<DerivedEvent>,
     stats: &mut EngineStats,
-    customer: &Arc<str>,
+    customer: &str,
     at: EventTime,
     cause: Cause<'_>,
     payload: Payload,
@@ -247,7 +247,7 @@ fn emit(
     out.push(DerivedEvent {
         kind,
         event_id: event_id(kind, customer, cause),
-        customer_id: customer.clone(),
+        customer_id: Arc::from(customer),
         at,
         payload,
     });
@@ -360,7 +360,7 @@ impl Engine {
         }
         let mut all: Vec<Customer> = customers.into_iter().collect();
         // Slot order does not affect output; sort for a reproducible layout.
-        all.sort_by(|a, b| a.id.cmp(&b.id));
+        all.sort_by(|a, b| a.id().cmp(b.id()));
         for mut c in all {
             c.dirty = false;
             e.population.level(None, Some(c.churn.level));
@@ -486,7 +486,7 @@ impl Engine {
         if let Some(slot) = self.store.find(id) {
             return (slot, false);
         }
-        let slot = self.store.insert(Customer::new(Arc::from(id), t));
+        let slot = self.store.insert(Customer::new(id, t));
         self.population
             .level(None, Some(crate::model::ChurnLevel::Low));
         (slot, true)
@@ -524,7 +524,7 @@ impl Engine {
         c.lists.remember_event(h);
         let (clock, newest) = (c.clock, c.newest);
         let cause = Cause::Touch(&tp.event_id);
-        let id = c.id.clone();
+        let id = tp.customer_id.as_str();
         let kind = tp.kind;
         let is_order = kind == TouchType::OrderPlaced;
 
@@ -536,7 +536,7 @@ impl Engine {
             channels = crate::signals::engagement::with_touch(channels, newest, t, tp.channel);
         }
         if let Some(p) = c.engagement.evaluate(cfg, channels) {
-            emit(out, stats, &id, t, cause, p);
+            emit(out, stats, id, t, cause, p);
         }
         // cart_abandoned (timers only) / cart_recovered
         if kind.is_cart_activity() && c.rare_mut().cart.on_activity(cfg, tp, timers, slot) {
@@ -558,7 +558,7 @@ impl Engine {
                 kpi(kpis, || Kpi::CartRecovered {
                     channel: tp.channel,
                 });
-                emit(out, stats, &id, t, cause, p);
+                emit(out, stats, id, t, cause, p);
             }
         }
         // churn_risk
@@ -580,7 +580,7 @@ impl Engine {
         );
         if let Some(p) = churn {
             population.level(Some(level_before), Some(c.churn.level));
-            emit(out, stats, &id, t, cause, p);
+            emit(out, stats, id, t, cause, p);
         }
         // journey_stage_changed
         let from = c.journey.stage;
@@ -595,7 +595,7 @@ impl Engine {
                 to,
                 channel: Some(tp.channel),
             };
-            emit(out, stats, &id, t, cause, p);
+            emit(out, stats, id, t, cause, p);
         }
         // survey_trigger (timers only)
         if kind == TouchType::MessageClicked {
@@ -655,7 +655,7 @@ impl Engine {
         // contact_fatigue
         if kind == TouchType::MessageSent {
             if let Some(p) = c.lists.on_message(cfg, t, tp.channel, clock) {
-                emit(out, stats, &id, t, cause, p);
+                emit(out, stats, id, t, cause, p);
             }
         }
         // order_attributed
@@ -669,7 +669,7 @@ impl Engine {
                     channel: tp.channel,
                     models: Box::new(models),
                 };
-                emit(out, stats, &id, t, cause, p);
+                emit(out, stats, id, t, cause, p);
             }
             c.lists.record_touch(t, tp.channel, late_horizon);
         }
@@ -725,7 +725,7 @@ impl Engine {
             let Some(c) = store.get_mut(target.slot) else {
                 return false;
             };
-            let id = c.id.clone();
+            let id: Arc<str> = Arc::from(c.id());
             let due = key.due;
             match target.kind {
                 TimerKind::Cart => {
@@ -857,7 +857,7 @@ impl Engine {
         }
         self.population.level(Some(c.churn.level), None);
         self.population.stage(c.journey.stage, None);
-        self.evicted.push((c.id.clone(), next_slot(c.slot)));
+        self.evicted.push((Arc::from(c.id()), next_slot(c.slot)));
         self.stats.evicted += 1;
     }
 
@@ -869,7 +869,7 @@ impl Engine {
             .store
             .iter()
             .map(|c| SnapshotRow {
-                customer_id: c.id.to_string(),
+                customer_id: c.id().to_string(),
                 engagement_score: c
                     .engagement
                     .score(&self.cfg, c.lists.touches().recent_channels(c.newest)),

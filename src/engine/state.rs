@@ -3,8 +3,6 @@
 //! It derives serde so that the changelog can carry it; the timer queue
 //! entries are not part of it and are rebuilt on restore.
 
-use std::sync::Arc;
-
 use serde::{Deserialize, Serialize};
 
 use crate::config::EngineConfig;
@@ -38,13 +36,12 @@ impl Rare {
 /// Everything touchstream remembers about one customer.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Customer {
-    /// The customer id.
-    pub id: Arc<str>,
     /// Newest event time seen for the customer.
     pub newest: EventTime,
     /// The customer's clock: max(newest, due time of the last fired timer).
     pub clock: EventTime,
-    /// The per-event lists in one allocation: the last 32 accepted event
+    /// The customer id and the per-event lists, in one allocation (the
+    /// `id` key, then): the last 32 accepted event
     /// ids (hashed), the own touches of the last 30 d (`order_attributed`,
     /// engagement channels), the outbound messages of the last 7 d
     /// (`contact_fatigue`). Persisted as the `dedup`, `attribution` and
@@ -77,12 +74,11 @@ pub struct Customer {
 
 impl Customer {
     /// A customer seen for the first time at `t`.
-    pub fn new(id: Arc<str>, t: EventTime) -> Self {
+    pub fn new(id: &str, t: EventTime) -> Self {
         Customer {
-            id,
             newest: t,
             clock: t,
-            lists: Lanes::default(),
+            lists: Lanes::new(id),
             engagement: EngagementState::default(),
             churn: ChurnState::default(),
             journey: JourneyState::default(),
@@ -102,6 +98,11 @@ impl Customer {
             self.lists.touch(),
             self.rare.as_ref().map(|r| r.support_open.is_some()),
         ));
+    }
+
+    /// The customer id.
+    pub fn id(&self) -> &str {
+        self.lists.id()
     }
 
     /// The rare part, allocated on first use.
@@ -140,13 +141,12 @@ impl Customer {
     /// allocations, and its entry in the partition's id index.
     pub fn approx_bytes(&self) -> usize {
         std::mem::size_of::<Self>()
-            + self.id.len()
-            + 16 // Arc header
             + self.lists.heap_bytes()
             + self.rare.as_ref().map_or(0, |r| {
                 std::mem::size_of::<Rare>() + r.cart.heap_bytes() + r.survey.heap_bytes()
             })
-            + 4 + 1 // index entry: u32 slot, control byte
+            + 4
+            + 1 // index entry: u32 slot, control byte
     }
 }
 

@@ -288,7 +288,7 @@ mod tests {
     use crate::engine::watermark::Watermark;
 
     fn cust(id: &str, newest: i64, slot: u8) -> Customer {
-        let mut c = Customer::new(Arc::from(id), newest);
+        let mut c = Customer::new(id, newest);
         c.slot = slot;
         c
     }

@@ -946,7 +946,7 @@ impl Worker {
             for ch in changes {
                 let (k, v) = match ch {
                     StateChange::Upsert(c) => {
-                        let k = state_key(&topic, &c.id, c.slot);
+                        let k = state_key(&topic, c.id(), c.slot);
                         (
                             k,
                             encode_state(&StateRecord {

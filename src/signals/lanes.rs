@@ -1,13 +1,15 @@
-//! [`Lanes`]: a customer's per-event lists in one allocation.
+//! [`Lanes`]: a customer's id and per-event lists in one allocation.
 //!
-//! Every customer keeps the hashes of its last 32 event ids (duplicates),
-//! its own touches of the last 30 d (attribution, engagement channels), the
-//! channels of touches dropped from those (rarely any) and its outbound
-//! messages of the last 7 d (contact fatigue). All are lists of 6-byte
-//! [`Packed`] values that change by one entry at a time. Kept apart, each
-//! would cost a pointer and a length in the customer and its own rounded-up
-//! allocation; here they are consecutive lanes of one exact-size boxed
-//! slice, with three one-byte lane lengths (the last lane takes the rest).
+//! Every customer keeps its id, the hashes of its last 32 event ids
+//! (duplicates), its own touches of the last 30 d (attribution, engagement
+//! channels), the channels of touches dropped from those (rarely any) and
+//! its outbound messages of the last 7 d (contact fatigue). The lists hold
+//! 6-byte [`Packed`] values and change by one entry at a time. Kept apart,
+//! each would cost a pointer and a length in the customer and its own
+//! rounded-up allocation (the id an `Arc` header too); here they are
+//! consecutive parts of one exact-size boxed byte slice: the id's bytes,
+//! then the lanes, with the id's length and three one-byte lane lengths
+//! beside it (the last lane takes the rest).
 //!
 //! The signals that own a lane add their methods to [`Lanes`] in their own
 //! module (`engine::dedup`, `signals::attribution`, `signals::fatigue`).
@@ -18,6 +20,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{List, Packed};
 use crate::model::EventTime;
+
+/// Bytes of one lane entry.
+const ENTRY: usize = std::mem::size_of::<Packed>();
 
 /// One of the lists.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,23 +37,57 @@ pub enum Lane {
     Messages = 3,
 }
 
-/// A customer's lists; see the module docs.
+/// A customer's id and lists; see the module docs.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Lanes {
-    units: List<Packed>,
-    /// Lengths of the first three lanes.
+    /// The id's bytes, then the lanes' entries.
+    bytes: List<u8>,
+    /// Bytes of the id.
+    id_len: u16,
+    /// Entries of the first three lanes.
     lens: [u8; 3],
 }
 
 impl Lanes {
+    /// Empty lists for the customer `id` (at most 65,535 bytes: the input
+    /// rules allow 256; a longer one is cut at a character boundary).
+    pub fn new(id: &str) -> Self {
+        let mut end = id.len().min(usize::from(u16::MAX));
+        while !id.is_char_boundary(end) {
+            end -= 1;
+        }
+        Lanes {
+            bytes: id.as_bytes()[..end].iter().copied().collect(),
+            id_len: end as u16,
+            lens: [0; 3],
+        }
+    }
+
+    /// The customer id.
+    pub fn id(&self) -> &str {
+        // Always whole UTF-8: written only from a `&str` cut at a boundary.
+        std::str::from_utf8(self.id_bytes()).unwrap_or_default()
+    }
+
+    /// The customer id's bytes.
+    pub fn id_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.id_len)]
+    }
+
+    /// Entry range of a lane.
     fn bounds(&self, lane: Lane) -> (usize, usize) {
         let i = lane as usize;
         let start: usize = self.lens[..i].iter().map(|&n| usize::from(n)).sum();
         let end = match self.lens.get(i) {
             Some(&n) => start + usize::from(n),
-            None => self.units.len(),
+            None => (self.bytes.len() - usize::from(self.id_len)) / ENTRY,
         };
         (start, end)
+    }
+
+    /// Byte position of entry `i` (counted over all lanes).
+    fn at(&self, i: usize) -> usize {
+        usize::from(self.id_len) + i * ENTRY
     }
 
     fn add_len(&mut self, lane: Lane, delta: isize) {
@@ -61,19 +100,21 @@ impl Lanes {
     /// The entries of a lane.
     pub fn lane(&self, lane: Lane) -> &[Packed] {
         let (a, b) = self.bounds(lane);
-        &self.units[a..b]
+        bytemuck::cast_slice(&self.bytes[self.at(a)..self.at(b)])
     }
 
     /// The entries of a lane, to change in place.
     pub fn lane_mut(&mut self, lane: Lane) -> &mut [Packed] {
         let (a, b) = self.bounds(lane);
-        &mut self.units[a..b]
+        let (a, b) = (self.at(a), self.at(b));
+        bytemuck::cast_slice_mut(&mut self.bytes[a..b])
     }
 
     /// Inserts `p` at position `i` of a lane (`i` <= its length).
     pub fn insert(&mut self, lane: Lane, i: usize, p: Packed) {
         let (a, b) = self.bounds(lane);
-        self.units.insert((a + i).min(b), p);
+        let at = self.at((a + i).min(b));
+        self.bytes.splice(at..at, bytemuck::bytes_of(&p));
         self.add_len(lane, 1);
     }
 
@@ -88,23 +129,22 @@ impl Lanes {
         let (a, b) = self.bounds(lane);
         let n = n.min(b - a);
         if n > 0 {
-            self.units.remove_range(a, a + n);
+            self.bytes.splice(self.at(a)..self.at(a + n), &[]);
             self.add_len(lane, -(n as isize));
         }
     }
 
     /// Keeps the entries of a lane for which `f` is true.
     pub fn retain(&mut self, lane: Lane, mut f: impl FnMut(&Packed) -> bool) {
+        let entries = self.lane(lane);
+        if entries.iter().all(&mut f) {
+            return;
+        }
+        let kept: Vec<Packed> = entries.iter().copied().filter(|p| f(p)).collect();
+        let removed = entries.len() - kept.len();
         let (a, b) = self.bounds(lane);
-        let mut i = 0usize;
-        let mut removed = 0usize;
-        self.units.retain(|p| {
-            let inside = (a..b).contains(&i);
-            i += 1;
-            let keep = !inside || f(p);
-            removed += usize::from(!keep);
-            keep
-        });
+        self.bytes
+            .splice(self.at(a)..self.at(b), bytemuck::cast_slice(&kept));
         self.add_len(lane, -(removed as isize));
     }
 
@@ -128,9 +168,9 @@ impl Lanes {
         self.remove_front(lane, n);
     }
 
-    /// Heap bytes used.
+    /// Heap bytes used (the id and the entries).
     pub fn heap_bytes(&self) -> usize {
-        self.units.heap_bytes()
+        self.bytes.heap_bytes()
     }
 
     /// Bytes of one lane's entries.
@@ -139,19 +179,20 @@ impl Lanes {
     }
 
     /// Reads one word of the lists up front (a prefetch).
-    pub fn touch(&self) -> Option<Packed> {
-        self.units.first().copied()
+    pub fn touch(&self) -> Option<u8> {
+        self.bytes.first().copied()
     }
 }
 
-/// The changelog form keeps the shape of state format 2, where the lists
-/// were three fields of the customer: `dedup` (`ring`: 48-bit hashes as
+/// The changelog form keeps the shape of state format 2, where the id and
+/// the lists were four fields of the customer: `id`, `dedup` (`ring`: 48-bit hashes as
 /// integers, `next`: the position of the oldest), `attribution`
 /// (`touches`, `dropped`) and `fatigue` (`messages`). The customer
 /// flattens these keys into its own.
 impl Serialize for Lanes {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(3))?;
+        let mut m = s.serialize_map(Some(4))?;
+        m.serialize_entry("id", self.id())?;
         let ring: Vec<u64> = self.lane(Lane::Dedup).iter().map(|p| p.bits()).collect();
         m.serialize_entry("dedup", &DedupForm { ring, next: 0 })?;
         m.serialize_entry(
@@ -199,6 +240,7 @@ struct FatigueForm {
 
 #[derive(Deserialize)]
 struct Forms {
+    id: String,
     #[serde(default)]
     dedup: DedupForm,
     #[serde(default)]
@@ -231,14 +273,17 @@ impl<'de> Deserialize<'de> for Lanes {
         let mut dropped = f.attribution.dropped;
         dropped.truncate(crate::model::Channel::ALL.len());
         let messages = f.fatigue.messages;
-        let lens = [ring.len() as u8, touches.len() as u8, dropped.len() as u8];
-        let units = ring
+        let mut lanes = Lanes::new(&f.id);
+        lanes.lens = [ring.len() as u8, touches.len() as u8, dropped.len() as u8];
+        let entries: Vec<Packed> = ring
             .into_iter()
             .chain(touches)
             .chain(dropped)
             .chain(messages)
             .collect();
-        Ok(Lanes { units, lens })
+        let end = lanes.bytes.len();
+        lanes.bytes.splice(end..end, bytemuck::cast_slice(&entries));
+        Ok(lanes)
     }
 }
 
@@ -257,7 +302,7 @@ mod tests {
 
     #[test]
     fn lanes_change_independently() {
-        let mut l = Lanes::default();
+        let mut l = Lanes::new("cust-é");
         l.insert_sorted(Lane::Messages, p(5));
         l.insert_sorted(Lane::Touches, p(3));
         l.insert_sorted(Lane::Touches, p(1));
@@ -275,8 +320,17 @@ mod tests {
         assert_eq!(times(&l, Lane::Messages), [5]);
         assert_eq!(times(&l, Lane::Dropped), [9]);
         assert!(l.lane(Lane::Dedup).is_empty());
-        assert_eq!(l.heap_bytes(), 18);
+        assert_eq!(l.heap_bytes(), 7 + 18);
+        assert_eq!(l.id(), "cust-é");
         let back: Lanes = serde_json::from_str(&serde_json::to_string(&l).unwrap()).unwrap();
         assert_eq!(back, l);
+    }
+
+    #[test]
+    fn an_overlong_id_is_cut_at_a_character_boundary() {
+        let id = "é".repeat(40_000);
+        let l = Lanes::new(&id);
+        assert_eq!(l.id().len(), 65_534);
+        assert!(id.starts_with(l.id()));
     }
 }

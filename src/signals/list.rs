@@ -9,12 +9,9 @@
 //! change resizes it. With mimalloc a resize within the allocation's size
 //! class stays in place, so most of them cost no copy.
 
-use serde::{Deserialize, Serialize};
-
 /// A list stored as a boxed slice of exactly its elements (no allocation
-/// when empty). Serialized as a plain sequence.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(transparent)]
+/// when empty).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct List<T>(Box<[T]>);
 
 impl<T> Default for List<T> {
@@ -23,38 +20,23 @@ impl<T> Default for List<T> {
     }
 }
 
-impl<T> List<T> {
-    /// Changes the list as a `Vec`, then gives back any spare room.
-    fn edit<R>(&mut self, f: impl FnOnce(&mut Vec<T>) -> R) -> R {
-        let mut v = std::mem::take(&mut self.0).into_vec();
-        let r = f(&mut v);
-        self.0 = v.into_boxed_slice();
-        r
-    }
-
-    /// Inserts an element at `i` (shifting the later ones).
-    pub fn insert(&mut self, i: usize, x: T) {
-        self.edit(|v| {
-            v.reserve_exact(1);
-            v.insert(i, x)
-        })
-    }
-
-    /// Removes the elements at positions `start..end`.
-    pub fn remove_range(&mut self, start: usize, end: usize) {
-        if start < end {
-            self.edit(|v| {
-                let end = end.min(v.len());
-                v.drain(start.min(end)..end);
-            })
+impl<T: Copy> List<T> {
+    /// Replaces the elements at positions `range` (clamped to the list)
+    /// with `with`, then gives back any spare room.
+    pub fn splice(&mut self, range: std::ops::Range<usize>, with: &[T]) {
+        let end = range.end.min(self.0.len());
+        let start = range.start.min(end);
+        if start == end && with.is_empty() {
+            return;
         }
+        let mut v = std::mem::take(&mut self.0).into_vec();
+        v.reserve_exact(with.len().saturating_sub(end - start));
+        v.splice(start..end, with.iter().copied());
+        self.0 = v.into_boxed_slice();
     }
+}
 
-    /// Keeps the elements for which `f` is true.
-    pub fn retain(&mut self, f: impl FnMut(&T) -> bool) {
-        self.edit(|v| v.retain(f))
-    }
-
+impl<T> List<T> {
     /// Heap bytes used (the elements; nothing when empty).
     pub fn heap_bytes(&self) -> usize {
         std::mem::size_of_val(&*self.0)
@@ -89,22 +71,19 @@ mod tests {
         let mut l = List::default();
         assert_eq!(l.heap_bytes(), 0);
         for (i, x) in [5u64, 1, 9].into_iter().enumerate() {
-            l.insert(i, x);
+            l.splice(i..i, &[x]);
         }
-        l.insert(1, 7);
-        assert_eq!(&*l, &[5, 7, 1, 9]);
-        assert_eq!(l.heap_bytes(), 32);
-        l.retain(|&x| x != 1);
-        l.remove_range(0, 1);
+        l.splice(1..1, &[7, 8]);
+        assert_eq!(&*l, &[5, 7, 8, 1, 9]);
+        assert_eq!(l.heap_bytes(), 40);
+        l.splice(2..4, &[]);
+        l.splice(0..1, &[]);
         assert_eq!(&*l, &[7, 9]);
-        l.remove_range(0, 5);
+        l.splice(1..9, &[3]);
+        assert_eq!(&*l, &[7, 3]);
+        l.splice(0..5, &[]);
         assert!(l.is_empty());
         assert_eq!(l.heap_bytes(), 0);
-        let json = serde_json::to_string(&List::from_iter([1u8, 2])).unwrap();
-        assert_eq!(json, "[1,2]");
-        assert_eq!(
-            serde_json::from_str::<List<u8>>(&json).unwrap(),
-            List::from_iter([1, 2])
-        );
+        assert_eq!(List::from_iter([1u8, 2]).heap_bytes(), 2);
     }
 }

@@ -31,7 +31,8 @@ use crate::model::{Channel, ChannelSet, EventTime};
 /// 1691 to 2248), which decoding and validation guarantee
 /// ([`crate::validate::MAX_ABS_TIMESTAMP`]). Per-customer lists hold many
 /// of these, so the two bytes an `i64` would add count.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, PartialEq, Eq, Hash, bytemuck::Pod, bytemuck::Zeroable)]
+#[repr(transparent)]
 pub struct Packed([u8; 6]);
 
 impl Packed {

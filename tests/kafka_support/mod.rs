@@ -1069,15 +1069,15 @@ pub fn assert_state_equal(restored: &Restored, engine: &Engine, expected_offset:
     );
     let mut diffs = Vec::new();
     for c in &restored.customers {
-        match engine.customer(&c.id) {
+        match engine.customer(c.id()) {
             None => diffs.push(format!(
                 "{}: restored but not in the uninterrupted engine",
-                c.id
+                c.id()
             )),
             Some(e) => {
                 let (r, u) = (persisted(c), persisted(e));
                 if r != u {
-                    diffs.push(format!("{}:\n{}", c.id, diff_fields(&r, &u)));
+                    diffs.push(format!("{}:\n{}", c.id(), diff_fields(&r, &u)));
                 }
             }
         }
