@@ -8,7 +8,9 @@
 //!   measured in the same run on the same (shared, noisy) machine.
 //! - state size: bytes of state per customer after replaying generated
 //!   traffic for `TOUCHSTREAM_BENCH_CUSTOMERS` customers (default 1,000,000)
-//!   over `TOUCHSTREAM_BENCH_DAYS` days (default 30).
+//!   over `TOUCHSTREAM_BENCH_DAYS` days (default 30), then of the same
+//!   customers after `TOUCHSTREAM_BENCH_QUIET_DAYS` days (default 100) with
+//!   no touchpoint, the watermark advancing (every timer due fires).
 //!
 //! `TOUCHSTREAM_BENCH_INPUT_CUSTOMERS` (default 20,000) sets the customers
 //! of the throughput input: with few customers the state stays in the CPU
@@ -95,6 +97,7 @@ use touchstream::config::EngineConfig;
 use touchstream::engine::Engine;
 use touchstream::generate::{stream, GenConfig};
 use touchstream::model::Touchpoint;
+use touchstream::model::DAY_MS;
 use touchstream::validate::{validate, Clock};
 
 fn input(customers: u32, days: u32) -> Vec<Touchpoint> {
@@ -236,33 +239,70 @@ fn state_size() {
         n += 1;
     }
     out.shrink_to_fit();
+    // The service writes the changed customers to the changelog at every
+    // checkpoint, which empties the engine's list of them.
+    drop(e.drain_changes());
     let heap = (LIVE.load(Ordering::Relaxed) - heap_before).max(0) as usize;
     COUNTING.store(false, Ordering::Relaxed);
-    let bytes = e.approx_state_bytes();
-    let mut sizes: Vec<usize> = Vec::new();
-    for row in e.snapshot().iter().step_by(97) {
-        if let Some(c) = e.customer(&row.customer_id) {
-            sizes.push(c.approx_bytes());
+    report(
+        &e,
+        heap,
+        &format!("{n} touchpoints over {days} days"),
+        started,
+    );
+    // The same customers once they have gone quiet: the watermark moves on
+    // a day at a time with no touchpoint, so every timer due fires (churn
+    // levels move, quiet customers shed what can no longer matter).
+    let quiet: i64 = std::env::var("TOUCHSTREAM_BENCH_QUIET_DAYS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    if let (true, Some(wm)) = (quiet > 0, e.watermark()) {
+        let started = Instant::now();
+        COUNTING.store(true, Ordering::Relaxed);
+        for d in 1..=quiet {
+            e.advance_watermark(wm + d * DAY_MS, &mut out);
+            out.clear();
         }
+        out.shrink_to_fit();
+        drop(e.drain_changes());
+        let heap = (LIVE.load(Ordering::Relaxed) - heap_before).max(0) as usize;
+        COUNTING.store(false, Ordering::Relaxed);
+        report(
+            &e,
+            heap,
+            &format!("the same customers after {quiet} quiet days"),
+            started,
+        );
     }
+}
+
+/// Prints the measured heap per customer, the estimate's average, median
+/// and 90th percentile, and where the estimated bytes go.
+fn report(e: &Engine, heap: usize, what: &str, started: Instant) {
+    let bytes = e.approx_state_bytes();
+    let rows = e.snapshot();
+    let sample = || {
+        rows.iter()
+            .step_by(97)
+            .filter_map(|row| e.customer(&row.customer_id))
+    };
+    let mut sizes: Vec<usize> = sample().map(|c| c.approx_bytes()).collect();
     sizes.sort_unstable();
-    let median = sizes.get(sizes.len() / 2).copied().unwrap_or(0);
+    let at = |q: usize| sizes.get(sizes.len() * q / 100).copied().unwrap_or(0);
     // Where the estimated bytes go, on average per customer.
     let mut parts = [0usize; 5];
     let mut with_rare = 0usize;
-    for row in e.snapshot().iter().step_by(97) {
-        if let Some(c) = e.customer(&row.customer_id) {
-            use touchstream::signals::Lane;
-            parts[0] += c.lists.lane_bytes(Lane::Dedup);
-            parts[1] += c.lists.lane_bytes(Lane::Touches) + c.lists.lane_bytes(Lane::Dropped);
-            parts[2] += c.lists.lane_bytes(Lane::Messages);
-            if let Some(r) = &c.rare {
-                with_rare += 1;
-                parts[3] +=
-                    std::mem::size_of_val(&**r) + r.cart.heap_bytes() + r.survey.heap_bytes();
-            }
-            parts[4] += c.id().len();
+    for c in sample() {
+        use touchstream::signals::Lane;
+        parts[0] += c.lists.lane_bytes(Lane::Dedup);
+        parts[1] += c.lists.lane_bytes(Lane::Touches) + c.lists.lane_bytes(Lane::Dropped);
+        parts[2] += c.lists.lane_bytes(Lane::Messages);
+        if let Some(r) = &c.rare {
+            with_rare += 1;
+            parts[3] += std::mem::size_of_val(&**r) + r.cart.heap_bytes() + r.survey.heap_bytes();
         }
+        parts[4] += c.id().len();
     }
     let k = sizes.len().max(1);
     println!(
@@ -277,14 +317,13 @@ fn state_size() {
         e.timer_queue_bytes() / e.customers().max(1),
     );
     println!(
-        "state_size: {} customers, {} touchpoints over {} days, {} pending timers: {:.0} bytes/customer of heap measured (index, slots, timers, allocator size classes included); per-customer estimate {:.0} on average, median {} ({:.1} s)",
+        "state_size: {} customers, {what}, {} pending timers: {:.0} bytes/customer of heap measured (index, slots, timers, allocator size classes included); per-customer estimate {:.0} on average, median {}, 90th percentile {} ({:.1} s)",
         e.customers(),
-        n,
-        days,
         e.pending_timers(),
         heap as f64 / e.customers().max(1) as f64,
         bytes as f64 / e.customers().max(1) as f64,
-        median,
+        at(50),
+        at(90),
         started.elapsed().as_secs_f64()
     );
 }

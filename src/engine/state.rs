@@ -134,6 +134,7 @@ impl Customer {
             self.newest,
         );
         self.lists.forget_messages(self.clock);
+        self.lists.compact();
         self.tidy(cfg, horizon);
     }
 

@@ -168,6 +168,12 @@ impl Lanes {
         self.remove_front(lane, n);
     }
 
+    /// Moves the lists to an allocation of exactly their size (see
+    /// [`List::compact`]), after they have shed much.
+    pub fn compact(&mut self) {
+        self.bytes.compact();
+    }
+
     /// Heap bytes used (the id and the entries).
     pub fn heap_bytes(&self) -> usize {
         self.bytes.heap_bytes()

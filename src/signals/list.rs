@@ -36,6 +36,18 @@ impl<T: Copy> List<T> {
     }
 }
 
+impl<T: Copy> List<T> {
+    /// Moves the elements to a new allocation of exactly their size. An
+    /// allocator may shrink a block in place and keep its whole size class
+    /// (mimalloc does down to half of it); this gives the rest back after
+    /// a list has shed much of itself.
+    pub fn compact(&mut self) {
+        if !self.0.is_empty() {
+            self.0 = Box::from(&*self.0);
+        }
+    }
+}
+
 impl<T> List<T> {
     /// Heap bytes used (the elements; nothing when empty).
     pub fn heap_bytes(&self) -> usize {
