@@ -539,7 +539,12 @@ impl Engine {
             emit(out, stats, id, t, cause, p);
         }
         // cart_abandoned (timers only) / cart_recovered
-        if kind.is_cart_activity() && c.rare_mut().cart.on_activity(cfg, tp, timers, slot) {
+        if kind.is_cart_activity()
+            && c.rare
+                .get_or_insert_with(Box::default)
+                .cart
+                .on_activity(cfg, tp, timers, slot, &c.lists)
+        {
             kpi(kpis, || Kpi::CartStarted {
                 channel: tp.channel,
             });
@@ -550,6 +555,7 @@ impl Engine {
                 currency: tp.currency.clone(),
                 value: tp.value,
             });
+            c.lists.reopen_carts();
             if let Some(p) = c
                 .rare
                 .as_mut()
@@ -625,18 +631,13 @@ impl Engine {
             });
         }
         match kind {
-            TouchType::SupportContact
-                if c.rare.as_ref().map_or(true, |r| r.support_open.is_none()) =>
-            {
-                c.rare_mut().support_open = Some(crate::signals::Packed::new(t, tp.channel))
-            }
+            TouchType::SupportContact if c.lists.support_open().is_none() => c
+                .lists
+                .set_support_open(Some(crate::signals::Packed::new(t, tp.channel))),
             TouchType::SupportResolved => {
-                if let Some((opened, channel)) = c
-                    .rare
-                    .as_mut()
-                    .and_then(|r| r.support_open.take())
-                    .map(|p| (p.time(), p.channel()))
-                {
+                let open = c.lists.support_open();
+                c.lists.set_support_open(None);
+                if let Some((opened, channel)) = open.map(|p| (p.time(), p.channel())) {
                     let seconds = (t - opened).max(0) as f64 / 1000.0;
                     kpi(kpis, || Kpi::SupportResolved { channel, seconds });
                 }
@@ -732,7 +733,7 @@ impl Engine {
                     let Some(r) = c.rare.as_mut() else {
                         return false;
                     };
-                    let (action, payload) = r.cart.on_timer(key, target, timers);
+                    let (action, payload) = r.cart.on_timer(key, target, timers, &mut c.lists);
                     if action == PopAction::Fire {
                         mark_dirty(dirty, c, target.slot);
                         stats.timers_fired += 1;

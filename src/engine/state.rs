@@ -3,50 +3,51 @@
 //! It derives serde so that the changelog can carry it; the timer queue
 //! entries are not part of it and are rebuilt on restore.
 
-use serde::{Deserialize, Serialize};
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::config::EngineConfig;
 use crate::model::EventTime;
-use crate::signals::cart::CartState;
+use crate::signals::cart::{CartForm, CartFormOwned, CartState};
 use crate::signals::churn::ChurnState;
 use crate::signals::engagement::EngagementState;
 use crate::signals::journey::JourneyState;
 use crate::signals::survey::SurveyState;
-use crate::signals::Lanes;
+use crate::signals::{Lane, Lanes, Packed};
 
 /// The parts of a customer's state that come and go.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Rare {
-    /// `cart_abandoned`, `cart_recovered`
+    /// `cart_abandoned`, `cart_recovered` (the closed carts live in the
+    /// lanes)
     pub cart: CartState,
     /// `survey_trigger`
     pub survey: SurveyState,
-    /// Open support contact: (time, channel), for the resolution-time KPI.
-    #[serde(default)]
-    pub support_open: Option<crate::signals::Packed>,
 }
 
 impl Rare {
     /// Whether nothing is left that could matter.
     pub fn is_empty(&self) -> bool {
-        self.cart.is_empty() && self.survey.is_empty() && self.support_open.is_none()
+        self.cart.is_empty() && self.survey.is_empty()
     }
 }
 
 /// Everything touchstream remembers about one customer.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// Serialized in the shape of state format 2 (see [`CustomerForm`]), so
+/// that a changelog written by an earlier build restores, and one written
+/// by this build restores on an earlier build.
+#[derive(Debug, Clone, PartialEq)]
 pub struct Customer {
     /// Newest event time seen for the customer.
     pub newest: EventTime,
     /// The customer's clock: max(newest, due time of the last fired timer).
     pub clock: EventTime,
-    /// The customer id and the per-event lists, in one allocation (the
-    /// `id` key, then): the last 32 accepted event
-    /// ids (hashed), the own touches of the last 30 d (`order_attributed`,
-    /// engagement channels), the outbound messages of the last 7 d
-    /// (`contact_fatigue`). Persisted as the `dedup`, `attribution` and
-    /// `fatigue` keys of state format 2.
-    #[serde(flatten)]
+    /// The customer id and the per-event lists, in one allocation: the
+    /// last 32 accepted event ids (hashed), the own touches of the last
+    /// 30 d (`order_attributed`, engagement channels), the carts abandoned
+    /// and not closed yet, the open support contact, the outbound messages
+    /// of the last 7 d (`contact_fatigue`).
     pub lists: Lanes,
     /// `engagement_score`
     pub engagement: EngagementState,
@@ -54,22 +55,126 @@ pub struct Customer {
     pub churn: ChurnState,
     /// `journey_stage_changed`
     pub journey: JourneyState,
-    /// Carts, survey clicks, an open support contact: allocated only
-    /// while the customer has any (most customers, most of the time, do
-    /// not), so they cost one pointer otherwise.
-    #[serde(default)]
+    /// Open carts, recent abandonments, survey clicks: allocated only while
+    /// the customer has any (most customers, most of the time, do not), so
+    /// they cost one pointer otherwise.
     pub rare: Option<Box<Rare>>,
     /// Channel of the previous own touch (channel-switch KPI).
-    #[serde(default)]
     pub last_channel: Option<crate::model::Channel>,
     /// Which of the customer's two changelog slots (1 or 2; 0 = never
     /// written) holds this state. Each drain flips it, so a checkpoint that
     /// does not complete never overwrites the last complete one.
-    #[serde(default)]
     pub slot: u8,
     /// Changed since the last changelog drain (not persisted).
-    #[serde(skip)]
     pub dirty: bool,
+}
+
+/// The changelog form of a customer as read (state format 2): the lists'
+/// keys (`id`, `dedup`, `attribution`, `fatigue`) at the top level, the
+/// closed carts and the open support contact under `rare`.
+#[derive(Deserialize)]
+struct CustomerForm {
+    newest: EventTime,
+    clock: EventTime,
+    #[serde(flatten)]
+    lists: Lanes,
+    engagement: EngagementState,
+    churn: ChurnState,
+    journey: JourneyState,
+    #[serde(default)]
+    rare: Option<RareForm>,
+    #[serde(default)]
+    last_channel: Option<crate::model::Channel>,
+    #[serde(default)]
+    slot: u8,
+}
+
+#[derive(Deserialize)]
+struct RareForm {
+    cart: CartFormOwned,
+    survey: SurveyState,
+    #[serde(default)]
+    support_open: Option<Packed>,
+}
+
+#[derive(Serialize)]
+struct RareOut<'a> {
+    cart: CartForm<'a>,
+    survey: &'a SurveyState,
+    support_open: Option<Packed>,
+}
+
+impl Serialize for Customer {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(None)?;
+        m.serialize_entry("newest", &self.newest)?;
+        m.serialize_entry("clock", &self.clock)?;
+        self.lists.serialize_entries(&mut m)?;
+        m.serialize_entry("engagement", &self.engagement)?;
+        m.serialize_entry("churn", &self.churn)?;
+        m.serialize_entry("journey", &self.journey)?;
+        let support_open = self.lists.support_open();
+        let no_survey = SurveyState::default();
+        let rare = (self.rare.is_some()
+            || support_open.is_some()
+            || !self.lists.lane(Lane::Closed).is_empty())
+        .then(|| RareOut {
+            cart: CartState::form(self.rare.as_deref().map(|r| &r.cart), &self.lists),
+            survey: self.rare.as_deref().map_or(&no_survey, |r| &r.survey),
+            support_open,
+        });
+        m.serialize_entry("rare", &rare)?;
+        m.serialize_entry("last_channel", &self.last_channel)?;
+        m.serialize_entry("slot", &self.slot)?;
+        m.end()
+    }
+}
+
+impl<'de> Deserialize<'de> for Customer {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let f = CustomerForm::deserialize(d)?;
+        let mut lists = f.lists;
+        let rare = f.rare.and_then(|r| {
+            lists.set_support_open(r.support_open);
+            let rare = Rare {
+                cart: CartState::from_form(r.cart, &mut lists),
+                survey: r.survey,
+            };
+            (!rare.is_empty()).then(|| Box::new(rare))
+        });
+        Ok(Customer {
+            newest: f.newest,
+            clock: f.clock,
+            lists,
+            engagement: f.engagement,
+            churn: f.churn,
+            journey: f.journey,
+            rare,
+            last_channel: f.last_channel,
+            slot: f.slot,
+            dirty: false,
+        })
+    }
+}
+
+/// The open support contact lives in the [`Lane::Support`] lane (one
+/// entry at most): no allocation of the rare part for a contact that is
+/// never resolved.
+impl Lanes {
+    /// The open support contact: its time and channel.
+    pub fn support_open(&self) -> Option<Packed> {
+        self.lane(Lane::Support).first().copied()
+    }
+
+    /// Opens (`Some`) or closes (`None`) the support contact.
+    pub fn set_support_open(&mut self, p: Option<Packed>) {
+        match (self.lane_mut(Lane::Support).first_mut(), p) {
+            (Some(slot), Some(p)) => *slot = p,
+            (None, Some(p)) => self.push(Lane::Support, p),
+            (Some(_), None) => self.remove_front(Lane::Support, 1),
+            (None, None) => {}
+        }
+    }
 }
 
 impl Customer {
@@ -96,7 +201,7 @@ impl Customer {
     pub fn prefetch(&self) {
         std::hint::black_box((
             self.lists.touch(),
-            self.rare.as_ref().map(|r| r.support_open.is_some()),
+            self.rare.as_ref().map(|r| r.cart.is_empty()),
         ));
     }
 
@@ -210,5 +315,59 @@ mod tests {
         back.dirty = expected.dirty;
         assert_eq!(back, expected);
         assert_eq!(serde_json::to_value(&back).unwrap(), json);
+    }
+
+    #[test]
+    fn a_format_2_closed_cart_and_support_contact_are_read_into_the_lanes() {
+        let cfg = Arc::new(EngineConfig::default());
+        let mut e = Engine::new(cfg.clone());
+        let mut out = Vec::new();
+        let t = 1_767_261_600_000;
+        let page =
+            |id: &str, t: i64| Touchpoint::new(id, "c", Channel::Web, TouchType::PageView, t);
+        e.on_touchpoint(&page("p1", t), &mut out);
+        let mut json = serde_json::to_value(e.customer("c").expect("in state")).unwrap();
+        // Format 2 kept both in the rare part; the closed cart as the full
+        // 64-bit hash of its key (here the unnamed cart's).
+        let unnamed = xxhash_rust::xxh3::xxh3_64(b"\0");
+        let survey = serde_json::to_value(crate::signals::survey::SurveyState::default()).unwrap();
+        let contact = serde_json::to_value(crate::signals::Packed::new(t, Channel::Chat)).unwrap();
+        json["rare"] = serde_json::json!({
+            "cart": { "carts": [], "abandonments": [], "closed": [unnamed] },
+            "survey": survey,
+            "support_open": contact,
+        });
+        let c: Customer = serde_json::from_value(json).unwrap();
+        assert!(c.rare.is_none(), "nothing else in the rare part");
+        assert_eq!(c.lists.lane(crate::signals::Lane::Closed).len(), 1);
+        assert_eq!(
+            c.lists.support_open().map(|p| (p.time(), p.channel())),
+            Some((t, Channel::Chat))
+        );
+        let mut e = Engine::restore(cfg, e.meta(), [c]);
+        // The unnamed cart was abandoned: not again until an order.
+        let mut cart = Touchpoint::new("a1", "c", Channel::Web, TouchType::AddToCart, t + 1000);
+        cart.value = Some(5.0);
+        e.on_touchpoint(&cart, &mut out);
+        out.clear();
+        e.on_touchpoint(&page("p2", t + 2 * 3_600_000), &mut out);
+        assert!(
+            out.iter().all(|ev| ev.kind.as_str() != "cart_abandoned"),
+            "{out:?}"
+        );
+        // The open contact is resolved: the KPI sees its duration.
+        e.collect_kpis(true);
+        let done = Touchpoint::new(
+            "s1",
+            "c",
+            Channel::Chat,
+            TouchType::SupportResolved,
+            t + 7_203_000,
+        );
+        e.on_touchpoint(&done, &mut out);
+        assert!(e
+            .kpis()
+            .iter()
+            .any(|k| matches!(k, crate::engine::kpi::Kpi::SupportResolved { seconds, .. } if *seconds == 7203.0)));
     }
 }

@@ -12,6 +12,7 @@ use thin_vec::ThinVec;
 use crate::config::EngineConfig;
 use crate::engine::timers::{LazyTimer, PopAction, TimerKey, TimerKind, TimerQueue, TimerTarget};
 use crate::model::{Channel, EventTime, Payload, TouchType, Touchpoint};
+use crate::signals::{Lane, Lanes, Packed};
 
 /// Carts kept per customer at most (a defence against unbounded cart ids
 /// from one customer). Beyond it a cart that was never eligible is dropped
@@ -46,15 +47,76 @@ pub struct Abandonment {
 pub struct CartState {
     carts: ThinVec<Cart>,
     abandonments: ThinVec<Abandonment>,
-    /// Carts abandoned and not yet closed by an order, as hashes of their
-    /// keys (8 bytes instead of a whole cart): they are not abandoned again.
+}
+
+/// The changelog form of a customer's carts (state format 2), with the
+/// closed carts that live in the customer's lanes (see [`Lane::Closed`]).
+#[derive(Serialize)]
+pub struct CartForm<'a> {
+    carts: &'a [Cart],
+    abandonments: &'a [Abandonment],
+    closed: Vec<u64>,
+}
+
+/// [`CartForm`] as read.
+#[derive(Deserialize)]
+pub struct CartFormOwned {
+    carts: ThinVec<Cart>,
+    abandonments: ThinVec<Abandonment>,
     #[serde(default)]
-    closed: ThinVec<u64>,
+    closed: Vec<u64>,
+}
+
+impl CartState {
+    /// The changelog form of `state` (none: no cart) and the closed carts.
+    pub fn form<'a>(state: Option<&'a CartState>, lanes: &Lanes) -> CartForm<'a> {
+        CartForm {
+            carts: state.map_or(&[], |c| &c.carts[..]),
+            abandonments: state.map_or(&[], |c| &c.abandonments[..]),
+            closed: lanes.lane(Lane::Closed).iter().map(|p| p.bits()).collect(),
+        }
+    }
+
+    /// Reads the changelog form: the carts, and the closed carts into
+    /// `lanes` (the newest [`MAX_CLOSED_CARTS`]).
+    pub fn from_form(f: CartFormOwned, lanes: &mut Lanes) -> CartState {
+        let skip = f.closed.len().saturating_sub(MAX_CLOSED_CARTS);
+        for &k in &f.closed[skip..] {
+            lanes.push(Lane::Closed, Packed::from_bits(k));
+        }
+        CartState {
+            carts: f.carts,
+            abandonments: f.abandonments,
+        }
+    }
+}
+
+/// A customer's closed carts live in the [`Lane::Closed`] lane: 6 bytes a
+/// cart, and no allocation of the rare part for a customer whose only
+/// cart state is a cart abandoned long ago.
+impl Lanes {
+    fn is_closed(&self, key: u64) -> bool {
+        let k = Packed::from_bits(key);
+        self.lane(Lane::Closed).contains(&k)
+    }
+
+    fn close_cart(&mut self, key: u64) {
+        if self.lane(Lane::Closed).len() >= MAX_CLOSED_CARTS {
+            self.remove_front(Lane::Closed, 1);
+        }
+        self.push(Lane::Closed, Packed::from_bits(key));
+    }
+
+    /// An order closes every cart: each may be abandoned again.
+    pub fn reopen_carts(&mut self) {
+        let n = self.lane(Lane::Closed).len();
+        self.remove_front(Lane::Closed, n);
+    }
 }
 
 /// Abandoned carts remembered per customer at most (beyond it the oldest is
 /// forgotten and could be abandoned again; far above real use).
-pub const MAX_CLOSED_CARTS: usize = 256;
+pub const MAX_CLOSED_CARTS: usize = 255;
 
 fn cart_key(id: Option<&str>) -> u64 {
     match id {
@@ -68,7 +130,6 @@ impl CartState {
     pub fn heap_bytes(&self) -> usize {
         super::thin_bytes(&self.carts)
             + super::thin_bytes(&self.abandonments)
-            + super::thin_bytes(&self.closed)
             + self
                 .carts
                 .iter()
@@ -81,7 +142,7 @@ impl CartState {
 
     /// Whether nothing is kept.
     pub fn is_empty(&self) -> bool {
-        self.carts.is_empty() && self.abandonments.is_empty() && self.closed.is_empty()
+        self.carts.is_empty() && self.abandonments.is_empty()
     }
 
     /// Applies cart activity (add, remove, checkout); returns whether the
@@ -92,9 +153,10 @@ impl CartState {
         tp: &Touchpoint,
         timers: &mut TimerQueue,
         slot: u32,
+        lanes: &Lanes,
     ) -> bool {
         let id = tp.cart_id.as_deref();
-        if !self.closed.is_empty() && self.closed.contains(&cart_key(id)) {
+        if lanes.is_closed(cart_key(id)) {
             return false; // not abandoned again until an order closes it
         }
         let idx = match self.carts.iter().position(|c| c.id.as_deref() == id) {
@@ -170,7 +232,8 @@ impl CartState {
         cart.eligible && !was_eligible
     }
 
-    /// An order: closes every open cart and returns the recovery, if any.
+    /// An order: closes every open cart and returns the recovery, if any
+    /// (the caller reopens the closed carts: [`Lanes::reopen_carts`]).
     pub fn on_order(
         &mut self,
         cfg: &EngineConfig,
@@ -181,7 +244,6 @@ impl CartState {
             timers.cancel(&mut cart.timer);
         }
         self.carts = ThinVec::new();
-        self.closed = ThinVec::new();
         let t = tp.timestamp;
         let in_window = |a: &Abandonment| t >= a.at && t - a.at <= cfg.recovery_window;
         let by_id = tp.cart_id.as_deref().and_then(|id| {
@@ -221,6 +283,7 @@ impl CartState {
         key: TimerKey,
         target: TimerTarget,
         timers: &mut TimerQueue,
+        lanes: &mut Lanes,
     ) -> (PopAction, Option<Payload>) {
         let Some(i) = self.carts.iter().position(|c| c.timer.queued == key) else {
             return (PopAction::Stale, None);
@@ -232,10 +295,7 @@ impl CartState {
         // An abandoned cart keeps only its key until an order closes it.
         let cart = self.carts.remove(i);
         super::free_if_empty(&mut self.carts);
-        if self.closed.len() >= MAX_CLOSED_CARTS {
-            self.closed.remove(0);
-        }
-        self.closed.push(cart_key(cart.id.as_deref()));
+        lanes.close_cart(cart_key(cart.id.as_deref()));
         let cart_value = match cart.checkout {
             Some((_, v)) => v,
             None => cart.sum.max(0.0),

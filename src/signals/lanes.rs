@@ -3,16 +3,19 @@
 //! Every customer keeps its id, the hashes of its last 32 event ids
 //! (duplicates), its own touches of the last 30 d (attribution, engagement
 //! channels), the channels of touches dropped from those (rarely any) and
-//! its outbound messages of the last 7 d (contact fatigue). The lists hold
+//! the carts it abandoned that no order has closed yet (each is abandoned
+//! once), its open support contact and its outbound messages of the last
+//! 7 d (contact fatigue). The lists hold
 //! 6-byte [`Packed`] values and change by one entry at a time. Kept apart,
 //! each would cost a pointer and a length in the customer and its own
 //! rounded-up allocation (the id an `Arc` header too); here they are
 //! consecutive parts of one exact-size boxed byte slice: the id's bytes,
-//! then the lanes, with the id's length and three one-byte lane lengths
+//! then the lanes, with the id's length and five one-byte lane lengths
 //! beside it (the last lane takes the rest).
 //!
 //! The signals that own a lane add their methods to [`Lanes`] in their own
-//! module (`engine::dedup`, `signals::attribution`, `signals::fatigue`).
+//! module (`engine::dedup`, `signals::attribution`, `signals::cart`,
+//! `signals::fatigue`, `engine::state`).
 
 use serde::de::Deserializer;
 use serde::ser::{SerializeMap, Serializer};
@@ -33,8 +36,13 @@ pub enum Lane {
     Touches = 1,
     /// Latest dropped touch per channel (at most 12).
     Dropped = 2,
+    /// Carts abandoned and not closed by an order yet, as 48-bit hashes of
+    /// their keys, oldest first (at most `cart::MAX_CLOSED_CARTS`).
+    Closed = 3,
+    /// The open support contact: time and channel (at most 1).
+    Support = 4,
     /// Outbound messages, sorted by time (any number).
-    Messages = 3,
+    Messages = 5,
 }
 
 /// A customer's id and lists; see the module docs.
@@ -44,8 +52,8 @@ pub struct Lanes {
     bytes: List<u8>,
     /// Bytes of the id.
     id_len: u16,
-    /// Entries of the first three lanes.
-    lens: [u8; 3],
+    /// Entries of every lane but the last.
+    lens: [u8; 5],
 }
 
 impl Lanes {
@@ -59,7 +67,7 @@ impl Lanes {
         Lanes {
             bytes: id.as_bytes()[..end].iter().copied().collect(),
             id_len: end as u16,
-            lens: [0; 3],
+            lens: [0; 5],
         }
     }
 
@@ -195,9 +203,11 @@ impl Lanes {
 /// integers, `next`: the position of the oldest), `attribution`
 /// (`touches`, `dropped`) and `fatigue` (`messages`). The customer
 /// flattens these keys into its own.
-impl Serialize for Lanes {
-    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        let mut m = s.serialize_map(Some(4))?;
+impl Lanes {
+    /// Writes the `id`, `dedup`, `attribution` and `fatigue` keys into the
+    /// customer's map (the closed carts and the open support contact are
+    /// written by the customer, under `rare`, where format 2 had them).
+    pub fn serialize_entries<M: SerializeMap>(&self, m: &mut M) -> Result<(), M::Error> {
         m.serialize_entry("id", self.id())?;
         let ring: Vec<u64> = self.lane(Lane::Dedup).iter().map(|p| p.bits()).collect();
         m.serialize_entry("dedup", &DedupForm { ring, next: 0 })?;
@@ -214,7 +224,14 @@ impl Serialize for Lanes {
                 messages: self.lane(Lane::Messages).to_vec(),
                 disarmed: false,
             },
-        )?;
+        )
+    }
+}
+
+impl Serialize for Lanes {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut m = s.serialize_map(Some(4))?;
+        self.serialize_entries(&mut m)?;
         m.end()
     }
 }
@@ -280,7 +297,13 @@ impl<'de> Deserialize<'de> for Lanes {
         dropped.truncate(crate::model::Channel::ALL.len());
         let messages = f.fatigue.messages;
         let mut lanes = Lanes::new(&f.id);
-        lanes.lens = [ring.len() as u8, touches.len() as u8, dropped.len() as u8];
+        lanes.lens = [
+            ring.len() as u8,
+            touches.len() as u8,
+            dropped.len() as u8,
+            0,
+            0,
+        ];
         let entries: Vec<Packed> = ring
             .into_iter()
             .chain(touches)
