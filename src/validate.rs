@@ -197,11 +197,11 @@ pub fn validate(raw: RawTouchpoint, clock: Clock) -> Result<Touchpoint, Rejectio
     }
     // Beyond 2^43 ms the engine cannot represent a time; such a value is
     // in the future of any real clock.
-    if timestamp > MAX_ABS_TIMESTAMP {
+    if timestamp >= MAX_ABS_TIMESTAMP {
         return Err(Rejection::new(
             FutureTimestamp,
             format!(
-                "`timestamp` {timestamp} is beyond the supported range (to 2^43 ms, 2248-09-26)"
+                "`timestamp` {timestamp} is beyond the supported range (below 2^43 ms, 2248-09-26)"
             ),
         ));
     }
@@ -400,17 +400,32 @@ mod tests {
             now: i64::MAX / 2,
             max_future: 0,
         };
-        assert_eq!(
-            validate(
+        for beyond in [MAX_ABS_TIMESTAMP, MAX_ABS_TIMESTAMP + 1] {
+            assert_eq!(
+                validate(
+                    RawTouchpoint {
+                        timestamp: Some(beyond),
+                        ..good()
+                    },
+                    far
+                )
+                .unwrap_err()
+                .reason,
+                RejectReason::FutureTimestamp
+            );
+        }
+        // The edges the packed 6-byte times hold.
+        for edge in [MAX_ABS_TIMESTAMP - 1, -MAX_ABS_TIMESTAMP] {
+            let tp = validate(
                 RawTouchpoint {
-                    timestamp: Some(MAX_ABS_TIMESTAMP + 1),
+                    timestamp: Some(edge),
                     ..good()
                 },
-                far
+                far,
             )
-            .unwrap_err()
-            .reason,
-            RejectReason::FutureTimestamp
-        );
+            .expect("inside the range");
+            let p = crate::signals::Packed::new(tp.timestamp, crate::model::Channel::Other);
+            assert_eq!(p.time(), edge);
+        }
     }
 }

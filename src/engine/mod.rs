@@ -568,15 +568,17 @@ impl Engine {
             }
         }
         // churn_risk
-        c.churn.apply(cfg, tp);
-        let level_before = c.churn.level;
-        let churn = c.churn.reevaluate(
+        let mut full = c.full_churn();
+        full.apply(cfg, tp);
+        let level_before = full.level;
+        let churn = full.reevaluate(
             cfg,
             clock,
             timers,
             slot,
             newest.saturating_add(cfg.state_ttl),
         );
+        c.store_churn(&full);
         let became_high = matches!(
             churn,
             Some(Payload::ChurnRisk {
@@ -775,9 +777,9 @@ impl Engine {
                         discriminator: "",
                     };
                     let level_before = c.churn.level;
-                    let churn = c
-                        .churn
-                        .reevaluate(cfg, c.clock, timers, target.slot, expires);
+                    let mut full = c.full_churn();
+                    let churn = full.reevaluate(cfg, c.clock, timers, target.slot, expires);
+                    c.store_churn(&full);
                     let became_high = matches!(
                         churn,
                         Some(Payload::ChurnRisk {
@@ -869,18 +871,19 @@ impl Engine {
         let mut rows: Vec<SnapshotRow> = self
             .store
             .iter()
-            .map(|c| SnapshotRow {
+            .map(|c| (c, c.full_churn()))
+            .map(|(c, churn)| SnapshotRow {
                 customer_id: c.id().to_string(),
                 engagement_score: c
                     .engagement
                     .score(&self.cfg, c.lists.touches().recent_channels(c.newest)),
                 stage: c.journey.stage,
                 churn_level: c.churn.level,
-                p_alive: c.churn.p_alive(&self.cfg, wm.max(c.clock)),
-                orders: c.churn.orders,
-                first_order_at: c.churn.first_order_at(),
-                last_order_at: c.churn.last_order_at(),
-                last_activity_at: c.churn.last_activity_at(),
+                p_alive: churn.p_alive(&self.cfg, wm.max(c.clock)),
+                orders: churn.orders,
+                first_order_at: churn.first_order_at(),
+                last_order_at: churn.last_order_at(),
+                last_activity_at: churn.last_activity_at(),
                 channels: c.lists.touches().recent_channels(c.newest),
             })
             .collect();

@@ -9,7 +9,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use crate::config::EngineConfig;
 use crate::model::EventTime;
 use crate::signals::cart::{CartForm, CartFormOwned, CartState};
-use crate::signals::churn::ChurnState;
+use crate::signals::churn::{Churn, ChurnState};
 use crate::signals::engagement::EngagementState;
 use crate::signals::journey::JourneyState;
 use crate::signals::survey::SurveyState;
@@ -51,7 +51,8 @@ pub struct Customer {
     pub lists: Lanes,
     /// `engagement_score`
     pub engagement: EngagementState,
-    /// `churn_risk`
+    /// `churn_risk`: what every customer has (the other facts are in the
+    /// lanes; [`Customer::full_churn`] puts them together)
     pub churn: ChurnState,
     /// `journey_stage_changed`
     pub journey: JourneyState,
@@ -79,7 +80,7 @@ struct CustomerForm {
     #[serde(flatten)]
     lists: Lanes,
     engagement: EngagementState,
-    churn: ChurnState,
+    churn: Churn,
     journey: JourneyState,
     #[serde(default)]
     rare: Option<RareForm>,
@@ -111,7 +112,7 @@ impl Serialize for Customer {
         m.serialize_entry("clock", &self.clock)?;
         self.lists.serialize_entries(&mut m)?;
         m.serialize_entry("engagement", &self.engagement)?;
-        m.serialize_entry("churn", &self.churn)?;
+        m.serialize_entry("churn", &self.full_churn())?;
         m.serialize_entry("journey", &self.journey)?;
         let support_open = self.lists.support_open();
         let no_survey = SurveyState::default();
@@ -134,6 +135,8 @@ impl<'de> Deserialize<'de> for Customer {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let f = CustomerForm::deserialize(d)?;
         let mut lists = f.lists;
+        let (churn, facts, n) = f.churn.parts();
+        lists.set_lane(Lane::Churn, &facts[..n]);
         let rare = f.rare.and_then(|r| {
             lists.set_support_open(r.support_open);
             let rare = Rare {
@@ -147,7 +150,7 @@ impl<'de> Deserialize<'de> for Customer {
             clock: f.clock,
             lists,
             engagement: f.engagement,
-            churn: f.churn,
+            churn,
             journey: f.journey,
             rare,
             last_channel: f.last_channel,
@@ -208,6 +211,19 @@ impl Customer {
     /// The customer id.
     pub fn id(&self) -> &str {
         self.lists.id()
+    }
+
+    /// The churn state whole: the inline part and the facts of the lanes.
+    pub fn full_churn(&self) -> Churn {
+        Churn::from_parts(&self.churn, self.lists.lane(Lane::Churn))
+    }
+
+    /// Stores a churn state back (the facts' lane moves only if they
+    /// changed).
+    pub fn store_churn(&mut self, churn: &Churn) {
+        let (state, facts, n) = churn.parts();
+        self.churn = state;
+        self.lists.set_lane(Lane::Churn, &facts[..n]);
     }
 
     /// The rare part, allocated on first use.

@@ -14,6 +14,8 @@ use crate::engine::timers::{LazyTimer, TimerKind, TimerQueue, TimerTarget};
 use crate::model::{
     ChurnLevel, ChurnReason, EventTime, Payload, Survey, TouchType, Touchpoint, DAY_MS,
 };
+use crate::signals::Packed;
+use crate::validate::MAX_ABS_TIMESTAMP;
 
 /// p_alive below this is `high` risk.
 pub const P_HIGH: f64 = 0.3;
@@ -28,10 +30,46 @@ pub const UNSUBSCRIBE_WINDOW: i64 = 30 * DAY_MS;
 
 const NONE: EventTime = EventTime::MIN;
 
-/// Churn facts and level of one customer.
+/// The part of a customer's churn state that everyone has, kept inline
+/// in the customer. The rest (order times, the pending p_alive crossing,
+/// the latest unsubscribe and NPS answer) most customers have little or
+/// none of: it lives in the customer's [`Lane::Churn`] lane, one 6-byte
+/// entry per fact present. [`Churn`] is the two put together.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ChurnState {
+    /// Number of `order_placed` touches.
+    pub orders: u32,
+    /// Current level.
+    pub level: ChurnLevel,
+    /// Latest own touch (`MIN` when none).
+    pub last_activity: EventTime,
+    /// The single re-evaluation timer.
+    pub timer: LazyTimer,
+}
+
+impl Default for ChurnState {
+    fn default() -> Self {
+        Churn::default().parts().0
+    }
+}
+
+/// Tags of the facts in [`Lane::Churn`]: 0-10 is an NPS answer with that
+/// score, then the others.
+const TAG_UNSUBSCRIBE: u8 = 11;
+const TAG_FIRST_ORDER: u8 = 12;
+const TAG_LAST_ORDER: u8 = 13;
+const TAG_CROSSING_MEDIUM: u8 = 14;
+const TAG_CROSSING_HIGH: u8 = 15;
+const MAX_NPS: i8 = 10;
+
+/// The facts of [`Lane::Churn`], at most this many.
+pub const FACTS: usize = 5;
+
+/// Churn facts and level of one customer (the working form: see
+/// [`ChurnState`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(into = "Persisted", from = "Persisted")]
-pub struct ChurnState {
+pub struct Churn {
     /// Number of `order_placed` touches.
     pub orders: u32,
     /// Latest NPS answer's score (meaningful when `nps_at` is set).
@@ -76,8 +114,8 @@ struct Persisted {
     timer: LazyTimer,
 }
 
-impl From<ChurnState> for Persisted {
-    fn from(c: ChurnState) -> Self {
+impl From<Churn> for Persisted {
+    fn from(c: Churn) -> Self {
         Persisted {
             orders: c.orders,
             first_order: c.first_order,
@@ -96,10 +134,10 @@ impl From<ChurnState> for Persisted {
     }
 }
 
-impl From<Persisted> for ChurnState {
+impl From<Persisted> for Churn {
     fn from(p: Persisted) -> Self {
         let high = p.crossings[0] == EventTime::MIN;
-        ChurnState {
+        Churn {
             orders: p.orders,
             nps_score: p.nps.1,
             level: p.level,
@@ -115,9 +153,9 @@ impl From<Persisted> for ChurnState {
     }
 }
 
-impl Default for ChurnState {
+impl Default for Churn {
     fn default() -> Self {
-        ChurnState {
+        Churn {
             orders: 0,
             nps_score: 0,
             level: ChurnLevel::Low,
@@ -130,6 +168,72 @@ impl Default for ChurnState {
             next_crossing: EventTime::MAX,
             timer: LazyTimer::default(),
         }
+    }
+}
+
+impl Churn {
+    /// Puts the inline part and the facts of [`Lane::Churn`] together.
+    pub fn from_parts(state: &ChurnState, facts: &[Packed]) -> Churn {
+        let mut c = Churn {
+            orders: state.orders,
+            level: state.level,
+            last_activity: state.last_activity,
+            timer: state.timer,
+            ..Churn::default()
+        };
+        for p in facts {
+            let t = p.time();
+            match p.tag() {
+                TAG_UNSUBSCRIBE => c.last_unsubscribe = t,
+                TAG_FIRST_ORDER => c.first_order = t,
+                TAG_LAST_ORDER => c.last_order = t,
+                TAG_CROSSING_MEDIUM | TAG_CROSSING_HIGH => {
+                    c.next_crossing = t;
+                    c.crossing_high = p.tag() == TAG_CROSSING_HIGH;
+                }
+                score => {
+                    c.nps_at = t;
+                    c.nps_score = score as i8;
+                }
+            }
+        }
+        c
+    }
+
+    /// Splits into the inline part and the facts for [`Lane::Churn`]
+    /// (`facts[..n]`). A crossing beyond the times an event can carry
+    /// ([`MAX_ABS_TIMESTAMP`]) is never reached by a watermark: kept as
+    /// none.
+    pub fn parts(&self) -> (ChurnState, [Packed; FACTS], usize) {
+        let state = ChurnState {
+            orders: self.orders,
+            level: self.level,
+            last_activity: self.last_activity,
+            timer: self.timer,
+        };
+        let mut facts = [Packed::tagged(0, 0); FACTS];
+        let mut n = 0;
+        let mut put = |t: EventTime, tag: u8| {
+            if t != NONE && t.unsigned_abs() < MAX_ABS_TIMESTAMP.unsigned_abs() {
+                facts[n] = Packed::tagged(t, tag);
+                n += 1;
+            }
+        };
+        if self.nps_at != NONE {
+            put(self.nps_at, self.nps_score.clamp(0, MAX_NPS) as u8);
+        }
+        put(self.last_unsubscribe, TAG_UNSUBSCRIBE);
+        put(self.first_order, TAG_FIRST_ORDER);
+        put(self.last_order, TAG_LAST_ORDER);
+        if self.next_crossing != EventTime::MAX {
+            let tag = if self.crossing_high {
+                TAG_CROSSING_HIGH
+            } else {
+                TAG_CROSSING_MEDIUM
+            };
+            put(self.next_crossing, tag);
+        }
+        (state, facts, n)
     }
 }
 
@@ -170,7 +274,7 @@ fn model(cfg: &EngineConfig) -> BgNbd {
     }
 }
 
-impl ChurnState {
+impl Churn {
     fn optional(t: EventTime) -> Option<EventTime> {
         (t != NONE).then_some(t)
     }
@@ -382,8 +486,8 @@ mod tests {
     use super::*;
     use crate::model::{Channel, Touchpoint};
 
-    fn two_orders(cfg: &EngineConfig) -> ChurnState {
-        let mut c = ChurnState::default();
+    fn two_orders(cfg: &EngineConfig) -> Churn {
+        let mut c = Churn::default();
         for (i, t) in [0, 7 * DAY_MS].into_iter().enumerate() {
             let tp = Touchpoint::new(i.to_string(), "c", Channel::Web, TouchType::OrderPlaced, t);
             c.apply(cfg, &tp);
@@ -421,12 +525,12 @@ mod tests {
         let v = serde_json::to_value(&c).unwrap();
         assert_eq!(v["crossings"], serde_json::json!([medium, EventTime::MAX]));
         assert_eq!(v["nps"], serde_json::json!([EventTime::MIN, 0]));
-        assert_eq!(serde_json::from_value::<ChurnState>(v.clone()).unwrap(), c);
+        assert_eq!(serde_json::from_value::<Churn>(v.clone()).unwrap(), c);
         // Format 2 wrote both crossings: the first is taken, the second is
         // solved again when due (to the same value).
         let mut old = v;
         old["crossings"] = serde_json::json!([medium, high]);
-        let back: ChurnState = serde_json::from_value(old).unwrap();
+        let back: Churn = serde_json::from_value(old).unwrap();
         assert_eq!(back, c);
         // Past the 0.7 crossing.
         let mut later = c.clone();
@@ -436,6 +540,45 @@ mod tests {
         let v = serde_json::to_value(&later).unwrap();
         assert_eq!(v["crossings"], serde_json::json!([EventTime::MIN, high]));
         later.timer.queued = crate::engine::timers::TimerKey::NONE; // not persisted
-        assert_eq!(serde_json::from_value::<ChurnState>(v).unwrap(), later);
+        assert_eq!(serde_json::from_value::<Churn>(v).unwrap(), later);
+    }
+
+    #[test]
+    fn the_inline_part_and_the_lane_facts_make_the_whole_again() {
+        let cfg = EngineConfig::default();
+        let whole = |c: &Churn| {
+            let (state, facts, n) = c.parts();
+            Churn::from_parts(&state, &facts[..n])
+        };
+        let fresh = Churn::default();
+        assert_eq!(fresh.parts().2, 0, "nothing in the lane");
+        assert_eq!(whole(&fresh), fresh);
+        let mut c = two_orders(&cfg);
+        assert_eq!(c.parts().2, 3, "first and last order, the 0.7 crossing");
+        assert_eq!(whole(&c), c);
+        for (i, (kind, score)) in [
+            (TouchType::Unsubscribed, None),
+            (TouchType::SurveyResponse, Some(0)),
+            (TouchType::SurveyResponse, Some(10)),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let mut tp = Touchpoint::new(format!("f{i}"), "c", Channel::Web, kind, 9 * DAY_MS);
+            tp.survey = score.map(|_| Survey::Nps);
+            tp.score = score;
+            c.apply(&cfg, &tp);
+            assert_eq!(whole(&c), c, "after {kind:?} {score:?}");
+        }
+        assert_eq!((c.nps_score, c.parts().2), (10, 5));
+        // Past the 0.7 crossing: the 0.3 one, flagged.
+        let medium = c.next_crossing;
+        c.last_activity = medium;
+        c.reevaluate(&cfg, medium, &mut TimerQueue::new(), 0, EventTime::MAX);
+        assert!(c.crossing_high);
+        assert_eq!(whole(&c), c);
+        // A crossing no event time can reach is kept as none.
+        c.next_crossing = MAX_ABS_TIMESTAMP;
+        assert_eq!(whole(&c).next_crossing, EventTime::MAX);
     }
 }

@@ -2,20 +2,21 @@
 //!
 //! Every customer keeps its id, the hashes of its last 32 event ids
 //! (duplicates), its own touches of the last 30 d (attribution, engagement
-//! channels), the channels of touches dropped from those (rarely any) and
-//! the carts it abandoned that no order has closed yet (each is abandoned
-//! once), its open support contact and its outbound messages of the last
-//! 7 d (contact fatigue). The lists hold
-//! 6-byte [`Packed`] values and change by one entry at a time. Kept apart,
-//! each would cost a pointer and a length in the customer and its own
+//! channels), the channels of touches dropped from those (rarely any), the
+//! carts it abandoned that no order has closed yet (each is abandoned
+//! once), its open support contact, its churn facts and its outbound
+//! messages of the last 7 d (contact fatigue). The lists hold 6-byte
+//! [`Packed`] values and change by one entry at a time. Kept apart, each
+//! would cost a pointer and a length in the customer and its own
 //! rounded-up allocation (the id an `Arc` header too); here they are
 //! consecutive parts of one exact-size boxed byte slice: the id's bytes,
-//! then the lanes, with the id's length and five one-byte lane lengths
+//! then the lanes, with the id's length and six one-byte lane lengths
 //! beside it (the last lane takes the rest).
 //!
 //! The signals that own a lane add their methods to [`Lanes`] in their own
 //! module (`engine::dedup`, `signals::attribution`, `signals::cart`,
-//! `signals::fatigue`, `engine::state`).
+//! `signals::fatigue`, `engine::state`); `signals::churn` reads and writes
+//! its lane whole.
 
 use serde::de::Deserializer;
 use serde::ser::{SerializeMap, Serializer};
@@ -41,8 +42,12 @@ pub enum Lane {
     Closed = 3,
     /// The open support contact: time and channel (at most 1).
     Support = 4,
+    /// The churn facts a customer has (order times, the pending p_alive
+    /// crossing, the latest unsubscribe and NPS answer), tagged (at most
+    /// `churn::FACTS`).
+    Churn = 5,
     /// Outbound messages, sorted by time (any number).
-    Messages = 5,
+    Messages = 6,
 }
 
 /// A customer's id and lists; see the module docs.
@@ -53,7 +58,7 @@ pub struct Lanes {
     /// Bytes of the id.
     id_len: u16,
     /// Entries of every lane but the last.
-    lens: [u8; 5],
+    lens: [u8; 6],
 }
 
 impl Lanes {
@@ -67,7 +72,7 @@ impl Lanes {
         Lanes {
             bytes: id.as_bytes()[..end].iter().copied().collect(),
             id_len: end as u16,
-            lens: [0; 5],
+            lens: [0; 6],
         }
     }
 
@@ -124,6 +129,17 @@ impl Lanes {
         let at = self.at((a + i).min(b));
         self.bytes.splice(at..at, bytemuck::bytes_of(&p));
         self.add_len(lane, 1);
+    }
+
+    /// Replaces a lane's entries (nothing is moved when they are the same).
+    pub fn set_lane(&mut self, lane: Lane, entries: &[Packed]) {
+        if self.lane(lane) == entries {
+            return;
+        }
+        let (a, b) = self.bounds(lane);
+        self.bytes
+            .splice(self.at(a)..self.at(b), bytemuck::cast_slice(entries));
+        self.add_len(lane, entries.len() as isize - (b - a) as isize);
     }
 
     /// Appends to a lane.
@@ -301,6 +317,7 @@ impl<'de> Deserialize<'de> for Lanes {
             ring.len() as u8,
             touches.len() as u8,
             dropped.len() as u8,
+            0,
             0,
             0,
         ];

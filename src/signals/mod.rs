@@ -52,6 +52,16 @@ impl Packed {
         (i64::from_le_bytes(w) << 16) >> 16
     }
 
+    /// Packs a time and a 4-bit tag (`tag` & 15).
+    pub fn tagged(t: EventTime, tag: u8) -> Self {
+        Self::from_raw(t.wrapping_mul(16).wrapping_add(i64::from(tag & 15)))
+    }
+
+    /// The 4-bit tag (a channel's index, for [`Packed::new`]).
+    pub fn tag(self) -> u8 {
+        (self.raw() & 15) as u8
+    }
+
     /// A 48-bit value (an event-id hash) stored as is.
     pub fn from_bits(bits: u64) -> Self {
         Self::from_raw(bits as i64)
