@@ -233,11 +233,28 @@ fn mark_dirty(dirty: &mut Vec<u32>, c: &mut Customer, slot: u32) {
     }
 }
 
+/// The customer of the derived events one touchpoint or timer causes: its
+/// id is made into the events' shared `Arc` once, at the first of them.
+struct Who<'a> {
+    id: &'a str,
+    arc: Option<Arc<str>>,
+}
+
+impl<'a> Who<'a> {
+    fn new(id: &'a str) -> Self {
+        Who { id, arc: None }
+    }
+
+    fn arc(&mut self) -> Arc<str> {
+        self.arc.get_or_insert_with(|| Arc::from(self.id)).clone()
+    }
+}
+
 /// Emits a payload as a derived event.
 fn emit(
     out: &mut Vec<DerivedEvent>,
     stats: &mut EngineStats,
-    customer: &str,
+    customer: &mut Who<'_>,
     at: EventTime,
     cause: Cause<'_>,
     payload: Payload,
@@ -246,8 +263,8 @@ fn emit(
     stats.emitted[kind as usize] += 1;
     out.push(DerivedEvent {
         kind,
-        event_id: event_id(kind, customer, cause),
-        customer_id: Arc::from(customer),
+        event_id: event_id(kind, customer.id, cause),
+        customer_id: customer.arc(),
         at,
         payload,
     });
@@ -524,7 +541,7 @@ impl Engine {
         c.lists.remember_event(h);
         let (clock, newest) = (c.clock, c.newest);
         let cause = Cause::Touch(&tp.event_id);
-        let id = tp.customer_id.as_str();
+        let mut who = Who::new(&tp.customer_id);
         let kind = tp.kind;
         let is_order = kind == TouchType::OrderPlaced;
 
@@ -536,7 +553,7 @@ impl Engine {
             channels = crate::signals::engagement::with_touch(channels, newest, t, tp.channel);
         }
         if let Some(p) = c.engagement.evaluate(cfg, channels) {
-            emit(out, stats, id, t, cause, p);
+            emit(out, stats, &mut who, t, cause, p);
         }
         // cart_abandoned (timers only) / cart_recovered
         if kind.is_cart_activity()
@@ -564,7 +581,7 @@ impl Engine {
                 kpi(kpis, || Kpi::CartRecovered {
                     channel: tp.channel,
                 });
-                emit(out, stats, id, t, cause, p);
+                emit(out, stats, &mut who, t, cause, p);
             }
         }
         // churn_risk
@@ -588,7 +605,7 @@ impl Engine {
         );
         if let Some(p) = churn {
             population.level(Some(level_before), Some(c.churn.level));
-            emit(out, stats, id, t, cause, p);
+            emit(out, stats, &mut who, t, cause, p);
         }
         // journey_stage_changed
         let from = c.journey.stage;
@@ -603,7 +620,7 @@ impl Engine {
                 to,
                 channel: Some(tp.channel),
             };
-            emit(out, stats, id, t, cause, p);
+            emit(out, stats, &mut who, t, cause, p);
         }
         // survey_trigger (timers only)
         if kind == TouchType::MessageClicked {
@@ -658,7 +675,7 @@ impl Engine {
         // contact_fatigue
         if kind == TouchType::MessageSent {
             if let Some(p) = c.lists.on_message(cfg, t, tp.channel, clock) {
-                emit(out, stats, id, t, cause, p);
+                emit(out, stats, &mut who, t, cause, p);
             }
         }
         // order_attributed
@@ -672,7 +689,7 @@ impl Engine {
                     channel: tp.channel,
                     models: Box::new(models),
                 };
-                emit(out, stats, id, t, cause, p);
+                emit(out, stats, &mut who, t, cause, p);
             }
             c.lists.record_touch(t, tp.channel, late_horizon);
         }
@@ -729,6 +746,10 @@ impl Engine {
                 return false;
             };
             let id: Arc<str> = Arc::from(c.id());
+            let mut who = Who {
+                id: &id,
+                arc: Some(id.clone()),
+            };
             let due = key.due;
             match target.kind {
                 TimerKind::Cart => {
@@ -759,7 +780,7 @@ impl Engine {
                                 due,
                                 discriminator: &discriminator,
                             };
-                            emit(out, stats, &id, due, cause, p);
+                            emit(out, stats, &mut who, due, cause, p);
                         }
                     }
                 }
@@ -789,7 +810,7 @@ impl Engine {
                     );
                     if let Some(p) = churn {
                         population.level(Some(level_before), Some(c.churn.level));
-                        emit(out, stats, &id, due, cause, p);
+                        emit(out, stats, &mut who, due, cause, p);
                     }
                     c.tidy_quiet(cfg, late_horizon);
                     let from = c.journey.stage;
@@ -802,7 +823,7 @@ impl Engine {
                                 to: JourneyStage::AtRisk,
                                 channel: None,
                             };
-                            emit(out, stats, &id, due, cause, p);
+                            emit(out, stats, &mut who, due, cause, p);
                         }
                     }
                     if due >= expires {
@@ -833,7 +854,7 @@ impl Engine {
                             due,
                             discriminator: &discriminator,
                         };
-                        emit(out, stats, &id, due, cause, p);
+                        emit(out, stats, &mut who, due, cause, p);
                     }
                     c.tidy(cfg, late_horizon);
                 }

@@ -30,8 +30,18 @@ impl<T: Copy> List<T> {
             return;
         }
         let mut v = std::mem::take(&mut self.0).into_vec();
-        v.reserve_exact(with.len().saturating_sub(end - start));
-        v.splice(start..end, with.iter().copied());
+        let (old_len, removed, added) = (v.len(), end - start, with.len());
+        if added >= removed {
+            // Grow by the difference (any values), move the tail up.
+            let grow = added - removed;
+            v.reserve_exact(grow);
+            v.extend_from_slice(&with[..grow]);
+            v.copy_within(end..old_len, end + grow);
+        } else {
+            v.copy_within(end..old_len, start + added);
+            v.truncate(old_len - (removed - added));
+        }
+        v[start..start + added].copy_from_slice(with);
         self.0 = v.into_boxed_slice();
     }
 }
@@ -97,5 +107,26 @@ mod tests {
         assert!(l.is_empty());
         assert_eq!(l.heap_bytes(), 0);
         assert_eq!(List::from_iter([1u8, 2]).heap_bytes(), 2);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn splice_is_vec_splice(
+            ops in proptest::collection::vec(
+                (0usize..12, 0usize..12, proptest::collection::vec(0u8..255, 0..8)),
+                0..40,
+            )
+        ) {
+            let mut l = List::default();
+            let mut model: Vec<u8> = Vec::new();
+            for (a, b, with) in ops {
+                l.splice(a..b, &with);
+                let end = b.min(model.len());
+                let start = a.min(end);
+                model.splice(start..end, with.iter().copied());
+                proptest::prop_assert_eq!(&*l, &model[..]);
+                proptest::prop_assert_eq!(l.heap_bytes(), model.len());
+            }
+        }
     }
 }
