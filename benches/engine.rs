@@ -238,12 +238,7 @@ fn state_size() {
         out.clear();
         n += 1;
     }
-    out.shrink_to_fit();
-    // The service writes the changed customers to the changelog at every
-    // checkpoint, which empties the engine's list of them.
-    drop(e.drain_changes());
-    let heap = (LIVE.load(Ordering::Relaxed) - heap_before).max(0) as usize;
-    COUNTING.store(false, Ordering::Relaxed);
+    let heap = settle(&mut e, &mut out, heap_before);
     report(
         &e,
         heap,
@@ -264,10 +259,7 @@ fn state_size() {
             e.advance_watermark(wm + d * DAY_MS, &mut out);
             out.clear();
         }
-        out.shrink_to_fit();
-        drop(e.drain_changes());
-        let heap = (LIVE.load(Ordering::Relaxed) - heap_before).max(0) as usize;
-        COUNTING.store(false, Ordering::Relaxed);
+        let heap = settle(&mut e, &mut out, heap_before);
         report(
             &e,
             heap,
@@ -275,6 +267,23 @@ fn state_size() {
             started,
         );
     }
+}
+
+/// Ends a measurement: frees what the engine's caller holds, drains the
+/// changed customers as the service does at every checkpoint (which
+/// empties the engine's list of them), stops counting and returns the heap
+/// the engine holds.
+fn settle(
+    e: &mut Engine,
+    out: &mut Vec<touchstream::model::DerivedEvent>,
+    heap_before: isize,
+) -> usize {
+    out.clear();
+    out.shrink_to_fit();
+    drop(e.drain_changes());
+    let heap = (LIVE.load(Ordering::Relaxed) - heap_before).max(0) as usize;
+    COUNTING.store(false, Ordering::Relaxed);
+    heap
 }
 
 /// Prints the measured heap per customer, the estimate's average, median
