@@ -585,7 +585,8 @@ impl Engine {
             }
         }
         // churn_risk
-        let mut full = c.full_churn();
+        let before = c.full_churn();
+        let mut full = before.clone();
         full.apply(cfg, tp);
         let level_before = full.level;
         let churn = full.reevaluate(
@@ -595,7 +596,7 @@ impl Engine {
             slot,
             newest.saturating_add(cfg.state_ttl),
         );
-        c.store_churn(&full);
+        c.store_churn(&full, &before);
         let became_high = matches!(
             churn,
             Some(Payload::ChurnRisk {
@@ -798,9 +799,10 @@ impl Engine {
                         discriminator: "",
                     };
                     let level_before = c.churn.level;
-                    let mut full = c.full_churn();
+                    let before = c.full_churn();
+                    let mut full = before.clone();
                     let churn = full.reevaluate(cfg, c.clock, timers, target.slot, expires);
-                    c.store_churn(&full);
+                    c.store_churn(&full, &before);
                     let became_high = matches!(
                         churn,
                         Some(Payload::ChurnRisk {

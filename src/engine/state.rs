@@ -218,12 +218,16 @@ impl Customer {
         Churn::from_parts(&self.churn, self.lists.lane(Lane::Churn))
     }
 
-    /// Stores a churn state back (the facts' lane moves only if they
-    /// changed).
-    pub fn store_churn(&mut self, churn: &Churn) {
-        let (state, facts, n) = churn.parts();
-        self.churn = state;
-        self.lists.set_lane(Lane::Churn, &facts[..n]);
+    /// Stores back a churn state read by [`Customer::full_churn`] as
+    /// `before` (the facts' lane is rewritten only if they changed).
+    pub fn store_churn(&mut self, churn: &Churn, before: &Churn) {
+        if churn.same_facts(before) {
+            self.churn = churn.inline();
+        } else {
+            let (state, facts, n) = churn.parts();
+            self.churn = state;
+            self.lists.set_lane(Lane::Churn, &facts[..n]);
+        }
     }
 
     /// The rare part, allocated on first use.

@@ -200,17 +200,39 @@ impl Churn {
         c
     }
 
+    /// The inline part.
+    pub fn inline(&self) -> ChurnState {
+        ChurnState {
+            orders: self.orders,
+            level: self.level,
+            last_activity: self.last_activity,
+            timer: self.timer,
+        }
+    }
+
+    /// Whether the facts [`Churn::parts`] puts in the lane are those of
+    /// `other`.
+    pub fn same_facts(&self, other: &Churn) -> bool {
+        let facts = |c: &Churn| {
+            (
+                c.first_order,
+                c.last_order,
+                c.last_unsubscribe,
+                c.nps_at,
+                c.nps_score,
+                c.next_crossing,
+                c.crossing_high,
+            )
+        };
+        facts(self) == facts(other)
+    }
+
     /// Splits into the inline part and the facts for [`Lane::Churn`]
     /// (`facts[..n]`). A crossing beyond the times an event can carry
     /// ([`MAX_ABS_TIMESTAMP`]) is never reached by a watermark: kept as
     /// none.
     pub fn parts(&self) -> (ChurnState, [Packed; FACTS], usize) {
-        let state = ChurnState {
-            orders: self.orders,
-            level: self.level,
-            last_activity: self.last_activity,
-            timer: self.timer,
-        };
+        let state = self.inline();
         let mut facts = [Packed::tagged(0, 0); FACTS];
         let mut n = 0;
         let mut put = |t: EventTime, tag: u8| {
