@@ -23,7 +23,7 @@ pub struct BgNbd {
 }
 
 impl BgNbd {
-    /// p_alive = 1 / (1 + [x > 0] · a/(b + x − 1) · ((α + T)/(α + t_x))^(r + x)).
+    /// p_alive = 1 / (1 + \[x > 0\] · a/(b + x − 1) · ((α + T)/(α + t_x))^(r + x)).
     ///
     /// # Examples
     /// ```

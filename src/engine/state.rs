@@ -1,7 +1,8 @@
 //! Per-customer state: one compact struct holding each signal's piece.
 //!
-//! It derives serde so that the changelog can carry it; the timer queue
-//! entries are not part of it and are rebuilt on restore.
+//! It is serialized (in the shape of state format 2) so that the changelog
+//! can carry it; the timer queue entries are not part of it and are rebuilt
+//! on restore.
 
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
@@ -34,9 +35,11 @@ impl Rare {
 
 /// Everything touchstream remembers about one customer.
 ///
-/// Serialized in the shape of state format 2 (see [`CustomerForm`]), so
+/// Serialized in the shape of state format 2 (see `CustomerForm`), so
 /// that a changelog written by an earlier build restores, and one written
-/// by this build restores on an earlier build.
+/// by this build restores on an earlier build (which reads the closed
+/// carts' 48-bit hashes as different carts: each may be abandoned once
+/// more there).
 #[derive(Debug, Clone, PartialEq)]
 pub struct Customer {
     /// Newest event time seen for the customer.
@@ -46,8 +49,8 @@ pub struct Customer {
     /// The customer id and the per-event lists, in one allocation: the
     /// last 32 accepted event ids (hashed), the own touches of the last
     /// 30 d (`order_attributed`, engagement channels), the carts abandoned
-    /// and not closed yet, the open support contact, the outbound messages
-    /// of the last 7 d (`contact_fatigue`).
+    /// and not closed yet, the open support contact, the churn facts, the
+    /// outbound messages of the last 7 d (`contact_fatigue`).
     pub lists: Lanes,
     /// `engagement_score`
     pub engagement: EngagementState,

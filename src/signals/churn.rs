@@ -33,7 +33,7 @@ const NONE: EventTime = EventTime::MIN;
 /// The part of a customer's churn state that everyone has, kept inline
 /// in the customer. The rest (order times, the pending p_alive crossing,
 /// the latest unsubscribe and NPS answer) most customers have little or
-/// none of: it lives in the customer's [`Lane::Churn`] lane, one 6-byte
+/// none of: it lives in the customer's [`Lane::Churn`](crate::signals::Lane::Churn) lane, one 6-byte
 /// entry per fact present. [`Churn`] is the two put together.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct ChurnState {
@@ -53,7 +53,7 @@ impl Default for ChurnState {
     }
 }
 
-/// Tags of the facts in [`Lane::Churn`]: 0-10 is an NPS answer with that
+/// Tags of the facts in [`Lane::Churn`](crate::signals::Lane::Churn): 0-10 is an NPS answer with that
 /// score, then the others.
 const TAG_UNSUBSCRIBE: u8 = 11;
 const TAG_FIRST_ORDER: u8 = 12;
@@ -62,7 +62,7 @@ const TAG_CROSSING_MEDIUM: u8 = 14;
 const TAG_CROSSING_HIGH: u8 = 15;
 const MAX_NPS: i8 = 10;
 
-/// The facts of [`Lane::Churn`], at most this many.
+/// The facts of [`Lane::Churn`](crate::signals::Lane::Churn), at most this many.
 pub const FACTS: usize = 5;
 
 /// Churn facts and level of one customer (the working form: see
@@ -172,7 +172,7 @@ impl Default for Churn {
 }
 
 impl Churn {
-    /// Puts the inline part and the facts of [`Lane::Churn`] together.
+    /// Puts the inline part and the facts of [`Lane::Churn`](crate::signals::Lane::Churn) together.
     pub fn from_parts(state: &ChurnState, facts: &[Packed]) -> Churn {
         let mut c = Churn {
             orders: state.orders,
@@ -227,7 +227,7 @@ impl Churn {
         facts(self) == facts(other)
     }
 
-    /// Splits into the inline part and the facts for [`Lane::Churn`]
+    /// Splits into the inline part and the facts for [`Lane::Churn`](crate::signals::Lane::Churn)
     /// (`facts[..n]`). A crossing beyond the times an event can carry
     /// ([`MAX_ABS_TIMESTAMP`]) is never reached by a watermark: kept as
     /// none.
