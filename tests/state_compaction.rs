@@ -202,3 +202,29 @@ fn a_quiet_customer_keeps_its_snapshot_but_not_its_touches() {
         ["sms"]
     );
 }
+
+#[test]
+fn each_customer_has_one_pending_timer_however_often_it_moves() {
+    // Orders move the churn timer earlier (a p_alive crossing), touches
+    // move it later; staging leaves slots behind when it moves earlier,
+    // which the pending count does not include.
+    let mut e = Engine::new(Arc::new(EngineConfig::default()));
+    let kinds = [
+        TouchType::OrderPlaced,
+        TouchType::PageView,
+        TouchType::OrderPlaced,
+        TouchType::MessageOpened,
+    ];
+    for i in 0..200i64 {
+        for c in ["a", "b", "c"] {
+            let kind = kinds[(i as usize + c.len()) % kinds.len()];
+            feed(&mut e, &format!("{c}{i}"), c, kind, T + i * 7 * HOUR_MS);
+        }
+        assert_eq!(e.pending_timers(), 3, "after step {i}");
+    }
+    // Evicted customers leave their staged slots behind too.
+    let mut out = Vec::new();
+    e.advance_watermark(T + 2_000 * DAY_MS, &mut out);
+    assert_eq!(e.customers(), 0);
+    assert_eq!(e.pending_timers(), 0);
+}

@@ -708,6 +708,8 @@ impl Engine {
                         kind: TimerKind::Churn,
                     };
                     self.timers.load(&mut c.churn.timer, day, target);
+                } else {
+                    self.timers.skip_stale();
                 }
             }
         }

@@ -156,6 +156,9 @@ pub struct TimerQueue {
     staged: BTreeMap<i64, Vec<u32>>,
     /// Slots in `staged` (stale ones included).
     staged_len: usize,
+    /// Slots in `staged` whose timer has since moved earlier, been
+    /// cancelled or gone with its customer: skipped when their day loads.
+    stale: usize,
     /// Days up to this one have been loaded (`None`: none yet).
     loaded: Option<i64>,
     next_seq: u64,
@@ -170,10 +173,10 @@ impl TimerQueue {
         Self::default()
     }
 
-    /// Number of queued entries (pending timers, including stale ones),
-    /// staged ones included.
+    /// Number of pending timers (queued or staged; not the stale slots
+    /// staging leaves behind, which [`TimerQueue::approx_bytes`] counts).
     pub fn len(&self) -> usize {
-        self.map.len() + self.staged_len
+        (self.map.len() + self.staged_len).saturating_sub(self.stale)
     }
 
     /// Whether nothing is queued.
@@ -210,8 +213,12 @@ impl TimerQueue {
 
     /// Drops a lazy timer's queued entry (a staged slot just goes stale).
     fn unqueue(&mut self, t: &mut LazyTimer) {
-        if t.queued.is_set() && t.queued.seq != STAGED {
-            self.map.remove(&t.queued);
+        if t.queued.is_set() {
+            if t.queued.seq == STAGED {
+                self.stale += 1;
+            } else {
+                self.map.remove(&t.queued);
+            }
         }
         t.queued = TimerKey::NONE;
     }
@@ -242,12 +249,20 @@ impl TimerQueue {
     /// alone (the slot was stale).
     pub fn load(&mut self, t: &mut LazyTimer, b: i64, target: TimerTarget) {
         if t.queued.seq != STAGED || t.queued.due != bucket_start(b) {
+            self.skip_stale();
             return;
         }
         t.queued = TimerKey::NONE;
         if t.logical.is_set() {
             self.place(t, target);
         }
+    }
+
+    /// A slot taken from a staged day that no longer names a timer (its
+    /// customer is gone).
+    pub fn skip_stale(&mut self) {
+        debug_assert!(self.stale > 0, "a stale slot was counted");
+        self.stale = self.stale.saturating_sub(1);
     }
 
     /// The next sequence number to be handed out.
@@ -523,6 +538,7 @@ mod tests {
                     model.insert(ts[i].logical, i as u32);
                 }
             }
+            assert_eq!(q.len(), model.len(), "pending timers, stale slots apart");
         }
         assert!(
             want.len() > 100,
