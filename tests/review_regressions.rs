@@ -175,3 +175,36 @@ fn a_churn_change_at_the_state_ttl_instant_is_emitted_before_eviction() {
     assert!(e.customer("c").is_none(), "then evicted");
     assert_eq!(e.stats().evicted, 1);
 }
+
+#[test]
+fn the_earliest_event_time_is_kept_in_churn_facts_and_the_changelog() {
+    // An order at -2^43 ms (the earliest time accepted) was dropped from
+    // the churn facts, and a customer touched then could not be read back
+    // from the changelog.
+    let min = touchstream::validate::MAX_ABS_TIMESTAMP;
+    let day = 24 * HOUR_MS;
+    let mut e = Engine::new(Arc::new(EngineConfig::default()));
+    let mut out = Vec::new();
+    for (i, t) in [-min, -min + 7 * day].into_iter().enumerate() {
+        let tp = Touchpoint::new(
+            format!("o{i}"),
+            "c",
+            Channel::Web,
+            TouchType::OrderPlaced,
+            t,
+        );
+        e.on_touchpoint(&tp, &mut out);
+    }
+    let row = e
+        .snapshot()
+        .into_iter()
+        .find(|r| r.customer_id == "c")
+        .expect("in state");
+    assert_eq!(row.first_order_at, Some(-min));
+    assert_eq!(row.orders, 2);
+    let c = e.customer("c").expect("in state");
+    let json = serde_json::to_string(c).unwrap();
+    let back: touchstream::engine::state::Customer = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.lists, c.lists);
+    assert_eq!(back.full_churn().first_order, -min);
+}

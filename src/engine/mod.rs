@@ -748,11 +748,6 @@ impl Engine {
             let Some(c) = store.get_mut(target.slot) else {
                 return false;
             };
-            let id: Arc<str> = Arc::from(c.id());
-            let mut who = Who {
-                id: &id,
-                arc: Some(id.clone()),
-            };
             let due = key.due;
             match target.kind {
                 TimerKind::Cart => {
@@ -783,7 +778,7 @@ impl Engine {
                                 due,
                                 discriminator: &discriminator,
                             };
-                            emit(out, stats, &mut who, due, cause, p);
+                            emit(out, stats, &mut Who::new(c.id()), due, cause, p);
                         }
                     }
                 }
@@ -814,7 +809,7 @@ impl Engine {
                     );
                     if let Some(p) = churn {
                         population.level(Some(level_before), Some(c.churn.level));
-                        emit(out, stats, &mut who, due, cause, p);
+                        emit(out, stats, &mut Who::new(c.id()), due, cause, p);
                     }
                     c.tidy_quiet(cfg, late_horizon);
                     let from = c.journey.stage;
@@ -827,7 +822,7 @@ impl Engine {
                                 to: JourneyStage::AtRisk,
                                 channel: None,
                             };
-                            emit(out, stats, &mut who, due, cause, p);
+                            emit(out, stats, &mut Who::new(c.id()), due, cause, p);
                         }
                     }
                     if due >= expires {
@@ -858,7 +853,7 @@ impl Engine {
                             due,
                             discriminator: &discriminator,
                         };
-                        emit(out, stats, &mut who, due, cause, p);
+                        emit(out, stats, &mut Who::new(c.id()), due, cause, p);
                     }
                     c.tidy(cfg, late_horizon);
                 }

@@ -236,7 +236,7 @@ impl Churn {
         let mut facts = [Packed::tagged(0, 0); FACTS];
         let mut n = 0;
         let mut put = |t: EventTime, tag: u8| {
-            if t != NONE && t.unsigned_abs() < MAX_ABS_TIMESTAMP.unsigned_abs() {
+            if (-MAX_ABS_TIMESTAMP..MAX_ABS_TIMESTAMP).contains(&t) {
                 facts[n] = Packed::tagged(t, tag);
                 n += 1;
             }
@@ -602,5 +602,10 @@ mod tests {
         // A crossing no event time can reach is kept as none.
         c.next_crossing = MAX_ABS_TIMESTAMP;
         assert_eq!(whole(&c).next_crossing, EventTime::MAX);
+        // The earliest time an event can carry is kept (found in review).
+        c.first_order = -MAX_ABS_TIMESTAMP;
+        c.nps_at = -MAX_ABS_TIMESTAMP;
+        assert_eq!(whole(&c).first_order, -MAX_ABS_TIMESTAMP);
+        assert_eq!(whole(&c).nps_at, -MAX_ABS_TIMESTAMP);
     }
 }

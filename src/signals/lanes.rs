@@ -105,8 +105,11 @@ impl Lanes {
 
     fn add_len(&mut self, lane: Lane, delta: isize) {
         if let Some(n) = self.lens.get_mut(lane as usize) {
-            // Lane sizes are bounded far below 256 by their owners.
-            *n = (*n as isize + delta).clamp(0, 255) as u8;
+            // Lane sizes are bounded below 256 by their owners (a length
+            // clamped here would shift every later lane).
+            let to = *n as isize + delta;
+            debug_assert!((0..=255).contains(&to), "{lane:?} length {to}");
+            *n = to.clamp(0, 255) as u8;
         }
     }
 
@@ -161,11 +164,11 @@ impl Lanes {
     /// Keeps the entries of a lane for which `f` is true.
     pub fn retain(&mut self, lane: Lane, mut f: impl FnMut(&Packed) -> bool) {
         let entries = self.lane(lane);
-        if entries.iter().all(&mut f) {
-            return;
-        }
         let kept: Vec<Packed> = entries.iter().copied().filter(|p| f(p)).collect();
         let removed = entries.len() - kept.len();
+        if removed == 0 {
+            return;
+        }
         let (a, b) = self.bounds(lane);
         self.bytes
             .splice(self.at(a)..self.at(b), bytemuck::cast_slice(&kept));

@@ -114,7 +114,8 @@ impl Serialize for Packed {
 impl<'de> Deserialize<'de> for Packed {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = i64::deserialize(d)?.wrapping_sub(1);
-        if (v >> 4).abs() >= crate::validate::MAX_ABS_TIMESTAMP || (v & 15) > 11 {
+        let max = crate::validate::MAX_ABS_TIMESTAMP;
+        if !(-max..max).contains(&(v >> 4)) || (v & 15) > 11 {
             return Err(serde::de::Error::custom(format!(
                 "packed time/channel {v} out of range"
             )));
@@ -161,8 +162,18 @@ mod tests {
 
     #[test]
     fn packed_roundtrip_including_negative_times() {
-        let edge = crate::validate::MAX_ABS_TIMESTAMP - 1;
-        for t in [-edge, -1_000_000_123i64, -1, 0, 1, 1_700_000_000_123, edge] {
+        // The range validation accepts: -2^43 <= t < 2^43.
+        let max = crate::validate::MAX_ABS_TIMESTAMP;
+        for t in [
+            -max,
+            -max + 1,
+            -1_000_000_123i64,
+            -1,
+            0,
+            1,
+            1_700_000_000_123,
+            max - 1,
+        ] {
             for c in Channel::ALL {
                 let p = Packed::new(t, *c);
                 assert_eq!((p.time(), p.channel()), (t, *c));
@@ -170,6 +181,9 @@ mod tests {
                 assert_eq!(json, (t * 16 + *c as i64 + 1).to_string());
                 assert_eq!(serde_json::from_str::<Packed>(&json).unwrap(), p);
             }
+        }
+        for beyond in [max * 16 + 1, -(max + 1) * 16 + 1] {
+            assert!(serde_json::from_str::<Packed>(&beyond.to_string()).is_err());
         }
     }
 
