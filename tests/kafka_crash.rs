@@ -34,7 +34,7 @@ fn run_with_kills(
         s.start_with_env(
             cfg,
             "crash",
-            &[("TOUCHSTREAM_KAFKA__CLIENT__GROUP_INSTANCE_ID", "crash-0")],
+            &[("TOUCHSTREAM_KAFKA__CONSUMER__GROUP_INSTANCE_ID", "crash-0")],
         )
     };
     let mut svc = start();

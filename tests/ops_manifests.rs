@@ -223,6 +223,15 @@ fn k8s_config_loads_as_a_touchstream_config() {
         cfg.kafka.client.get("client.id").map(String::as_str),
         Some("touchstream-touchstream-0")
     );
+    // Static membership for the group consumer only (not the producer).
+    assert_eq!(
+        cfg.kafka
+            .consumer
+            .get("group.instance.id")
+            .map(String::as_str),
+        Some("touchstream-0")
+    );
+    assert_eq!(cfg.kafka.client.get("group.instance.id"), None);
     // Every SPEC 6 key is written out (not only defaulted).
     for key in [
         "brokers",
@@ -591,7 +600,7 @@ dlq_topic = "{id}.dlq"
 changelog_topic = "{id}.changelog"
 commit_interval = "500ms"
 
-[kafka.client]
+[kafka.consumer]
 "session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "1000"
 

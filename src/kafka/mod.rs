@@ -373,6 +373,35 @@ fn apply_client(c: &mut ClientConfig, cfg: &Config, role: Role) {
     }
 }
 
+/// The group consumer's settings: touchstream's defaults, then
+/// `[kafka.client]` and `[kafka.consumer]`.
+fn group_consumer_config(cfg: &Config) -> ClientConfig {
+    let mut cc = client_config(cfg);
+    cc.set("group.id", &cfg.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", &cfg.kafka.auto_offset_reset)
+        .set("isolation.level", "read_committed")
+        .set("statistics.interval.ms", "5000");
+    let user =
+        |key: &str| cfg.kafka.client.contains_key(key) || cfg.kafka.consumer.contains_key(key);
+    // With the broker-side protocol (`group.protocol = "consumer"`) the
+    // broker owns the session timeout and the assignor.
+    if !user("group.protocol") {
+        // A member that dies (kill -9, a lost node) holds its partitions
+        // until its session expires: 10 s rather than librdkafka's 45 s.
+        // Heartbeats come from librdkafka's own thread, so a long batch or
+        // restore does not expire it (`max.poll.interval.ms` covers those).
+        cc.set("session.timeout.ms", DEFAULT_SESSION_TIMEOUT_MS);
+        cc.set("partition.assignment.strategy", "cooperative-sticky");
+    }
+    apply_client(&mut cc, cfg, Role::Consumer);
+    cc
+}
+
+/// The group consumer's `session.timeout.ms` unless configured.
+const DEFAULT_SESSION_TIMEOUT_MS: &str = "10000";
+
 /// The producer's `message.max.bytes` unless configured, and the
 /// `max.message.bytes` of the topics touchstream creates: 8 MiB, well above
 /// the broker's default 1 MiB input records, so that a dead letter (the
@@ -541,6 +570,10 @@ impl Worker {
             .set("enable.partition.eof", "false")
             .set("isolation.level", "read_committed");
         apply_client(&mut cc, &self.cfg, Role::Consumer);
+        // The restore consumer reads by assignment and never joins the
+        // group: a static member id meant for the group consumer must not
+        // reach it.
+        cc.remove("group.instance.id");
         let rc: BaseConsumer = cc.create().map_err(kafka("create restore consumer"))?;
         // A changelog created a moment ago may not have a leader yet: retry.
         let deadline = started + self.cfg.kafka.restore_timeout.as_duration();
@@ -1336,22 +1369,7 @@ pub fn run(
         buf: Vec::new(),
     }));
 
-    let mut cc = client_config(&cfg);
-    cc.set("group.id", &cfg.kafka.group_id)
-        .set("enable.auto.commit", "false")
-        .set("enable.auto.offset.store", "false")
-        .set("auto.offset.reset", &cfg.kafka.auto_offset_reset)
-        .set("isolation.level", "read_committed")
-        .set("statistics.interval.ms", "5000");
-    apply_client(&mut cc, &cfg, Role::Consumer);
-    if !cfg.kafka.client.contains_key("group.protocol")
-        && !cfg
-            .kafka
-            .client
-            .contains_key("partition.assignment.strategy")
-    {
-        cc.set("partition.assignment.strategy", "cooperative-sticky");
-    }
+    let cc = group_consumer_config(&cfg);
     let consumer: BaseConsumer<ConsumerCtx> = cc
         .create_with_context(ConsumerCtx {
             worker: worker.clone(),
@@ -1490,5 +1508,39 @@ mod tests {
         assert_eq!(producer.get("linger.ms"), Some("20"));
         assert_eq!(consumer.get("linger.ms"), None);
         assert_eq!(admin.get("linger.ms"), None);
+    }
+
+    #[test]
+    fn group_consumer_defaults_yield_to_either_section() {
+        let plain = Config::from_parts("t", "", &[]).unwrap();
+        let c = group_consumer_config(&plain);
+        assert_eq!(
+            c.get("session.timeout.ms"),
+            Some(DEFAULT_SESSION_TIMEOUT_MS)
+        );
+        assert_eq!(
+            c.get("partition.assignment.strategy"),
+            Some("cooperative-sticky")
+        );
+        assert_eq!(c.get("group.instance.id"), None);
+        let text = r#"
+[kafka.client]
+"session.timeout.ms" = "30000"
+[kafka.consumer]
+"partition.assignment.strategy" = "range"
+"group.instance.id" = "touchstream-0"
+"#;
+        let tuned = Config::from_parts("t", text, &[]).unwrap();
+        let c = group_consumer_config(&tuned);
+        assert_eq!(c.get("session.timeout.ms"), Some("30000"));
+        assert_eq!(c.get("partition.assignment.strategy"), Some("range"));
+        assert_eq!(c.get("group.instance.id"), Some("touchstream-0"));
+        // The broker-side protocol owns the session and the assignor.
+        let text = "[kafka.consumer]\n\"group.protocol\" = \"consumer\"\n";
+        let kip848 = Config::from_parts("t", text, &[]).unwrap();
+        let c = group_consumer_config(&kip848);
+        assert_eq!(c.get("session.timeout.ms"), None);
+        assert_eq!(c.get("partition.assignment.strategy"), None);
+        assert_eq!(c.get("group.protocol"), Some("consumer"));
     }
 }

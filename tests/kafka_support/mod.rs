@@ -1373,7 +1373,7 @@ changelog_topic = {changelog:?}
 delivery = {delivery:?}
 commit_interval = {ci:?}
 
-[kafka.client]
+[kafka.consumer]
 "session.timeout.ms" = "6000"
 "heartbeat.interval.ms" = "1000"
 
@@ -1425,7 +1425,7 @@ impl Service {
     }
 
     /// Like [`Service::start`], with extra environment variables (e.g.
-    /// `TOUCHSTREAM_KAFKA__CLIENT__GROUP_INSTANCE_ID` for static membership).
+    /// `TOUCHSTREAM_KAFKA__CONSUMER__GROUP_INSTANCE_ID` for static membership).
     pub fn start_with_env(cfg: &Path, instance: &str, log: &Path, env: &[(&str, &str)]) -> Service {
         let port = free_port();
         let http: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
