@@ -208,3 +208,78 @@ fn the_earliest_event_time_is_kept_in_churn_facts_and_the_changelog() {
     assert_eq!(back.lists, c.lists);
     assert_eq!(back.full_churn().first_order, -min);
 }
+
+/// Cart values are finite doubles, but their sum can overflow: the cart
+/// must still be abandoned with a number, and its state must still go
+/// through the changelog (JSON has no infinity; a state that cannot be
+/// read back would stall its partition's restore).
+#[test]
+fn an_overflowing_cart_sum_stays_a_number_and_restores() {
+    use touchstream::engine::StateChange;
+    use touchstream::kafka::changelog::{encode_state, state_key, RestoreBuilder, StateRecord};
+    let mut e = Engine::new(Arc::new(EngineConfig::default()));
+    let mut out = Vec::new();
+    for i in 0..2 {
+        let mut tp = Touchpoint::new(
+            &format!("a{i}"),
+            "c",
+            Channel::Web,
+            TouchType::AddToCart,
+            W + i,
+        );
+        tp.value = Some(f64::MAX);
+        e.on_touchpoint(&tp, &mut out);
+    }
+    let mut restore = RestoreBuilder::new("t");
+    for (n, ch) in e.drain_changes().into_iter().enumerate() {
+        let StateChange::Upsert(c) = ch else {
+            panic!("no eviction here")
+        };
+        let v = encode_state(&StateRecord {
+            gen: 0,
+            state: Some(c),
+        });
+        restore
+            .push(&state_key("t", "c", 1), Some(&v), n as i64)
+            .expect("the state reads back");
+    }
+    // The negative side: removes beyond any add floor the value at 0.
+    for (i, kind) in [
+        TouchType::RemoveFromCart,
+        TouchType::RemoveFromCart,
+        TouchType::AddToCart,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut tp = Touchpoint::new(&format!("b{i}"), "d", Channel::Web, kind, W + i as i64);
+        tp.value = Some(if kind == TouchType::AddToCart {
+            1.0
+        } else {
+            f64::MAX
+        });
+        e.on_touchpoint(&tp, &mut out);
+    }
+    out.clear();
+    e.on_touchpoint(
+        &Touchpoint::new("z", "z", Channel::Web, TouchType::PageView, W + 2 * HOUR_MS),
+        &mut out,
+    );
+    let values: Vec<_> = out
+        .iter()
+        .filter(|d| d.kind == DerivedType::CartAbandoned)
+        .map(|d| {
+            (
+                d.customer_id.to_string(),
+                serde_json::to_value(d).unwrap()["cart_value"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        values,
+        vec![
+            ("c".to_string(), serde_json::json!(f64::MAX)),
+            ("d".to_string(), serde_json::json!(0.0))
+        ]
+    );
+}

@@ -194,11 +194,14 @@ impl CartState {
         let t = tp.timestamp;
         let v = tp.value.unwrap_or(0.0);
         match tp.kind {
+            // Saturating: finite values can still add up beyond f64's
+            // range, and neither outputs nor the changelog (JSON) can carry
+            // an infinity.
             TouchType::AddToCart => {
-                cart.sum += v;
+                cart.sum = (cart.sum + v).min(f64::MAX);
                 cart.eligible = true;
             }
-            TouchType::RemoveFromCart => cart.sum -= v,
+            TouchType::RemoveFromCart => cart.sum = (cart.sum - v).max(f64::MIN),
             TouchType::CheckoutStarted => {
                 cart.eligible = true;
                 if let Some(value) = tp.value {
