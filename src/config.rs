@@ -154,8 +154,9 @@ pub struct KafkaConfig {
     pub transactional_id: Option<String>,
     /// How often offsets and changelog are committed.
     pub commit_interval: Millis,
-    /// This instance's stable id (transactional id suffix); default: the
-    /// `HOSTNAME` environment variable (the pod name in a StatefulSet).
+    /// This instance's stable id (transactional id suffix); default:
+    /// `<host name>-<HTTP port>` (stable for one instance, different for
+    /// instances sharing a host).
     pub instance_id: Option<String>,
     /// Create the changelog, output and dead-letter topics when missing.
     pub create_topics: bool,

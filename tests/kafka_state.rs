@@ -209,9 +209,19 @@ fn rebalance(name: &str, eos: bool) {
         .flat_map(|p| replay(p, &cfg).events)
         .collect();
 
-    let mut a = s.start(&cfg, "ra");
+    // With exactly-once the instances keep the default instance id, as a
+    // user who sets none would: two of them on one host must not fence
+    // each other (their transactional ids differ by HTTP port).
+    let start = |name: &str| {
+        if eos {
+            s.start_default_id(&cfg, name)
+        } else {
+            s.start(&cfg, name)
+        }
+    };
+    let mut a = start("ra");
     a.wait_ready(Duration::from_secs(60));
-    let mut bb = s.start(&cfg, "rb");
+    let mut bb = start("rb");
     bb.wait_ready(Duration::from_secs(60));
     let producer = produce_paced(&b, &s.input, records, 12, Duration::from_millis(400));
     let mut out = s.outputs(eos);

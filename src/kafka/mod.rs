@@ -65,7 +65,10 @@ pub enum ServiceError {
     #[error("delivery failed: {0}")]
     Delivery(String),
     /// Another instance with the same transactional id took over.
-    #[error("fenced by another instance with the same transactional id: {0}")]
+    #[error(
+        "fenced by another instance with the same transactional id (a zombie of this \
+         instance, or another instance with the same `kafka.instance_id`: each needs its own): {0}"
+    )]
     Fenced(String),
     /// Restoring a partition failed.
     #[error("restore of {topic}[{partition}] failed: {message}")]
@@ -485,13 +488,30 @@ fn resolve_secrets(cfg: &mut Config) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// The instance id: config, else `HOSTNAME`, else "touchstream-0".
+/// The instance id: `kafka.instance_id`, else the host name and the HTTP
+/// port (`<host>-<port>`): stable across restarts of one instance (whose
+/// transactional id then fences its own zombie at once), and different for
+/// instances that share a host, which each need their own port. The host
+/// name is `HOSTNAME`, else the kernel's, else "touchstream".
 pub fn instance_id(cfg: &Config) -> String {
-    cfg.kafka
-        .instance_id
-        .clone()
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "touchstream-0".into())
+    if let Some(id) = &cfg.kafka.instance_id {
+        return id.clone();
+    }
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "touchstream".into());
+    default_instance_id(&host, &cfg.http.listen, std::process::id())
+}
+
+/// `<host>-<port>`; with port 0 (any free port) the process id stands in.
+fn default_instance_id(host: &str, listen: &str, pid: u32) -> String {
+    match listen.rsplit(':').next().map(str::trim) {
+        Some(port) if !port.is_empty() && port != "0" => format!("{host}-{port}"),
+        _ => format!("{host}-pid{pid}"),
+    }
 }
 
 impl Worker {
@@ -1542,5 +1562,15 @@ mod tests {
         assert_eq!(c.get("session.timeout.ms"), None);
         assert_eq!(c.get("partition.assignment.strategy"), None);
         assert_eq!(c.get("group.protocol"), Some("consumer"));
+    }
+
+    #[test]
+    fn default_instance_ids_differ_per_port_and_stay_per_instance() {
+        assert_eq!(default_instance_id("vm", "0.0.0.0:9464", 7), "vm-9464");
+        assert_eq!(default_instance_id("vm", "127.0.0.1:9465", 7), "vm-9465");
+        assert_eq!(default_instance_id("vm", "[::]:9464", 7), "vm-9464");
+        assert_eq!(default_instance_id("vm", "0.0.0.0:0", 7), "vm-pid7");
+        let explicit = Config::from_parts("t", "[kafka]\ninstance_id = \"pod-3\"\n", &[]).unwrap();
+        assert_eq!(instance_id(&explicit), "pod-3");
     }
 }

@@ -1427,6 +1427,16 @@ impl Service {
     /// Like [`Service::start`], with extra environment variables (e.g.
     /// `TOUCHSTREAM_KAFKA__CONSUMER__GROUP_INSTANCE_ID` for static membership).
     pub fn start_with_env(cfg: &Path, instance: &str, log: &Path, env: &[(&str, &str)]) -> Service {
+        Self::spawn(cfg, Some(instance), log, env)
+    }
+
+    /// Like [`Service::start`], leaving the instance id to the product's
+    /// default (host name and HTTP port), as a user who sets none would.
+    pub fn start_default_id(cfg: &Path, log: &Path) -> Service {
+        Self::spawn(cfg, None, log, &[])
+    }
+
+    fn spawn(cfg: &Path, instance: Option<&str>, log: &Path, env: &[(&str, &str)]) -> Service {
         let port = free_port();
         let http: SocketAddr = format!("127.0.0.1:{port}").parse().expect("addr");
         let logf = std::fs::File::create(log).expect("create service log");
@@ -1439,7 +1449,7 @@ impl Service {
             .env_clear()
             .envs(clean_env())
             .env("TOUCHSTREAM_HTTP__LISTEN", http.to_string())
-            .env("TOUCHSTREAM_KAFKA__INSTANCE_ID", instance)
+            .envs(instance.map(|i| ("TOUCHSTREAM_KAFKA__INSTANCE_ID", i)))
             .env("RUST_LOG", "info")
             .env("NO_COLOR", "1")
             .envs(env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
@@ -1449,7 +1459,7 @@ impl Service {
             .spawn()
             .expect("spawn touchstream run");
         Service {
-            name: instance.to_string(),
+            name: instance.unwrap_or("(default id)").to_string(),
             child,
             http,
             log: log.to_path_buf(),
@@ -1734,6 +1744,13 @@ impl Scenario {
         let n = self.starts.fetch_add(1, Ordering::Relaxed);
         let log = self.dir.path().join(format!("{instance}-{n}.log"));
         Service::start_with_env(cfg, instance, &log, env)
+    }
+
+    /// Starts an instance with the default instance id; `name` names its log.
+    pub fn start_default_id(&self, cfg: &Path, name: &str) -> Service {
+        let n = self.starts.fetch_add(1, Ordering::Relaxed);
+        let log = self.dir.path().join(format!("{name}-{n}.log"));
+        Service::start_default_id(cfg, &log)
     }
 
     /// A collector over every output topic (waits until they exist).
