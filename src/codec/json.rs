@@ -152,10 +152,11 @@ pub fn decode(bytes: &[u8]) -> Result<RawTouchpoint, Rejection> {
     // serde would also accept a JSON array (fields by position): a
     // touchpoint is an object.
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
-        return Err(Rejection::new(
-            RejectReason::DecodeError,
-            "a touchpoint must be a JSON object",
-        ));
+        let message = match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+            Ok(_) => "a touchpoint must be a JSON object".to_string(),
+            Err(e) => format!("not JSON: {e}"),
+        };
+        return Err(Rejection::new(RejectReason::DecodeError, message));
     }
     let j: JsonTouchpoint = serde_json::from_slice(bytes)
         .map_err(|e| Rejection::new(RejectReason::DecodeError, e.to_string()))?;
@@ -256,5 +257,24 @@ mod tests {
     fn rfc3339_roundtrip() {
         let ms = 1_767_225_600_123;
         assert_eq!(parse_rfc3339(&format_rfc3339(ms)).unwrap(), ms);
+    }
+
+    #[test]
+    fn a_value_that_is_no_object_says_whether_it_is_json() {
+        for (input, says) in [
+            (&b"this is {not json"[..], "not JSON: expected ident"),
+            (b"", "not JSON: EOF"),
+            (br#"["e1","c1"]"#, "must be a JSON object"),
+            (b" 42 ", "must be a JSON object"),
+        ] {
+            let r = decode(input).unwrap_err();
+            assert_eq!(r.reason, RejectReason::DecodeError);
+            assert!(
+                r.message.contains(says),
+                "{:?}: {}",
+                String::from_utf8_lossy(input),
+                r.message
+            );
+        }
     }
 }
