@@ -245,3 +245,56 @@ fn every_click_arms_its_own_timer_even_many() {
     assert_eq!(t[0]["clicked_at"], T0);
     assert_eq!(t[0]["at"], T0 + DAY);
 }
+
+/// A customer messaged every second for three days: the fatigue events are
+/// the same as with every message kept, and the customer keeps only
+/// `contact_cap + 1` messages, so each new one costs the same however many
+/// came before. After a quiet week the count is back under the cap and the
+/// 11th message fires again.
+#[test]
+fn a_flood_of_messages_stays_bounded_and_fires_like_the_full_count() {
+    use touchstream::signals::Lane;
+    let mut h = Harness::new();
+    let kept = |h: &Harness| {
+        h.engine
+            .customer("c1")
+            .unwrap()
+            .lists
+            .lane(Lane::Messages)
+            .len()
+    };
+    let n = 3 * 24 * 3600;
+    for i in 0..n {
+        h.send_ok(tp(
+            &format!("m{i}"),
+            "c1",
+            Ch::Email,
+            Ty::MessageSent,
+            T0 + i * 1000,
+        ));
+        assert!(
+            kept(&h) <= 11,
+            "{} messages kept after message {i}",
+            kept(&h)
+        );
+    }
+    let later = T0 + n * 1000 + 8 * DAY;
+    for i in 0..11 {
+        let ch = if i % 2 == 0 { Ch::Sms } else { Ch::Push };
+        h.send_ok(tp(&format!("n{i}"), "c1", ch, Ty::MessageSent, later + i));
+    }
+    let fired = h.of_type("contact_fatigue");
+    assert_eq!(fired.len(), 2, "{fired:?}");
+    assert_eq!(
+        (&fired[0]["messages_7d"], &fired[0]["at"]),
+        (&json!(11), &json!(T0 + 10_000))
+    );
+    assert_eq!(
+        (
+            &fired[1]["messages_7d"],
+            &fired[1]["at"],
+            &fired[1]["channels"]
+        ),
+        (&json!(11), &json!(later + 10), &json!(["push", "sms"]))
+    );
+}
