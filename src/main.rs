@@ -32,6 +32,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any Avro decoding: the limit is process-wide and set once.
+    touchstream::codec::avro::limit_allocations();
     let cli = Cli::parse();
     let result: anyhow::Result<ExitCode> = match cli.command {
         Command::Run(o) => cli::run::run(o).map_err(Into::into),

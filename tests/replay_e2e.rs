@@ -174,10 +174,77 @@ fn garbage_file_never_crashes_the_binary() {
         .unwrap();
     assert_eq!(
         out.status.code(),
-        Some(0),
-        "not an Avro file is reported, not a crash"
+        Some(2),
+        "a file that is not Avro at all is an error, like a missing file"
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("decode_error"));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("not an Avro object container file"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A damaged block of an Avro file costs only its own records: the rest of
+/// the file is replayed, the damage reported with its block, and the exit
+/// status is 0 (1 with `--strict`).
+#[test]
+fn a_damaged_avro_block_costs_only_its_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let avro = dir.path().join("t.avro");
+    run(&[
+        "generate",
+        "--seed",
+        "7",
+        "--customers",
+        "40",
+        "--days",
+        "20",
+        "--format",
+        "avro",
+        "--output",
+        avro.to_str().unwrap(),
+    ]);
+    let sound = std::fs::read(&avro).unwrap();
+    let (from_sound, _) = run(&["replay", avro.to_str().unwrap(), "--quiet"]);
+    // The header ends with the file's sync marker, which also ends every
+    // block, the last one included.
+    let sync = &sound[sound.len() - 16..];
+    let marks: Vec<usize> = sound
+        .windows(16)
+        .enumerate()
+        .filter(|(_, w)| *w == sync)
+        .map(|(i, _)| i)
+        .collect();
+    assert!(marks.len() > 4, "several blocks: {}", marks.len());
+    // Damage the record count of a block in the middle.
+    let block = marks[marks.len() / 2] + 16;
+    let mut bytes = sound.clone();
+    bytes.splice(block..block + 1, [0xff, 0xff, 0xff, 0xff, 0x7f]);
+    std::fs::write(&avro, &bytes).unwrap();
+    let out = bin()
+        .args(["replay", avro.to_str().unwrap(), "--quiet"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("block ")
+            && stderr.contains("decode_error")
+            && stderr.contains("impossible"),
+        "{stderr}"
+    );
+    let got = String::from_utf8_lossy(&out.stdout);
+    let (kept, all) = (got.lines().count(), from_sound.lines().count());
+    assert!(
+        kept < all && kept * 10 > all * 8,
+        "one damaged block of {}: {kept} of {all} events\n{stderr}",
+        marks.len() - 1
+    );
+    let strict = bin()
+        .args(["replay", "--strict", "--quiet", avro.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(strict.status.code(), Some(1));
 }
 
 /// Digest of the derived events and snapshot of the shipped example with

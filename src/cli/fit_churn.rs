@@ -56,15 +56,16 @@ fn read_all(input: Box<dyn BufRead>) -> io::Result<Vec<RawTouchpoint>> {
     let mut out = Vec::new();
     if head.starts_with(b"Obj\x01") {
         let schema = codec::avro::touchpoint_schema().map_err(io::Error::other)?;
-        let reader = apache_avro::Reader::with_schema(&schema, input).map_err(io::Error::other)?;
-        for v in reader {
-            if let Ok(raw) = v
-                .map_err(|_| ())
-                .and_then(|v| codec::avro::raw_from_value(&v).map_err(|_| ()))
+        codec::container::read(input, &schema, |item| {
+            if let codec::container::Item::Record {
+                result: Ok(raw), ..
+            } = item
             {
                 out.push(raw);
             }
-        }
+            Ok(())
+        })
+        .map_err(io::Error::other)?;
     } else {
         for line in input.split(b'\n') {
             let line = line?;

@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use super::{parse_time_arg, wall_clock_ms, CliError};
 use crate::codec;
+use crate::codec::container::{ContainerError, Item};
 use crate::config::{Config, EngineConfig};
 use crate::engine::{Engine, Outcome};
 use crate::model::DerivedEvent;
@@ -190,36 +191,48 @@ impl<'w, O: Write, E: Write> Replay<'w, O, E> {
         Ok(())
     }
 
-    /// Replays an Avro object container file.
+    /// Replays an Avro object container file. A damaged block costs only
+    /// its own records, which are reported (see [`codec::container`]); a
+    /// file that cannot be read at all (no container header, a codec this
+    /// build does not read) is an error.
     pub fn avro_file<R: Read>(&mut self, input: R) -> io::Result<()> {
         let reader_schema = codec::avro::touchpoint_schema().map_err(io::Error::other)?;
-        let reader = match apache_avro::Reader::with_schema(&reader_schema, input) {
-            Ok(r) => r,
-            Err(e) => {
-                let r = Rejection::new(
-                    RejectReason::DecodeError,
-                    format!("not a readable Avro container file: {e}"),
-                );
-                return self.reject("file", &r);
+        let mut n = 0u64;
+        let result = codec::container::read(input, &reader_schema, |item| match item {
+            Item::Record { block, result } => {
+                n += 1;
+                self.record(&format!("record {n} (block {block})"), result)
             }
-        };
-        for (i, value) in reader.enumerate() {
-            let location = format!("record {}", i + 1);
-            match value {
-                Ok(v) => self.record(&location, codec::avro::raw_from_owned(v))?,
-                Err(e) => {
-                    // A corrupt block cannot be resynchronised: report and stop.
-                    self.summary.records += 1;
-                    let r = Rejection::new(
-                        RejectReason::DecodeError,
-                        format!("Avro record does not decode: {e}"),
-                    );
-                    self.reject(&location, &r)?;
-                    break;
-                }
+            Item::Damaged {
+                block,
+                offset,
+                records,
+                message,
+            } => {
+                let lost = records.unwrap_or(0);
+                n += lost;
+                self.summary.records += lost;
+                *self
+                    .summary
+                    .rejected
+                    .entry(RejectReason::DecodeError)
+                    .or_default() += lost.max(1);
+                let what = match records {
+                    Some(0) => "no record lost".to_string(),
+                    Some(k) => format!("{k} records lost"),
+                    None => "records lost".to_string(),
+                };
+                writeln!(
+                    self.err,
+                    "block {block} (byte {offset}): {}: {message} ({what})",
+                    RejectReason::DecodeError
+                )
             }
-        }
-        Ok(())
+        });
+        result.map_err(|e| match e {
+            ContainerError::Io(e) => e,
+            other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
+        })
     }
 
     /// Ends the replay: the summary and the engine (for a snapshot).

@@ -643,6 +643,20 @@ pub fn unframe(bytes: &[u8]) -> Result<(u32, &[u8]), Rejection> {
     Ok((id, &bytes[5..]))
 }
 
+/// The most apache-avro may allocate for one string or byte field, and the
+/// most items it may reserve room for in one array or map block, while
+/// decoding a touchpoint. It reserves a map's or array's room from the
+/// count a datum claims: without a bound a few bytes claiming 5·10^8
+/// attributes made it ask for 87 GB and abort the process, which on Kafka
+/// would be a record no restart gets past. No real touchpoint comes near.
+pub const MAX_DECODE_ALLOCATION: usize = 256 * 1024;
+
+/// Sets [`MAX_DECODE_ALLOCATION`] (apache-avro's process-wide limit; the
+/// first setting wins, and every decoder here sets it before decoding).
+pub fn limit_allocations() {
+    apache_avro::util::max_allocation_bytes(MAX_DECODE_ALLOCATION);
+}
+
 /// Decodes a datum written with `writer` into a raw touchpoint, resolving
 /// it against the shipped reader schema (schema evolution: added optional
 /// fields, new enum symbols).
@@ -651,6 +665,24 @@ pub fn decode_datum(
     reader: &Schema,
     mut datum: &[u8],
 ) -> Result<RawTouchpoint, Rejection> {
+    let raw = decode_datum_prefix(writer, reader, &mut datum)?;
+    if !datum.is_empty() {
+        return Err(decode_err(format!(
+            "{} trailing bytes after the Avro datum",
+            datum.len()
+        )));
+    }
+    Ok(raw)
+}
+
+/// Like [`decode_datum`], for a datum at the start of `data` (a container
+/// block): `data` moves past it.
+pub fn decode_datum_prefix(
+    writer: &Schema,
+    reader: &Schema,
+    data: &mut &[u8],
+) -> Result<RawTouchpoint, Rejection> {
+    limit_allocations();
     // Resolution is only needed when the writer schema differs; skipping it
     // for the common case is many times faster.
     let reader = if std::ptr::eq(writer, reader) {
@@ -658,14 +690,8 @@ pub fn decode_datum(
     } else {
         Some(reader)
     };
-    let value = apache_avro::from_avro_datum(writer, &mut datum, reader)
+    let value = apache_avro::from_avro_datum(writer, data, reader)
         .map_err(|e| decode_err(format!("Avro datum does not decode: {e}")))?;
-    if !datum.is_empty() {
-        return Err(decode_err(format!(
-            "{} trailing bytes after the Avro datum",
-            datum.len()
-        )));
-    }
     raw_from_owned(value)
 }
 
@@ -699,16 +725,24 @@ impl DatumReader {
 
     /// Decodes one datum into a raw touchpoint.
     pub fn decode(&self, mut datum: &[u8]) -> Result<RawTouchpoint, Rejection> {
-        let value = self
-            .inner
-            .read_value(&mut datum)
-            .map_err(|e| decode_err(format!("Avro datum does not decode: {e}")))?;
+        let raw = self.decode_prefix(&mut datum)?;
         if !datum.is_empty() {
             return Err(decode_err(format!(
                 "{} trailing bytes after the Avro datum",
                 datum.len()
             )));
         }
+        Ok(raw)
+    }
+
+    /// Decodes the datum at the start of `data` (a container block); `data`
+    /// moves past it.
+    pub fn decode_prefix(&self, data: &mut &[u8]) -> Result<RawTouchpoint, Rejection> {
+        limit_allocations();
+        let value = self
+            .inner
+            .read_value(data)
+            .map_err(|e| decode_err(format!("Avro datum does not decode: {e}")))?;
         raw_from_owned(value)
     }
 }
@@ -768,9 +802,11 @@ mod tests {
         for ev in orders {
             let bytes = schemas.encode_datum(ev).unwrap();
             assert_eq!(bytes, schemas.encode_datum(ev).unwrap());
-            let decoded =
+            let decoded = {
+                limit_allocations();
                 apache_avro::from_avro_datum(schemas.get(ev.kind), &mut bytes.as_slice(), None)
-                    .unwrap();
+            }
+            .unwrap();
             assert_eq!(
                 decoded,
                 derived_value(ev).resolve(schemas.get(ev.kind)).unwrap()
@@ -808,8 +844,10 @@ mod tests {
             let ours = schemas.encode_datum(ev).unwrap();
             let schema = schemas.get(ev.kind);
             if ev.kind == DerivedType::OrderAttributed {
-                let decoded =
-                    apache_avro::from_avro_datum(schema, &mut ours.as_slice(), None).unwrap();
+                let decoded = {
+                    limit_allocations();
+                    apache_avro::from_avro_datum(schema, &mut ours.as_slice(), None).unwrap()
+                };
                 assert_eq!(decoded, derived_value(ev).resolve(schema).unwrap());
             } else {
                 let theirs = apache_avro::to_avro_datum(schema, derived_value(ev)).unwrap();
@@ -859,5 +897,37 @@ mod tests {
         assert_eq!(raw.attributes.get("k").map(String::as_str), Some("v"));
         assert!(unframe(&[1, 0, 0, 0, 1]).is_err());
         assert!(decode_datum(&schema, &schema, &[0xff, 0xff]).is_err());
+    }
+
+    /// A few bytes claiming 5·10^8 attributes: a decode error, not an abort
+    /// on an 87 GB allocation (on Kafka, a record no restart would get past).
+    #[test]
+    fn a_huge_claimed_map_count_is_a_decode_error() {
+        let schema = touchpoint_schema().unwrap();
+        let tp = Touchpoint::new("e", "c", Channel::Web, TouchType::PageView, 1);
+        let mut datum = apache_avro::to_avro_datum(&schema, touchpoint_value(&tp)).unwrap();
+        assert_eq!(datum.pop(), Some(0), "attributes, empty, come last");
+        let mut claimed = Vec::new();
+        put_long(&mut claimed, 500_000_000);
+        datum.extend_from_slice(&claimed);
+        datum.extend_from_slice(&[2, b'k', 2, b'v', 0]);
+        let reader = DatumReader::new(&schema).unwrap();
+        let e = reader.decode(&datum).unwrap_err();
+        assert_eq!(e.reason, RejectReason::DecodeError);
+        let e = decode_datum(&schema, &touchpoint_schema().unwrap(), &datum).unwrap_err();
+        assert_eq!(e.reason, RejectReason::DecodeError);
+        // A real map still decodes.
+        let mut ok = apache_avro::to_avro_datum(&schema, touchpoint_value(&tp)).unwrap();
+        ok.pop();
+        ok.extend_from_slice(&[2, 2, b'k', 2, b'v', 0]);
+        assert_eq!(
+            reader
+                .decode(&ok)
+                .unwrap()
+                .attributes
+                .get("k")
+                .map(String::as_str),
+            Some("v")
+        );
     }
 }

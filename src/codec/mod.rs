@@ -6,4 +6,5 @@
 //! `unknown_schema`; validation happens afterwards, in one place.
 
 pub mod avro;
+pub mod container;
 pub mod json;
