@@ -94,7 +94,7 @@ fn decode_error_bad_timestamp() {
 
 #[test]
 fn decode_error_timestamp_before_the_supported_range() {
-    // Event times are kept in 44 bits: from -2^43 ms (1691-11-22).
+    // Event times are kept in 44 bits: from -2^43 ms (1691-04-06).
     for ts in [
         "-8796093022209".to_string(),
         "\"1600-01-01T00:00:00Z\"".to_string(),

@@ -275,3 +275,35 @@ fn example_output_is_byte_for_byte_unchanged() {
         "output changed: digest {digest:#018x}"
     );
 }
+
+/// `touchstream replay | head -1`: the reader going away ends the output
+/// quietly, as with any Unix filter; and an error names its cause once.
+#[test]
+fn a_closed_pipe_is_not_an_error_and_errors_say_things_once() {
+    use std::io::{BufRead, BufReader};
+    use std::process::Stdio;
+    let mut child = bin()
+        .args(["replay", EXAMPLE])
+        .env("TOUCHSTREAM_SIGNALS__MIN_DELTA", "0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
+    assert!(first.starts_with('{'));
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(!stderr.contains("error"), "{stderr}");
+
+    let out = bin()
+        .args(["replay", "/nonexistent/t.jsonl"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(stderr.matches("No such file").count(), 1, "{stderr}");
+}

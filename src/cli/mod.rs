@@ -21,7 +21,7 @@ pub enum FileFormat {
 #[derive(Debug, Error)]
 pub enum CliError {
     /// Reading or writing a file or stream failed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// What was being read or written.
         what: String,

@@ -164,7 +164,7 @@ impl<'w, O: Write, E: Write> Replay<'w, O, E> {
 
     fn flush_events(&mut self) -> io::Result<()> {
         for ev in self.buf.drain(..) {
-            serde_json::to_writer(&mut *self.out, &ev).map_err(io::Error::other)?;
+            serde_json::to_writer(&mut *self.out, &ev).map_err(io::Error::from)?;
             self.out.write_all(b"\n")?;
             self.summary.events += 1;
         }
@@ -332,7 +332,7 @@ pub fn write_snapshot(engine: &Engine, path: &std::path::Path) -> Result<(), Cli
     let mut w = BufWriter::new(f);
     for row in engine.snapshot() {
         serde_json::to_writer(&mut w, &row)
-            .map_err(|e| CliError::io("snapshot", io::Error::other(e)))?;
+            .map_err(|e| CliError::io("snapshot", io::Error::from(e)))?;
         w.write_all(b"\n")
             .map_err(|e| CliError::io("snapshot", e))?;
     }

@@ -80,10 +80,10 @@ fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<EventTime>, D::Er
         }
         fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
             // Far-future values are `future_timestamp` (validation); only
-            // times before 1691-11-22 (−2^43 ms) are undecodable.
+            // times before 1691-04-06 (−2^43 ms) are undecodable.
             if v < -MAX_ABS_TIMESTAMP {
                 return Err(E::custom(format!(
-                    "timestamp {v} is before the supported range (from -2^43 ms, 1691-11-22)"
+                    "timestamp {v} is before the supported range (from -2^43 ms, 1691-04-06)"
                 )));
             }
             Ok(Some(v))
@@ -149,6 +149,9 @@ fn number(text: &str) -> Result<Option<f64>, Rejection> {
 /// assert_eq!(raw.timestamp, Some(1_767_225_600_000));
 /// ```
 pub fn decode(bytes: &[u8]) -> Result<RawTouchpoint, Rejection> {
+    // A UTF-8 byte order mark (editors put one at the start of a file) is
+    // not part of the JSON.
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
     // serde would also accept a JSON array (fields by position): a
     // touchpoint is an object.
     if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
@@ -266,6 +269,7 @@ mod tests {
             (b"", "not JSON: EOF"),
             (br#"["e1","c1"]"#, "must be a JSON object"),
             (b" 42 ", "must be a JSON object"),
+            (b"\xEF\xBB\xBF[1]", "must be a JSON object"),
         ] {
             let r = decode(input).unwrap_err();
             assert_eq!(r.reason, RejectReason::DecodeError);
@@ -276,5 +280,15 @@ mod tests {
                 r.message
             );
         }
+    }
+
+    #[test]
+    fn a_byte_order_mark_is_not_part_of_the_json() {
+        let line = br#"{"event_id":"e1","customer_id":"c1","channel":"web","type":"page_view","timestamp":1}"#;
+        let with_bom = [&b"\xEF\xBB\xBF"[..], line].concat();
+        assert_eq!(
+            decode(&with_bom).unwrap().event_id,
+            decode(line).unwrap().event_id
+        );
     }
 }
