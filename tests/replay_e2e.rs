@@ -307,3 +307,25 @@ fn a_closed_pipe_is_not_an_error_and_errors_say_things_once() {
     assert_eq!(out.status.code(), Some(2));
     assert_eq!(stderr.matches("No such file").count(), 1, "{stderr}");
 }
+
+/// `generate` makes only what touchstream accepts, and says so when asked
+/// for more; Kafka-only options need `--topic`.
+#[test]
+fn generate_refuses_what_replay_would_reject() {
+    for args in [
+        &["generate", "--start", "1000-01-01T00:00:00Z"][..],
+        &[
+            "generate",
+            "--start",
+            "2248-09-01T00:00:00Z",
+            "--days",
+            "60",
+        ],
+        &["generate", "--rate", "100"],
+        &["generate", "--schema-id", "7"],
+    ] {
+        let out = bin().args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+}

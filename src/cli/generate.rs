@@ -70,13 +70,13 @@ pub struct Opts {
     )]
     pub brokers: String,
     /// Target records per second for `--topic` (0: as fast as possible).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = 0.0, requires = "topic")]
     pub rate: f64,
     /// Schema id written in the Confluent frame for `--topic --format avro`.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = 1, requires = "topic")]
     pub schema_id: u32,
     /// Extra librdkafka setting for `--topic`, `KEY=VALUE` (repeatable).
-    #[arg(long = "client", value_name = "KEY=VALUE")]
+    #[arg(long = "client", value_name = "KEY=VALUE", requires = "topic")]
     pub client: Vec<String>,
 }
 
@@ -115,6 +115,18 @@ pub struct Written {
 
 /// Runs the command.
 pub fn run(opts: Opts) -> Result<ExitCode, CliError> {
+    // What is generated must be what touchstream accepts.
+    let cfg = opts.config();
+    let max = crate::validate::MAX_ABS_TIMESTAMP;
+    let end = cfg
+        .start_ms
+        .saturating_add(i64::from(cfg.days).saturating_mul(crate::model::DAY_MS));
+    if cfg.start_ms < -max || end > max {
+        return Err(CliError::Usage(format!(
+            "--start and --days must keep event times within ±2^43 ms of the epoch \
+             (1691-04-06 to 2248-09-26), what touchstream accepts"
+        )));
+    }
     if !(0.0..=1.0).contains(&opts.bad_fraction) {
         return Err(CliError::Usage(format!(
             "--bad-fraction must lie in [0, 1], got {}",
