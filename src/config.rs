@@ -587,6 +587,17 @@ fn key_err(key: &str, message: &str) -> ConfigError {
     }
 }
 
+/// The sections of the configuration file.
+const SECTIONS: [&str; 7] = [
+    "kafka",
+    "schema_registry",
+    "http",
+    "time",
+    "signals",
+    "engagement",
+    "churn",
+];
+
 /// Applies one `TOUCHSTREAM_<SECTION>__<KEY>[__<SUBKEY>]` variable. Other
 /// variables are ignored. Values are read as TOML values when they parse as
 /// one (numbers, booleans, arrays), else as strings. Keys of the
@@ -618,6 +629,23 @@ fn apply_env(
         return Ok(None);
     };
     if !rest.contains("__") {
+        // A section name and a single underscore is a typo that would
+        // otherwise be ignored without a word.
+        let lower = rest.to_ascii_lowercase();
+        if let Some(section) = SECTIONS
+            .iter()
+            .find(|s| lower.starts_with(&format!("{s}_")))
+        {
+            let key = &rest[section.len() + 1..];
+            return Err(ConfigError::Env {
+                var: var.to_string(),
+                message: format!(
+                    "not read: section and key are separated by a double underscore \
+                     (TOUCHSTREAM_{}__{key})",
+                    section.to_ascii_uppercase()
+                ),
+            });
+        }
         // TOUCHSTREAM_TEST_PYTHON and the like are not config overrides.
         return Ok(None);
     }
@@ -774,5 +802,19 @@ mod tests {
         assert!(err.to_string().contains("engagement.weights.foo"), "{err}");
         let err = Config::from_parts("t", "[time\n", &[]).unwrap_err();
         assert!(matches!(err, ConfigError::Syntax { .. }));
+    }
+
+    #[test]
+    fn a_single_underscore_after_a_section_is_an_error_naming_the_fix() {
+        let vars = vec![(
+            "TOUCHSTREAM_SIGNALS_CONTACT_CAP".to_string(),
+            "12".to_string(),
+        )];
+        let e = Config::from_parts("t", "", &vars).unwrap_err().to_string();
+        assert!(e.contains("TOUCHSTREAM_SIGNALS_CONTACT_CAP"), "{e}");
+        assert!(e.contains("TOUCHSTREAM_SIGNALS__CONTACT_CAP"), "{e}");
+        // Other TOUCHSTREAM_ variables are none of the config's business.
+        let vars = vec![("TOUCHSTREAM_REQUIRE_KAFKA".to_string(), "1".to_string())];
+        assert!(Config::from_parts("t", "", &vars).is_ok());
     }
 }
