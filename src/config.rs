@@ -631,11 +631,16 @@ fn apply_env(
     if !rest.contains("__") {
         // A section name and a single underscore is a typo that would
         // otherwise be ignored without a word.
+        // (Kubernetes' service links, e.g. TOUCHSTREAM_HTTP_SERVICE_HOST
+        // for a Service named touchstream-http, are not typos.)
         let lower = rest.to_ascii_lowercase();
-        if let Some(section) = SECTIONS
+        let service_link =
+            lower.contains("_service_") || lower.ends_with("_port") || lower.contains("_port_");
+        let section = SECTIONS
             .iter()
             .find(|s| lower.starts_with(&format!("{s}_")))
-        {
+            .filter(|_| !service_link);
+        if let Some(section) = section {
             let key = &rest[section.len() + 1..];
             return Err(ConfigError::Env {
                 var: var.to_string(),
@@ -814,7 +819,14 @@ mod tests {
         assert!(e.contains("TOUCHSTREAM_SIGNALS_CONTACT_CAP"), "{e}");
         assert!(e.contains("TOUCHSTREAM_SIGNALS__CONTACT_CAP"), "{e}");
         // Other TOUCHSTREAM_ variables are none of the config's business.
-        let vars = vec![("TOUCHSTREAM_REQUIRE_KAFKA".to_string(), "1".to_string())];
-        assert!(Config::from_parts("t", "", &vars).is_ok());
+        for other in [
+            "TOUCHSTREAM_REQUIRE_KAFKA",
+            "TOUCHSTREAM_HTTP_SERVICE_HOST",
+            "TOUCHSTREAM_HTTP_PORT",
+            "TOUCHSTREAM_HTTP_PORT_9464_TCP_ADDR",
+        ] {
+            let vars = vec![(other.to_string(), "1".to_string())];
+            assert!(Config::from_parts("t", "", &vars).is_ok(), "{other}");
+        }
     }
 }
