@@ -88,6 +88,14 @@ pub enum FitError {
     /// No customer with a purchase.
     #[error("no purchases to fit")]
     Empty,
+    /// No customer bought on two different days: nothing in the data tells
+    /// the purchase rate from the dropout, and the optimiser would wander
+    /// off to meaningless parameters.
+    #[error(
+        "no customer bought on two different days: this history cannot identify the model \
+         (keep the default parameters, or fit on a longer history)"
+    )]
+    NoRepeat,
     /// The optimiser failed.
     #[error("optimiser failed: {0}")]
     Optimiser(String),
@@ -142,6 +150,9 @@ impl CostFunction for NegLl<'_> {
 pub fn fit(summaries: &[Summary]) -> Result<Fit, FitError> {
     if summaries.is_empty() {
         return Err(FitError::Empty);
+    }
+    if summaries.iter().all(|s| s.x == 0.0) {
+        return Err(FitError::NoRepeat);
     }
     // Identical summaries share one likelihood evaluation.
     let mut grouped: Vec<(Summary, f64)> = Vec::new();
@@ -254,5 +265,16 @@ mod tests {
             .map(|s| CDNOW.log_likelihood(s.x, s.t_x, s.big_t))
             .sum();
         assert!(f.log_likelihood >= truth - 1e-6);
+    }
+
+    #[test]
+    fn a_history_without_repeat_purchases_is_refused() {
+        let once = Summary {
+            x: 0.0,
+            t_x: 0.0,
+            big_t: 30.0,
+        };
+        assert!(matches!(fit(&[once; 50]), Err(FitError::NoRepeat)));
+        assert!(matches!(fit(&[]), Err(FitError::Empty)));
     }
 }

@@ -50,18 +50,21 @@ pub fn summaries(days: &BTreeMap<String, BTreeSet<i64>>, end: EventTime) -> Vec<
         .collect()
 }
 
-fn read_all(input: Box<dyn BufRead>) -> io::Result<Vec<RawTouchpoint>> {
+/// The decodable touchpoints, and how many records did not decode.
+fn read_all(input: Box<dyn BufRead>) -> io::Result<(Vec<RawTouchpoint>, u64)> {
     let mut input = input;
     let head = input.fill_buf()?;
     let mut out = Vec::new();
+    let mut bad = 0u64;
     if head.starts_with(b"Obj\x01") {
         let schema = codec::avro::touchpoint_schema().map_err(io::Error::other)?;
         codec::container::read(input, &schema, |item| {
-            if let codec::container::Item::Record {
-                result: Ok(raw), ..
-            } = item
-            {
-                out.push(raw);
+            match item {
+                codec::container::Item::Record {
+                    result: Ok(raw), ..
+                } => out.push(raw),
+                codec::container::Item::Record { .. } => bad += 1,
+                codec::container::Item::Damaged { records, .. } => bad += records.unwrap_or(1),
             }
             Ok(())
         })
@@ -69,12 +72,17 @@ fn read_all(input: Box<dyn BufRead>) -> io::Result<Vec<RawTouchpoint>> {
     } else {
         for line in input.split(b'\n') {
             let line = line?;
-            if let Ok(raw) = codec::json::decode(line.trim_ascii()) {
-                out.push(raw);
+            let line = line.trim_ascii();
+            if line.is_empty() {
+                continue;
+            }
+            match codec::json::decode(line) {
+                Ok(raw) => out.push(raw),
+                Err(_) => bad += 1,
             }
         }
     }
-    Ok(out)
+    Ok((out, bad))
 }
 
 /// Runs the command.
@@ -86,14 +94,14 @@ pub fn run(opts: Opts) -> Result<ExitCode, CliError> {
             .map_err(|e| CliError::io(format!("cannot open {}", opts.input.display()), e))?;
         Box::new(BufReader::new(f))
     };
-    let raws = read_all(input).map_err(|e| CliError::io("cannot read input", e))?;
+    let (raws, undecodable) = read_all(input).map_err(|e| CliError::io("cannot read input", e))?;
     let clock = Clock {
         now: i64::MAX / 2,
         max_future: 0,
     };
     let mut newest = EventTime::MIN;
     let mut days: BTreeMap<String, BTreeSet<i64>> = BTreeMap::new();
-    let mut skipped = 0u64;
+    let mut skipped = undecodable;
     for raw in raws {
         match validate(raw, clock) {
             Ok(tp) => {
@@ -111,7 +119,18 @@ pub fn run(opts: Opts) -> Result<ExitCode, CliError> {
         Some(s) => parse_time_arg(s).map_err(CliError::Usage)?,
         None => newest,
     };
+    if days.is_empty() {
+        return Err(CliError::Usage(format!(
+            "no valid order_placed touchpoint in the input to fit ({skipped} records did not decode or validate)"
+        )));
+    }
     let data = summaries(&days, end);
+    if data.is_empty() {
+        return Err(CliError::Usage(format!(
+            "the observation end {} is before every customer's purchases",
+            codec::json::format_rfc3339(end)
+        )));
+    }
     let f = fit(&data)?;
     let purchase_days: usize = days.values().map(BTreeSet::len).sum();
     let mut out = io::stdout().lock();
