@@ -83,6 +83,9 @@ impl<'de> Deserialize<'de> for Millis {
 pub fn parse_duration(s: &str) -> Result<Millis, String> {
     let d = humantime::parse_duration(s.trim())
         .map_err(|e| format!("`{s}` is not a duration like \"5s\", \"1h\" or \"7d\": {e}"))?;
+    if !d.is_zero() && d.as_millis() == 0 {
+        return Err(format!("`{s}` is below the 1 ms resolution of durations"));
+    }
     i64::try_from(d.as_millis())
         .map(Millis)
         .map_err(|_| format!("`{s}` is too long"))
