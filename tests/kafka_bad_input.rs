@@ -540,3 +540,97 @@ fn idle_partition_abandons_cart_on_wall_clock() {
     let (st, _) = svc.sigterm(Duration::from_secs(20));
     assert!(st.success());
 }
+
+/// Topics made by hand with the broker's defaults. A dead-letter topic
+/// keeps the broker's 1 MiB limit: a near-limit bad record plus the
+/// dead-letter headers would not fit it, and the producer failed on it at
+/// every restart. Now the dead letter is cut to the topic's limit (and
+/// says so), and the partition goes on.
+#[test]
+fn a_near_limit_record_fits_a_hand_made_dead_letter_topic() {
+    let Some(b) = broker("dlq-limit") else { return };
+    let s = Scenario::new(&b, "dlq-limit");
+    s.create_input(1);
+    create_topic(&b, &s.dlq, 1, &[]);
+    // Just under the input topic's limit, and no customer_id.
+    let filler = "A".repeat(1_048_300);
+    let big = format!(r#"{{"event_id":"big","x":"{filler}"}}"#).into_bytes();
+    let t = tp(
+        "g1",
+        "c1",
+        Channel::Web,
+        TouchType::PageView,
+        1_767_225_600_000,
+    );
+    let records = vec![
+        In {
+            key: Some(b"c0".to_vec()),
+            value: Some(big.clone()),
+            partition: 0,
+        },
+        In {
+            key: Some(b"c1".to_vec()),
+            value: Some(json_line(&t).into_bytes()),
+            partition: 0,
+        },
+    ];
+    produce(&b, &s.input, &records);
+    let mut cfg = s.config();
+    cfg.input_format = "json".into();
+    let cfg = s.write_config("svc", &cfg);
+    let mut svc = s.start(&cfg, "dlq-limit");
+    svc.wait_ready(Duration::from_secs(60));
+    let mut dlq = Collector::new(&b, std::slice::from_ref(&s.dlq), true);
+    assert!(
+        dlq.wait_until(Duration::from_secs(30), |c| !c.records.is_empty()),
+        "no dead letter:\n{}",
+        svc.log_tail(30)
+    );
+    let letter = &dlq.records[0];
+    assert_eq!(
+        letter.header("error.reason").as_deref(),
+        Some("missing_field")
+    );
+    assert!(
+        letter.header("error.truncated").is_some(),
+        "{:?}",
+        letter.headers
+    );
+    assert!(letter.value.as_ref().is_some_and(|v| v.len() < big.len()));
+    // The partition went on: the good record after it was applied.
+    let mut out = s.outputs(true);
+    assert!(
+        out.wait_until(Duration::from_secs(30), |c| !c.records.is_empty()),
+        "no output after the dead letter:\n{}",
+        svc.log_tail(30)
+    );
+    assert!(svc.exited().is_none(), "{}", svc.log_tail(30));
+    assert_eq!(svc.metric("touchstream_dlq_truncated_total"), 1.0);
+}
+
+/// A changelog made by hand that cannot hold the state is refused, and the
+/// instance says why while it stays alive and not ready: fewer partitions
+/// than the input (two input partitions' checkpoint markers would share a
+/// key, and one would resume at the other's offset), or not compacted.
+#[test]
+fn a_changelog_that_cannot_hold_the_state_is_refused() {
+    let Some(b) = broker("bad-changelog") else {
+        return;
+    };
+    for (name, partitions, policy, says) in [
+        ("cl-few", 1, "compact", "each input partition needs its own"),
+        ("cl-delete", 2, "delete", "must be compacted"),
+    ] {
+        let s = Scenario::new(&b, name);
+        create_topic(&b, &s.input, 2, &[]);
+        create_topic(&b, &s.changelog, partitions, &[("cleanup.policy", policy)]);
+        let cfg = s.write_config("svc", &s.config());
+        let mut svc = s.start(&cfg, name);
+        svc.wait_log(says, Duration::from_secs(30));
+        assert!(svc.exited().is_none(), "{}", svc.log_tail(20));
+        assert!(
+            !matches!(svc.get("/readyz"), Some((200, _))),
+            "ready with a changelog that cannot hold the state"
+        );
+    }
+}

@@ -26,7 +26,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
@@ -195,6 +195,8 @@ struct Worker {
     last_topic: Option<Arc<str>>,
     last_checkpoint: Instant,
     changelog_partitions: i32,
+    /// Bytes a dead letter's key and value may take ([`dlq_limit`]).
+    dlq_limit: usize,
     fatal: Option<ServiceError>,
     buf: Vec<DerivedEvent>,
 }
@@ -413,9 +415,17 @@ const DEFAULT_SESSION_TIMEOUT_MS: &str = "10000";
 const DEFAULT_MESSAGE_MAX_BYTES: usize = 8 * 1024 * 1024;
 const MAX_MESSAGE_BYTES_STR: &str = "8396800"; // 8 MiB + 8 KiB of record overhead
 
-/// Bytes a dead letter's key and value may take: the producer's
-/// `message.max.bytes` less room for headers and record overhead.
-fn dlq_limit(cfg: &Config) -> usize {
+/// The broker's default `message.max.bytes`: what a topic takes when its
+/// own limit could not be read.
+const BROKER_DEFAULT_MESSAGE_MAX_BYTES: usize = 1_048_588;
+
+/// Bytes a dead letter's key and value may take: the smaller of the
+/// producer's `message.max.bytes` and the dead-letter topic's
+/// `max.message.bytes` (`topic_max`; the broker default when it could not
+/// be read), less room for headers and record overhead. A topic created by
+/// hand keeps the broker's 1 MiB, and a near-limit input record plus our
+/// headers would not fit it: the producer would fail on every restart.
+fn dlq_limit(cfg: &Config, topic_max: Option<usize>) -> usize {
     let max = cfg
         .kafka
         .producer
@@ -423,7 +433,8 @@ fn dlq_limit(cfg: &Config) -> usize {
         .or_else(|| cfg.kafka.client.get("message.max.bytes"))
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(DEFAULT_MESSAGE_MAX_BYTES);
-    max.saturating_sub(8 * 1024)
+    max.min(topic_max.unwrap_or(BROKER_DEFAULT_MESSAGE_MAX_BYTES))
+        .saturating_sub(8 * 1024)
 }
 
 /// A dead letter's key and value, cut to fit `limit` bytes together.
@@ -702,7 +713,7 @@ impl Worker {
         let fit = fit_dead_letter(
             msg.key().unwrap_or_default(),
             msg.payload().unwrap_or_default(),
-            dlq_limit(&self.cfg),
+            self.dlq_limit,
         );
         let mut headers = OwnedHeaders::new()
             .insert(Header {
@@ -1153,11 +1164,18 @@ impl ConsumerContext for StartupCtx {}
 
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// What startup learns of the topics.
+struct TopicFacts {
+    changelog_partitions: i32,
+    /// The dead-letter topic's `max.message.bytes`, when it could be read.
+    dlq_max_bytes: Option<usize>,
+}
+
 fn ensure_topics(
     cfg: &Config,
     rt: &tokio::runtime::Handle,
     metrics: &Arc<Metrics>,
-) -> Result<i32, ServiceError> {
+) -> Result<TopicFacts, ServiceError> {
     let ctx = StartupCtx {
         metrics: metrics.clone(),
     };
@@ -1190,6 +1208,9 @@ fn ensure_topics(
         .fetch_metadata(Some(&cfg.kafka.changelog_topic), STARTUP_TIMEOUT)
         .map_err(kafka("fetch metadata"))?;
     let cl_partitions = cl.topics().first().map_or(0, |t| t.partitions().len()) as i32;
+    let admin: AdminClient<DefaultClientContext> = client_config(cfg)
+        .create()
+        .map_err(kafka("create admin client"))?;
     if !cfg.kafka.create_topics {
         if cl_partitions == 0 {
             return Err(ServiceError::Topics(format!(
@@ -1197,11 +1218,8 @@ fn ensure_topics(
                 cfg.kafka.changelog_topic
             )));
         }
-        return Ok(cl_partitions);
+        return check_topics(cfg, rt, &admin, partitions, cl_partitions);
     }
-    let admin: AdminClient<DefaultClientContext> = client_config(cfg)
-        .create()
-        .map_err(kafka("create admin client"))?;
     let rf = cfg.kafka.replication_factor;
     let mut names: Vec<String> = DerivedType::ALL
         .iter()
@@ -1244,14 +1262,68 @@ fn ensure_topics(
         cl_partitions
     };
     wait_for_leaders(&meta_client, &cfg.kafka.changelog_topic, n);
-    if n < partitions {
-        warn!(changelog = n, input = partitions, "The changelog has fewer partitions than the input; partitions share changelog partitions.");
+    check_topics(cfg, rt, &admin, partitions, n)
+}
+
+/// Refuses a changelog that cannot hold the state (fewer partitions than
+/// the input: each input partition's state and checkpoint markers need a
+/// changelog partition of their own; not compacted: quiet customers'
+/// state would expire) and reads the dead-letter topic's size limit.
+fn check_topics(
+    cfg: &Config,
+    rt: &tokio::runtime::Handle,
+    admin: &AdminClient<DefaultClientContext>,
+    input_partitions: i32,
+    changelog_partitions: i32,
+) -> Result<TopicFacts, ServiceError> {
+    let changelog = cfg.kafka.changelog_topic.as_str();
+    if changelog_partitions < input_partitions {
+        return Err(ServiceError::Topics(format!(
+            "changelog topic `{changelog}` has {changelog_partitions} partitions and the input \
+             {input_partitions}: each input partition needs its own (add partitions to the \
+             changelog, e.g. `kafka-topics --alter --partitions {input_partitions}`)"
+        )));
     }
-    Ok(n)
+    let resources = [
+        ResourceSpecifier::Topic(changelog),
+        ResourceSpecifier::Topic(&cfg.kafka.dlq_topic),
+    ];
+    let described = rt.block_on(admin.describe_configs(
+        &resources,
+        &AdminOptions::new().request_timeout(Some(TIMEOUT)),
+    ));
+    let configs = match described {
+        Ok(results) => results.into_iter().map(Result::ok).collect::<Vec<_>>(),
+        Err(e) => {
+            warn!(%e, "Cannot read the changelog's and dead-letter topic's configuration (DescribeConfigs); dead letters are cut to the broker's default 1 MiB.");
+            vec![None, None]
+        }
+    };
+    let value = |i: usize, key: &str| -> Option<String> {
+        configs
+            .get(i)
+            .and_then(Option::as_ref)
+            .and_then(|c| c.get(key))
+            .and_then(|e| e.value.clone())
+    };
+    if let Some(policy) = value(0, "cleanup.policy") {
+        if !policy.split(',').any(|p| p.trim() == "compact") {
+            return Err(ServiceError::Topics(format!(
+                "changelog topic `{changelog}` has cleanup.policy={policy}: it must be compacted \
+                 (`cleanup.policy=compact`), or state of customers quiet longer than its \
+                 retention is lost at the next restore"
+            )));
+        }
+    }
+    let dlq_max_bytes = value(1, "max.message.bytes").and_then(|v| v.parse().ok());
+    Ok(TopicFacts {
+        changelog_partitions,
+        dlq_max_bytes,
+    })
 }
 
 type Started = (
-    i32,
+    TopicFacts,
     InputDecoder,
     OutputEncoder,
     ThreadedProducer<ProducerCtx>,
@@ -1264,7 +1336,7 @@ fn start(
     metrics: &Arc<Metrics>,
     eos: bool,
 ) -> Result<Started, ServiceError> {
-    let changelog_partitions = ensure_topics(cfg, rt, metrics)?;
+    let topics = ensure_topics(cfg, rt, metrics)?;
     let decoder = InputDecoder::new(cfg)?;
     let encoder = OutputEncoder::new(cfg)?;
     let mut pc = client_config(cfg);
@@ -1298,7 +1370,7 @@ fn start(
             .init_transactions(TIMEOUT)
             .map_err(|e| txn_error("init transactions", e))?;
     }
-    Ok((changelog_partitions, decoder, encoder, producer))
+    Ok((topics, decoder, encoder, producer))
 }
 
 /// Waits (up to 30 s) until every partition of a topic has a leader, so
@@ -1341,7 +1413,7 @@ pub fn run(
     // Brokers, credentials and the registry may be unavailable or wrong for
     // a while: stay up and not ready, say why, and retry (no crash loop).
     let mut backoff = Duration::from_secs(1);
-    let (changelog_partitions, decoder, encoder, producer) = loop {
+    let (topics, decoder, encoder, producer) = loop {
         if shutdown.load(Ordering::Relaxed) {
             return Ok(());
         }
@@ -1384,7 +1456,8 @@ pub fn run(
         consumed_at: Vec::new(),
         last_topic: None,
         last_checkpoint: Instant::now(),
-        changelog_partitions,
+        changelog_partitions: topics.changelog_partitions,
+        dlq_limit: dlq_limit(&cfg, topics.dlq_max_bytes),
         fatal: None,
         buf: Vec::new(),
     }));
@@ -1488,9 +1561,12 @@ mod tests {
             &[],
         )
         .unwrap();
-        assert_eq!(dlq_limit(&cfg), 2_000_000 - 8192);
+        assert_eq!(dlq_limit(&cfg, Some(8 << 20)), 2_000_000 - 8192);
         let cfg = Config::from_parts("t", "", &[]).unwrap();
-        assert_eq!(dlq_limit(&cfg), 8 * 1024 * 1024 - 8192);
+        assert_eq!(dlq_limit(&cfg, Some(8_396_800)), 8 * 1024 * 1024 - 8192);
+        // A topic created by hand keeps the broker's 1 MiB; unknown: the same.
+        assert_eq!(dlq_limit(&cfg, Some(1_048_588)), 1_048_588 - 8192);
+        assert_eq!(dlq_limit(&cfg, None), 1_048_588 - 8192);
         assert_eq!(
             MAX_MESSAGE_BYTES_STR.parse::<usize>().ok(),
             Some(DEFAULT_MESSAGE_MAX_BYTES + 8192)

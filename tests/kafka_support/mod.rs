@@ -1489,7 +1489,7 @@ impl Service {
         self.status
     }
 
-    fn get(&self, path: &str) -> Option<(u16, String)> {
+    pub fn get(&self, path: &str) -> Option<(u16, String)> {
         let url = format!("http://{}{path}", self.http);
         match ureq::get(&url).timeout(Duration::from_secs(2)).call() {
             Ok(r) => {
