@@ -43,16 +43,6 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(code) => code,
-        // The reader went away (`touchstream replay | head`): as for any
-        // Unix filter, that ends the output and is not an error.
-        Err(e)
-            if e.chain().any(|c| {
-                c.downcast_ref::<std::io::Error>()
-                    .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
-            }) =>
-        {
-            ExitCode::SUCCESS
-        }
         Err(e) => {
             eprintln!("touchstream: error: {e:#}");
             ExitCode::from(2)

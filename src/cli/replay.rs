@@ -212,11 +212,13 @@ impl<'w, O: Write, E: Write> Replay<'w, O, E> {
                 let lost = records.unwrap_or(0);
                 n += lost;
                 self.summary.records += lost;
-                *self
-                    .summary
-                    .rejected
-                    .entry(RejectReason::DecodeError)
-                    .or_default() += lost.max(1);
+                if records != Some(0) {
+                    *self
+                        .summary
+                        .rejected
+                        .entry(RejectReason::DecodeError)
+                        .or_default() += lost.max(1);
+                }
                 let what = match records {
                     Some(0) => "no record lost".to_string(),
                     Some(k) => format!("{k} records lost"),
@@ -289,11 +291,22 @@ pub fn run(opts: Opts) -> Result<ExitCode, CliError> {
         &mut err,
     );
     let io_err = |e| CliError::io("replay", e);
-    match format {
-        Format::Json => replay.json_lines(input).map_err(io_err)?,
-        Format::Avro => replay.avro_file(input).map_err(io_err)?,
+    // The reader of the events went away (`touchstream replay | head`): as
+    // for any Unix filter that ends the output and is not an error, unless
+    // a snapshot was asked for, which then is not written.
+    let closed = |e: &io::Error| e.kind() == io::ErrorKind::BrokenPipe && opts.snapshot.is_none();
+    let fed = match format {
+        Format::Json => replay.json_lines(input),
+        Format::Avro => replay.avro_file(input),
+    };
+    match fed {
+        Err(e) if closed(&e) => return Ok(ExitCode::SUCCESS),
+        r => r.map_err(io_err)?,
     }
-    let (summary, engine) = replay.finish().map_err(io_err)?;
+    let (summary, engine) = match replay.finish() {
+        Err(e) if closed(&e) => return Ok(ExitCode::SUCCESS),
+        r => r.map_err(io_err)?,
+    };
     if let Some(path) = &opts.snapshot {
         write_snapshot(&engine, path)?;
     }

@@ -682,17 +682,30 @@ pub fn decode_datum_prefix(
     reader: &Schema,
     data: &mut &[u8],
 ) -> Result<RawTouchpoint, Rejection> {
+    decode_datum_framed(writer, reader, data)?
+}
+
+/// Reads the datum at the start of `data` (which moves past it), then
+/// resolves and converts it. The outer error: the datum's framing does
+/// not read, so where the next one starts is unknown; the inner one: it
+/// reads but is rejected (the next one starts where `data` now does).
+pub fn decode_datum_framed(
+    writer: &Schema,
+    reader: &Schema,
+    data: &mut &[u8],
+) -> Result<Result<RawTouchpoint, Rejection>, Rejection> {
     limit_allocations();
+    let value = apache_avro::from_avro_datum(writer, data, None)
+        .map_err(|e| decode_err(format!("Avro datum does not decode: {e}")))?;
     // Resolution is only needed when the writer schema differs; skipping it
     // for the common case is many times faster.
-    let reader = if std::ptr::eq(writer, reader) {
-        None
-    } else {
-        Some(reader)
-    };
-    let value = apache_avro::from_avro_datum(writer, data, reader)
-        .map_err(|e| decode_err(format!("Avro datum does not decode: {e}")))?;
-    raw_from_owned(value)
+    if std::ptr::eq(writer, reader) {
+        return Ok(raw_from_owned(value));
+    }
+    Ok(value
+        .resolve(reader)
+        .map_err(|e| decode_err(format!("Avro datum does not decode: {e}")))
+        .and_then(raw_from_owned))
 }
 
 /// No single-object header: lets [`apache_avro::GenericSingleObjectReader`]
@@ -738,12 +751,22 @@ impl DatumReader {
     /// Decodes the datum at the start of `data` (a container block); `data`
     /// moves past it.
     pub fn decode_prefix(&self, data: &mut &[u8]) -> Result<RawTouchpoint, Rejection> {
+        self.decode_framed(data)?
+    }
+
+    /// Like [`decode_datum_framed`]: the outer error is a datum whose
+    /// framing does not read, the inner one a datum that reads but is
+    /// rejected.
+    pub fn decode_framed(
+        &self,
+        data: &mut &[u8],
+    ) -> Result<Result<RawTouchpoint, Rejection>, Rejection> {
         limit_allocations();
         let value = self
             .inner
             .read_value(data)
             .map_err(|e| decode_err(format!("Avro datum does not decode: {e}")))?;
-        raw_from_owned(value)
+        Ok(raw_from_owned(value))
     }
 }
 

@@ -21,7 +21,7 @@ use std::io::{self, Read};
 use apache_avro::Schema;
 use thiserror::Error;
 
-use super::avro::{decode_datum_prefix, DatumReader};
+use super::avro::{decode_datum_framed, DatumReader};
 use crate::validate::{RawTouchpoint, Rejection};
 
 /// The largest block read, before and after inflating.
@@ -33,7 +33,7 @@ const MAGIC: &[u8; 4] = b"Obj\x01";
 #[derive(Debug, Error)]
 pub enum ContainerError {
     /// Reading failed.
-    #[error("reading the Avro file failed: {0}")]
+    #[error("reading the Avro file failed")]
     Io(#[from] io::Error),
     /// The header is not an Avro object container header.
     #[error("not an Avro object container file: {0}")]
@@ -120,33 +120,70 @@ pub fn read<R: Read>(
         let mut data = vec![0u8; size];
         let mut marker = [0u8; 16];
         if !input.read_full(&mut data)? || !input.read_full(&mut marker)? {
-            f(Item::Damaged {
+            // A damaged size can run past the end too: search for the
+            // block's own marker before calling the file truncated.
+            let msg = "it runs past the end of the file (a damaged size, or a truncated file)";
+            damaged(
+                &mut f,
+                &mut input,
+                &header.sync,
                 block,
                 offset,
-                records: Some(n),
-                message: "the file ends inside it".into(),
-            })?;
-            return Ok(());
+                Some(n),
+                msg,
+            )?;
+            continue;
         }
-        let data = match header.codec.inflate(data) {
-            Ok(d) => d,
-            Err(e) if marker == header.sync => {
-                input.stop_recording();
-                f(Item::Damaged {
+        if marker == header.sync {
+            input.stop_recording();
+            match header.codec.inflate(data) {
+                Ok(data) => {
+                    decode_block(
+                        &data,
+                        n,
+                        block,
+                        offset,
+                        &fast,
+                        &header.writer,
+                        reader,
+                        &mut f,
+                    )?;
+                }
+                Err(e) => f(Item::Damaged {
                     block,
                     offset,
                     records: Some(n),
                     message: format!("its data does not inflate: {e}"),
-                })?;
-                continue;
-            }
-            Err(_) => Vec::new(),
-        };
-        let (items, clean) = decode_block(&data, n, block, offset, &fast, &header.writer, reader);
-        if marker != header.sync {
+                })?,
+            };
+            continue;
+        }
+        // The marker is damaged. Only the marker, when it is nearly the
+        // sync and the (uncompressed) records fill the block exactly: then
+        // they are kept. Otherwise the count, the size or the data may be
+        // damaged too, and the block is skipped to the next marker.
+        let near = marker
+            .iter()
+            .zip(&header.sync)
+            .filter(|(a, b)| a == b)
+            .count()
+            >= 12;
+        if near && n > 0 && matches!(header.codec, Codec::Null) {
+            let mut items = Vec::new();
+            let clean = decode_block(
+                &data,
+                n,
+                block,
+                offset,
+                &fast,
+                &header.writer,
+                reader,
+                &mut |i| {
+                    items.push(i);
+                    Ok(())
+                },
+            )?;
             if clean {
-                // Only the marker is damaged: the block's records all
-                // decode and fill it exactly, so they are kept.
                 input.stop_recording();
                 for item in items {
                     f(item)?;
@@ -157,28 +194,28 @@ pub fn read<R: Read>(
                     records: Some(0),
                     message: "its sync marker is damaged; its records decode and are kept".into(),
                 })?;
-            } else {
-                let msg = "its sync marker is missing (a damaged count, size or data)";
-                damaged(
-                    &mut f,
-                    &mut input,
-                    &header.sync,
-                    block,
-                    offset,
-                    Some(n),
-                    msg,
-                )?;
+                continue;
             }
-            continue;
         }
-        input.stop_recording();
-        for item in items {
-            f(item)?;
-        }
+        let msg = "its sync marker is missing (a damaged count, size or data)";
+        damaged(
+            &mut f,
+            &mut input,
+            &header.sync,
+            block,
+            offset,
+            Some(n),
+            msg,
+        )?;
     }
 }
 
-/// Decodes a block's `n` records; true when all decode and fill it exactly.
+/// Decodes a block's `n` records into `f`; true when every record's
+/// framing reads and the records fill the block exactly. A record that
+/// reads but is rejected (say, an enum symbol the reader lacks) costs only
+/// itself; one whose framing does not read costs the rest of the block,
+/// whose record boundaries are then unknown.
+#[allow(clippy::too_many_arguments)]
 fn decode_block(
     data: &[u8],
     n: u64,
@@ -187,41 +224,39 @@ fn decode_block(
     fast: &Option<DatumReader>,
     writer: &Schema,
     reader: &Schema,
-) -> (Vec<Item>, bool) {
-    let mut items = Vec::new();
+    f: &mut impl FnMut(Item) -> io::Result<()>,
+) -> io::Result<bool> {
     let mut rest = data;
-    let mut k = 0;
-    while k < n {
-        let result = match fast {
-            Some(r) => r.decode_prefix(&mut rest),
-            None => decode_datum_prefix(writer, reader, &mut rest),
+    for k in 0..n {
+        let framed = match fast {
+            Some(r) => r.decode_framed(&mut rest),
+            None => decode_datum_framed(writer, reader, &mut rest),
         };
-        let failed = result.is_err();
-        items.push(Item::Record { block, result });
-        k += 1;
-        if failed {
-            break;
+        match framed {
+            Ok(result) => f(Item::Record { block, result })?,
+            Err(rejection) => {
+                f(Item::Record {
+                    block,
+                    result: Err(rejection),
+                })?;
+                let lost = n - k - 1;
+                if lost > 0 {
+                    f(Item::Damaged {
+                        block,
+                        offset,
+                        records: Some(lost),
+                        message: format!(
+                            "record {} of its {n} does not read, so where the next ones start is unknown",
+                            k + 1
+                        ),
+                    })?;
+                }
+                return Ok(false);
+            }
         }
-    }
-    if k < n
-        || items
-            .last()
-            .is_some_and(|i| matches!(i, Item::Record { result: Err(_), .. }))
-    {
-        if k < n {
-            items.push(Item::Damaged {
-                block,
-                offset,
-                records: Some(n - k),
-                message: format!(
-                    "record {k} of its {n} does not decode, so where the next ones start is unknown"
-                ),
-            });
-        }
-        return (items, false);
     }
     if !rest.is_empty() {
-        items.push(Item::Damaged {
+        f(Item::Damaged {
             block,
             offset,
             records: None,
@@ -229,10 +264,10 @@ fn decode_block(
                 "{} bytes are left after its {n} records (a damaged record count)",
                 rest.len()
             ),
-        });
-        return (items, false);
+        })?;
+        return Ok(false);
     }
-    (items, true)
+    Ok(true)
 }
 
 /// Reports a damaged block and moves `input` just past the next sync marker.
@@ -483,10 +518,12 @@ impl<R: Read> Input<R> {
         if back.is_empty() {
             return Ok(0);
         }
-        // Everything recorded but the first byte is read again.
+        // Everything recorded but the first byte is read again (before any
+        // bytes still pending from an earlier resync, which the offset has
+        // not counted yet).
         back.drain(..1);
-        back.extend_from_slice(&self.again[self.at..]);
         self.offset -= back.len() as u64;
+        back.extend_from_slice(&self.again[self.at..]);
         self.again = back;
         self.at = 0;
         let mut window = [0u8; 16];
@@ -651,7 +688,7 @@ mod tests {
         let (ok, bad) = events(&bytes[..marks[2] + 30]);
         assert_eq!(ok.len(), 20);
         assert_eq!(bad.len(), 1);
-        assert!(bad[0].2.contains("ends inside"), "{bad:?}");
+        assert!(bad[0].2.contains("past the end of the file"), "{bad:?}");
     }
 
     #[test]
@@ -666,5 +703,110 @@ mod tests {
         b.splice(v..v + 4, *b"zstd");
         let e = read(&b[..], &schema, |_| Ok(())).unwrap_err();
         assert!(e.to_string().contains("`zstd` is not supported"), "{e}");
+    }
+
+    fn damaged_offsets(bytes: &[u8]) -> Vec<(u64, u64)> {
+        let schema = touchpoint_schema().unwrap();
+        let mut out = Vec::new();
+        read(bytes, &schema, |item| {
+            if let Item::Damaged { block, offset, .. } = item {
+                out.push((block, offset));
+            }
+            Ok(())
+        })
+        .unwrap();
+        out
+    }
+
+    #[test]
+    fn a_size_running_past_the_end_costs_only_its_block() {
+        let (bytes, sync) = file(100, 10, apache_avro::Codec::Null);
+        let marks = positions(&bytes, &sync);
+        let block5 = marks[4] + 16;
+        // The size (two varint bytes after the one-byte count) made 60 MiB.
+        let mut size = Vec::new();
+        let v: i64 = 60 << 20;
+        let mut z = ((v << 1) ^ (v >> 63)) as u64;
+        while z >= 0x80 {
+            size.push((z as u8) | 0x80);
+            z >>= 7;
+        }
+        size.push(z as u8);
+        let mut b = bytes.clone();
+        b.splice(block5 + 1..block5 + 3, size);
+        let (ok, bad) = events(&b);
+        assert_eq!(ok.len(), 90, "{bad:?}");
+        assert_eq!((bad.len(), bad[0].0), (1, 5), "{bad:?}");
+        assert!(ok.contains(&"e99".to_string()));
+    }
+
+    #[test]
+    fn a_zero_padded_tail_is_one_report_and_loses_nothing() {
+        let (mut bytes, _) = file(30, 10, apache_avro::Codec::Null);
+        bytes.extend_from_slice(&[0u8; 100]);
+        let (ok, bad) = events(&bytes);
+        assert_eq!(ok.len(), 30);
+        assert_eq!(bad.len(), 1, "{bad:?}");
+    }
+
+    #[test]
+    fn a_block_read_again_after_a_resync_reports_its_own_offset() {
+        let (bytes, sync) = file(50, 10, apache_avro::Codec::Null);
+        let marks = positions(&bytes, &sync);
+        let (block2, block3, block5) = (marks[1] + 16, marks[2] + 16, marks[4] + 16);
+        let mut b = bytes.clone();
+        // Block 5's count made impossible too: its offset shows whether the
+        // offsets after the double resync are still right.
+        b.splice(block5..block5 + 1, [0xff, 0xff, 0xff, 0xff, 0x7f]);
+        // Block 3's count made impossible, then block 2's size made 40
+        // bytes longer (it then reads into block 3; block 3 is read again
+        // after block 2's own marker is found).
+        b.splice(block3..block3 + 1, [0xff, 0xff, 0xff, 0xff, 0x7f]);
+        let size2 = &mut b[block2 + 1..block2 + 3];
+        let v = ((size2[0] & 0x7f) as i64 | ((size2[1] as i64) << 7)) >> 1;
+        let z = ((v + 40) << 1) as u64;
+        assert!(z < 1 << 14);
+        size2[0] = (z as u8) | 0x80;
+        size2[1] = (z >> 7) as u8;
+        let (ok, _) = events(&b);
+        assert_eq!(ok.len(), 20, "blocks 2, 3 and 5 lost, the rest kept");
+        let offsets = damaged_offsets(&b);
+        assert_eq!(offsets.len(), 3, "{offsets:?}");
+        assert_eq!(offsets[0], (2, block2 as u64));
+        assert_eq!(offsets[1], (3, block3 as u64));
+        // (Block 5 starts 4 bytes later in the damaged file: block 3's
+        // count grew from 1 byte to 5.)
+        assert_eq!(offsets[2], (5, block5 as u64 + 4));
+    }
+
+    #[test]
+    fn a_record_that_reads_but_is_rejected_costs_only_itself() {
+        // A writer whose survey enum has a symbol the reader lacks (SPEC 7:
+        // an unknown survey symbol is decode_error).
+        let text = crate::codec::avro::TOUCHPOINT_SCHEMA.replacen("\"ces\"", "\"ces\", \"pmf\"", 1);
+        assert_ne!(text, crate::codec::avro::TOUCHPOINT_SCHEMA);
+        let writer = Schema::parse_str(&text).unwrap();
+        let mut w = apache_avro::Writer::new(&writer, Vec::new());
+        for i in 0..5 {
+            let tp = Touchpoint::new(format!("e{i}"), "c", Channel::Web, TouchType::PageView, i);
+            let mut v = touchpoint_value(&tp);
+            if i == 2 {
+                if let apache_avro::types::Value::Record(fields) = &mut v {
+                    for (name, value) in fields.iter_mut() {
+                        if name == "survey" {
+                            *value = apache_avro::types::Value::Union(
+                                1,
+                                Box::new(apache_avro::types::Value::Enum(3, "pmf".into())),
+                            );
+                        }
+                    }
+                }
+            }
+            w.append(v).unwrap();
+        }
+        let bytes = w.into_inner().unwrap();
+        let (ok, bad) = events(&bytes);
+        assert_eq!(ok, ["e0", "e1", "e3", "e4"], "{bad:?}");
+        assert_eq!(bad.len(), 1, "{bad:?}");
     }
 }

@@ -388,11 +388,14 @@ fn group_consumer_config(cfg: &Config) -> ClientConfig {
         .set("auto.offset.reset", &cfg.kafka.auto_offset_reset)
         .set("isolation.level", "read_committed")
         .set("statistics.interval.ms", "5000");
-    let user =
-        |key: &str| cfg.kafka.client.contains_key(key) || cfg.kafka.consumer.contains_key(key);
+    let protocol = cfg
+        .kafka
+        .consumer
+        .get("group.protocol")
+        .or_else(|| cfg.kafka.client.get("group.protocol"));
     // With the broker-side protocol (`group.protocol = "consumer"`) the
     // broker owns the session timeout and the assignor.
-    if !user("group.protocol") {
+    if !protocol.is_some_and(|p| p.eq_ignore_ascii_case("consumer")) {
         // A member that dies (kill -9, a lost node) holds its partitions
         // until its session expires: 10 s rather than librdkafka's 45 s.
         // Heartbeats come from librdkafka's own thread, so a long batch or
@@ -1631,6 +1634,14 @@ mod tests {
         assert_eq!(c.get("session.timeout.ms"), Some("30000"));
         assert_eq!(c.get("partition.assignment.strategy"), Some("range"));
         assert_eq!(c.get("group.instance.id"), Some("touchstream-0"));
+        // An explicit classic protocol keeps the defaults.
+        let text = "[kafka.client]\n\"group.protocol\" = \"classic\"\n";
+        let classic = Config::from_parts("t", text, &[]).unwrap();
+        let c = group_consumer_config(&classic);
+        assert_eq!(
+            c.get("session.timeout.ms"),
+            Some(DEFAULT_SESSION_TIMEOUT_MS)
+        );
         // The broker-side protocol owns the session and the assignor.
         let text = "[kafka.consumer]\n\"group.protocol\" = \"consumer\"\n";
         let kip848 = Config::from_parts("t", text, &[]).unwrap();

@@ -4,7 +4,9 @@
 //! count goes above `contact_cap`, then re-arms only at a `message_sent`
 //! whose count before it is back at or under the cap.
 //!
-//! Only the newest `contact_cap + 1` messages are kept: whether a count is
+//! Only the newest `max(contact_cap + 1, 64)` messages are kept (64 so that
+//! a cap raised across a restart, over a changelog trimmed at the old cap,
+//! still counts exactly while the new cap is under 64): whether a count is
 //! above the cap, and which messages it counts when it first gets there,
 //! depend on no other. Proof: the window is a suffix of the messages by
 //! time (every message is at or before the clock), so while fewer than
@@ -30,6 +32,10 @@ use crate::model::{Channel, EventTime, Payload, DAY_MS};
 /// The trailing window.
 pub const WINDOW: i64 = 7 * DAY_MS;
 
+/// Messages kept at least, whatever the cap: a cap raised across a restart
+/// (a changelog trimmed at the old cap) still counts exactly up to 63.
+pub const MIN_KEPT: usize = 64;
+
 /// A customer's outbound messages live in the [`Lane::Messages`] lane,
 /// sorted by time: those still inside some future window. (State format 2
 /// also held a `disarmed` flag; it is implied, see the module docs, and
@@ -54,7 +60,7 @@ impl Lanes {
         self.prune_until(Lane::Messages, from);
         // Saturates at cap + 2 before trimming: see the module docs.
         let after = self.lane(Lane::Messages).len() as u32;
-        let keep = (cfg.contact_cap as usize).saturating_add(1);
+        let keep = (cfg.contact_cap as usize).saturating_add(1).max(MIN_KEPT);
         let extra = self.lane(Lane::Messages).len().saturating_sub(keep);
         self.remove_front(Lane::Messages, extra);
         let messages = self.lane(Lane::Messages);
@@ -98,6 +104,34 @@ mod tests {
         assert!(f.on_message(&cfg, t, Channel::Push, t).is_none());
         assert!(f.on_message(&cfg, t + 1, Channel::Push, t + 1).is_none());
         assert!(f.on_message(&cfg, t + 2, Channel::Push, t + 2).is_some());
+    }
+
+    #[test]
+    fn a_cap_raised_across_a_restart_still_counts_exactly() {
+        let low = EngineConfig {
+            contact_cap: 2,
+            ..EngineConfig::default()
+        };
+        let mut f = Lanes::default();
+        for t in 0..10 {
+            f.on_message(&low, t, Channel::Email, t);
+        }
+        // Restarted with a cap of 10: the 11th message in the week fires.
+        let high = EngineConfig {
+            contact_cap: 10,
+            ..EngineConfig::default()
+        };
+        let fired = f.on_message(&high, 10, Channel::Sms, 10);
+        assert!(
+            matches!(
+                fired,
+                Some(Payload::ContactFatigue {
+                    messages_7d: 11,
+                    ..
+                })
+            ),
+            "{fired:?}"
+        );
     }
 
     /// The rule as first written, with an explicit "disarmed" flag.
@@ -145,7 +179,7 @@ mod tests {
                     // What the unbounded list counts.
                     proptest::prop_assert_eq!(messages_7d as usize, reference.messages.len());
                 }
-                proptest::prop_assert!(f.lane(Lane::Messages).len() <= cap as usize + 1);
+                proptest::prop_assert!(f.lane(Lane::Messages).len() <= (cap as usize + 1).max(MIN_KEPT));
                 if forward % 3 == 0 {
                     f.forget_messages(clock);
                 }
