@@ -270,6 +270,13 @@ fn rebalance(name: &str, eos: bool) {
         bb.metric("touchstream_restored_customers_total") > 0.0,
         "B restored A's customers"
     );
+    // The lag the alerts watch, in both delivery modes (with exactly_once
+    // the consumer commits no offsets of its own).
+    let lag_seen = (0..40).any(|_| {
+        std::thread::sleep(Duration::from_millis(250));
+        bb.metrics().contains("touchstream_consumer_lag_records{")
+    });
+    assert!(lag_seen, "no consumer lag series:\n{}", bb.metrics());
     assert!(
         a.log_text().contains("Partition restored"),
         "A restored its partitions"

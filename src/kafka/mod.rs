@@ -214,11 +214,11 @@ impl ClientContext for ConsumerCtx {
     fn stats(&self, stats: Statistics) {
         for (topic, t) in &stats.topics {
             for (p, part) in &t.partitions {
-                if *p >= 0 && part.consumer_lag >= 0 {
+                if let Some(lag) = partition_lag(part) {
                     self.metrics
                         .consumer_lag
                         .with_label_values(&[topic.as_str(), &p.to_string()])
-                        .set(part.consumer_lag);
+                        .set(lag);
                 }
             }
         }
@@ -235,6 +235,26 @@ impl ClientContext for ConsumerCtx {
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
         forward_log(level, fac, log_message);
     }
+}
+
+/// Records of an assigned partition not consumed yet. librdkafka's own
+/// `consumer_lag` counts from the offset the consumer committed, which with
+/// `exactly_once` it never does (the producer commits offsets inside the
+/// transaction): then the lag counts from the next offset to hand to the
+/// application, up to the last stable offset (read_committed).
+fn partition_lag(part: &rdkafka::statistics::Partition) -> Option<i64> {
+    if part.partition < 0 {
+        return None;
+    }
+    if part.consumer_lag >= 0 {
+        return Some(part.consumer_lag);
+    }
+    let end = if part.ls_offset >= 0 {
+        part.ls_offset
+    } else {
+        part.hi_offset
+    };
+    (part.app_offset >= 0 && end >= 0).then(|| (end - part.app_offset).max(0))
 }
 
 impl ConsumerContext for ConsumerCtx {
