@@ -702,10 +702,42 @@ pub fn decode_datum_framed(
     if std::ptr::eq(writer, reader) {
         return Ok(raw_from_owned(value));
     }
+    let missing = missing_required(&value);
     Ok(value
         .resolve(reader)
-        .map_err(|e| decode_err(format!("Avro datum does not decode: {e}")))
+        .map_err(|e| match missing {
+            // SPEC 7: an absent or null required field is missing_field,
+            // in Avro as in JSON (here it is why resolution failed).
+            Some(name) => Rejection::new(
+                RejectReason::MissingField,
+                format!("required field `{name}` is missing or null"),
+            ),
+            None => decode_err(format!("Avro datum does not decode: {e}")),
+        })
         .and_then(raw_from_owned))
+}
+
+/// A required touchpoint field a writer's record lacks (those without a
+/// default in the reader schema) or holds as null.
+fn missing_required(value: &Value) -> Option<&'static str> {
+    let Value::Record(fields) = value else {
+        return None;
+    };
+    let get = |name: &str| fields.iter().find(|(n, _)| n == name).map(|(_, v)| v);
+    let is_null = |v: &Value| match v {
+        Value::Null => true,
+        Value::Union(_, inner) => matches!(**inner, Value::Null),
+        _ => false,
+    };
+    for name in ["event_id", "customer_id", "channel", "type", "timestamp"] {
+        let has_default = matches!(name, "channel" | "type");
+        match get(name) {
+            None if !has_default => return Some(name),
+            Some(v) if is_null(v) => return Some(name),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// No single-object header: lets [`apache_avro::GenericSingleObjectReader`]
@@ -952,5 +984,35 @@ mod tests {
                 .map(String::as_str),
             Some("v")
         );
+    }
+
+    /// SPEC 7: an absent or null required field is missing_field, in a
+    /// datum written with another schema as in JSON.
+    #[test]
+    fn a_required_field_a_writer_lacks_or_nulls_is_missing_field() {
+        let reader = touchpoint_schema().unwrap();
+        let nullable = TOUCHPOINT_SCHEMA.replacen(
+            "\"name\": \"customer_id\",\n      \"type\": \"string\"",
+            "\"name\": \"customer_id\",\n      \"type\": [\"null\", \"string\"]",
+            1,
+        );
+        assert_ne!(
+            nullable, TOUCHPOINT_SCHEMA,
+            "the schema text changed: adjust the test"
+        );
+        let writer = Schema::parse_str(&nullable).unwrap();
+        let tp = Touchpoint::new("e", "c", Channel::Web, TouchType::PageView, 1);
+        let mut v = touchpoint_value(&tp);
+        if let Value::Record(fields) = &mut v {
+            for (name, value) in fields.iter_mut() {
+                if name == "customer_id" {
+                    *value = Value::Union(0, Box::new(Value::Null));
+                }
+            }
+        }
+        let datum = apache_avro::to_avro_datum(&writer, v).unwrap();
+        let e = decode_datum(&writer, &reader, &datum).unwrap_err();
+        assert_eq!(e.reason, RejectReason::MissingField, "{}", e.message);
+        assert!(e.message.contains("customer_id"), "{}", e.message);
     }
 }
