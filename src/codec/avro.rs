@@ -148,7 +148,7 @@ pub fn raw_from_owned(value: Value) -> Result<RawTouchpoint, Rejection> {
                 };
                 if raw.timestamp.is_some_and(|t| t < -MAX_ABS_TIMESTAMP) {
                     return Err(decode_err(
-                        "timestamp is before the supported range (from -2^43 ms, 1691-04-06)",
+                        "timestamp is before the supported range (from -2^43 ms, 1691-04-06T08:49:37.792Z)",
                     ));
                 }
             }

@@ -83,7 +83,7 @@ fn timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<EventTime>, D::Er
             // times before 1691-04-06 (−2^43 ms) are undecodable.
             if v < -MAX_ABS_TIMESTAMP {
                 return Err(E::custom(format!(
-                    "timestamp {v} is before the supported range (from -2^43 ms, 1691-04-06)"
+                    "timestamp {v} is before the supported range (from -2^43 ms, 1691-04-06T08:49:37.792Z)"
                 )));
             }
             Ok(Some(v))
