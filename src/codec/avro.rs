@@ -651,6 +651,19 @@ pub fn unframe(bytes: &[u8]) -> Result<(u32, &[u8]), Rejection> {
 /// would be a record no restart gets past. No real touchpoint comes near.
 pub const MAX_DECODE_ALLOCATION: usize = 256 * 1024;
 
+/// A datum that does not decode; apache-avro's allocation refusal says
+/// "bytes" also for item counts, so it is put in our words.
+fn datum_err(e: apache_avro::Error) -> Rejection {
+    let text = e.to_string();
+    if text.contains("Unable to allocate") {
+        return decode_err(format!(
+            "Avro datum does not decode: a string, bytes or array/map block claims more than \
+             {MAX_DECODE_ALLOCATION} (bytes or items) ({text})"
+        ));
+    }
+    decode_err(format!("Avro datum does not decode: {text}"))
+}
+
 /// Sets [`MAX_DECODE_ALLOCATION`] (apache-avro's process-wide limit; the
 /// first setting wins, and every decoder here sets it before decoding).
 pub fn limit_allocations() {
@@ -695,8 +708,7 @@ pub fn decode_datum_framed(
     data: &mut &[u8],
 ) -> Result<Result<RawTouchpoint, Rejection>, Rejection> {
     limit_allocations();
-    let value = apache_avro::from_avro_datum(writer, data, None)
-        .map_err(|e| decode_err(format!("Avro datum does not decode: {e}")))?;
+    let value = apache_avro::from_avro_datum(writer, data, None).map_err(datum_err)?;
     // Resolution is only needed when the writer schema differs; skipping it
     // for the common case is many times faster.
     if std::ptr::eq(writer, reader) {
@@ -712,7 +724,7 @@ pub fn decode_datum_framed(
                 RejectReason::MissingField,
                 format!("required field `{name}` is missing or null"),
             ),
-            None => decode_err(format!("Avro datum does not decode: {e}")),
+            None => datum_err(e),
         })
         .and_then(raw_from_owned))
 }
@@ -794,10 +806,7 @@ impl DatumReader {
         data: &mut &[u8],
     ) -> Result<Result<RawTouchpoint, Rejection>, Rejection> {
         limit_allocations();
-        let value = self
-            .inner
-            .read_value(data)
-            .map_err(|e| decode_err(format!("Avro datum does not decode: {e}")))?;
+        let value = self.inner.read_value(data).map_err(datum_err)?;
         Ok(raw_from_owned(value))
     }
 }
