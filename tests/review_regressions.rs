@@ -221,7 +221,7 @@ fn an_overflowing_cart_sum_stays_a_number_and_restores() {
     let mut out = Vec::new();
     for i in 0..2 {
         let mut tp = Touchpoint::new(
-            &format!("a{i}"),
+            format!("a{i}"),
             "c",
             Channel::Web,
             TouchType::AddToCart,
@@ -252,7 +252,7 @@ fn an_overflowing_cart_sum_stays_a_number_and_restores() {
     .into_iter()
     .enumerate()
     {
-        let mut tp = Touchpoint::new(&format!("b{i}"), "d", Channel::Web, kind, W + i as i64);
+        let mut tp = Touchpoint::new(format!("b{i}"), "d", Channel::Web, kind, W + i as i64);
         tp.value = Some(if kind == TouchType::AddToCart {
             1.0
         } else {

@@ -122,10 +122,11 @@ pub fn run(opts: Opts) -> Result<ExitCode, CliError> {
         .start_ms
         .saturating_add(i64::from(cfg.days).saturating_mul(crate::model::DAY_MS));
     if cfg.start_ms < -max || end > max {
-        return Err(CliError::Usage(format!(
+        return Err(CliError::Usage(
             "--start and --days must keep event times within ±2^43 ms of the epoch \
              (1691-04-06 to 2248-09-26), what touchstream accepts"
-        )));
+                .into(),
+        ));
     }
     if !(0.0..=1.0).contains(&opts.bad_fraction) {
         return Err(CliError::Usage(format!(

@@ -91,123 +91,115 @@ pub fn read<R: Read>(
                 None => Err(Framing::Truncated),
             },
         });
-        let (count, size) = match head {
+        let skip = match head {
             Ok(None) => return Ok(()),
-            Ok(Some(cs)) => cs,
+            Ok(Some((count, size))) => {
+                block += 1;
+                let at = (block, offset);
+                read_block(&mut input, &header, &fast, reader, at, count, size, &mut f)?
+            }
             Err(e) => {
                 block += 1;
                 e.io()?;
-                damaged(
-                    &mut f,
-                    &mut input,
-                    &header.sync,
-                    block,
-                    offset,
-                    None,
-                    "its header is damaged",
-                )?;
-                continue;
+                Some((None, "its header is damaged".to_string()))
             }
         };
-        block += 1;
-        let sane = |v: i64| usize::try_from(v).ok().filter(|&v| v <= MAX_BLOCK_BYTES);
-        let (Some(n), Some(size)) = (sane(count), sane(size)) else {
-            let msg = format!("its record count {count} or size {size} is impossible");
-            damaged(&mut f, &mut input, &header.sync, block, offset, None, &msg)?;
-            continue;
-        };
-        let n = n as u64;
-        let mut data = vec![0u8; size];
-        let mut marker = [0u8; 16];
-        if !input.read_full(&mut data)? || !input.read_full(&mut marker)? {
-            // A damaged size can run past the end too: search for the
-            // block's own marker before calling the file truncated.
-            let msg = "it runs past the end of the file (a damaged size, or a truncated file)";
-            damaged(
-                &mut f,
-                &mut input,
-                &header.sync,
-                block,
-                offset,
-                Some(n),
-                msg,
-            )?;
-            continue;
-        }
-        if marker == header.sync {
-            input.stop_recording();
-            match header.codec.inflate(data) {
-                Ok(data) => {
-                    decode_block(
-                        &data,
-                        n,
-                        block,
-                        offset,
-                        &fast,
-                        &header.writer,
-                        reader,
-                        &mut f,
-                    )?;
-                }
-                Err(e) => f(Item::Damaged {
-                    block,
-                    offset,
-                    records: Some(n),
-                    message: format!("its data does not inflate: {e}"),
-                })?,
+        // A damaged block: reported, and skipped to the next sync marker.
+        if let Some((records, why)) = skip {
+            let skipped = input.resync(&header.sync)?;
+            let to = if input.at_end()? {
+                "the end of the file"
+            } else {
+                "the next sync marker"
             };
-            continue;
-        }
-        // The marker is damaged. Only the marker, when it is nearly the
-        // sync and the (uncompressed) records fill the block exactly: then
-        // they are kept. Otherwise the count, the size or the data may be
-        // damaged too, and the block is skipped to the next marker.
-        let near = marker
-            .iter()
-            .zip(&header.sync)
-            .filter(|(a, b)| a == b)
-            .count()
-            >= 12;
-        if near && n > 0 && matches!(header.codec, Codec::Null) {
-            let mut items = Vec::new();
-            let clean = decode_block(
-                &data,
-                n,
+            f(Item::Damaged {
                 block,
                 offset,
-                &fast,
-                &header.writer,
-                reader,
-                &mut |i| {
-                    items.push(i);
-                    Ok(())
-                },
-            )?;
-            if clean {
-                input.stop_recording();
-                for item in items {
-                    f(item)?;
-                }
-                f(Item::Damaged {
-                    block,
-                    offset,
-                    records: Some(0),
-                    message: "its sync marker is damaged; its records decode and are kept".into(),
-                })?;
-                continue;
-            }
+                records,
+                message: format!("{why}; {skipped} bytes skipped to {to}"),
+            })?;
         }
-        let msg = "its sync marker is missing (a damaged count, size or data)";
-        damaged(
-            &mut f,
-            &mut input,
-            &header.sync,
-            block,
-            offset,
-            Some(n),
-            msg,
-        )?;
     }
+}
+
+/// What a damaged block lost (when its count says) and why.
+type Skip = Option<(Option<u64>, String)>;
+
+/// Reads the block whose count and size have been read, handing its
+/// records to `f`; `Some` when it must be skipped to the next marker.
+#[allow(clippy::too_many_arguments)]
+fn read_block<R: Read>(
+    input: &mut Input<R>,
+    header: &Header,
+    fast: &Option<DatumReader>,
+    reader: &Schema,
+    (block, offset): (u64, u64),
+    count: i64,
+    size: i64,
+    f: &mut impl FnMut(Item) -> io::Result<()>,
+) -> Result<Skip, ContainerError> {
+    let sane = |v: i64| usize::try_from(v).ok().filter(|&v| v <= MAX_BLOCK_BYTES);
+    let (Some(n), Some(size)) = (sane(count), sane(size)) else {
+        let why = format!("its record count {count} or size {size} is impossible");
+        return Ok(Some((None, why)));
+    };
+    let n = n as u64;
+    let mut data = vec![0u8; size];
+    let mut marker = [0u8; 16];
+    if !input.read_full(&mut data)? || !input.read_full(&mut marker)? {
+        // A damaged size can run past the end too: the search for the
+        // next marker finds the block's own, if there is one.
+        let why = "it runs past the end of the file (a damaged size, or a truncated file)";
+        return Ok(Some((Some(n), why.into())));
+    }
+    let decode = |data: &[u8], f: &mut dyn FnMut(Item) -> io::Result<()>| {
+        decode_block(data, n, block, offset, fast, &header.writer, reader, f)
+    };
+    if marker == header.sync {
+        input.stop_recording();
+        match header.codec.inflate(data) {
+            Ok(data) => {
+                decode(&data, f)?;
+            }
+            Err(e) => f(Item::Damaged {
+                block,
+                offset,
+                records: Some(n),
+                message: format!("its data does not inflate: {e}"),
+            })?,
+        }
+        return Ok(None);
+    }
+    // The marker is damaged. Only the marker, when it is nearly the sync
+    // and the (uncompressed) records fill the block exactly: then they are
+    // kept. Otherwise the count, the size or the data may be damaged too.
+    let near = marker
+        .iter()
+        .zip(&header.sync)
+        .filter(|(a, b)| a == b)
+        .count()
+        >= 12;
+    if near && n > 0 && matches!(header.codec, Codec::Null) {
+        let mut items = Vec::new();
+        if decode(&data, &mut |i| {
+            items.push(i);
+            Ok(())
+        })? {
+            input.stop_recording();
+            for item in items {
+                f(item)?;
+            }
+            f(Item::Damaged {
+                block,
+                offset,
+                records: Some(0),
+                message: "its sync marker is damaged; its records decode and are kept".into(),
+            })?;
+            return Ok(None);
+        }
+    }
+    let why = "its sync marker is missing (a damaged count, size or data)";
+    Ok(Some((Some(n), why.into())))
 }
 
 /// Decodes a block's `n` records into `f`; true when every record's
@@ -224,7 +216,7 @@ fn decode_block(
     fast: &Option<DatumReader>,
     writer: &Schema,
     reader: &Schema,
-    f: &mut impl FnMut(Item) -> io::Result<()>,
+    f: &mut dyn FnMut(Item) -> io::Result<()>,
 ) -> io::Result<bool> {
     let mut rest = data;
     for k in 0..n {
@@ -268,34 +260,6 @@ fn decode_block(
         return Ok(false);
     }
     Ok(true)
-}
-
-/// Reports a damaged block and moves `input` just past the next sync marker.
-fn damaged(
-    f: &mut impl FnMut(Item) -> io::Result<()>,
-    input: &mut Input<impl Read>,
-    sync: &[u8; 16],
-    block: u64,
-    offset: u64,
-    records: Option<u64>,
-    why: &str,
-) -> Result<(), ContainerError> {
-    let skipped = input.resync(sync)?;
-    let message = format!(
-        "{why}; {skipped} bytes skipped to {}",
-        if input.at_end()? {
-            "the end of the file"
-        } else {
-            "the next sync marker"
-        }
-    );
-    f(Item::Damaged {
-        block,
-        offset,
-        records,
-        message,
-    })?;
-    Ok(())
 }
 
 struct Header {
@@ -577,7 +541,10 @@ mod tests {
         input.offset as usize
     }
 
-    fn events(bytes: &[u8]) -> (Vec<String>, Vec<(u64, Option<u64>, String)>) {
+    /// Event ids read, and (block, records lost, message) of each loss.
+    type Losses = Vec<(u64, Option<u64>, String)>;
+
+    fn events(bytes: &[u8]) -> (Vec<String>, Losses) {
         let schema = touchpoint_schema().unwrap();
         let mut ok = Vec::new();
         let mut bad = Vec::new();
