@@ -12,8 +12,8 @@ Writer schemas are looked up by the id in each frame:
   * with ``--registry URL``: from a Confluent-compatible schema registry
     (``GET /schemas/ids/{id}``), cached;
   * otherwise: from the ``.avsc`` files in ``--schemas`` under touchstream's
-    default ids (101..108 in SPEC table order: engagement_score=101 ...
-    order_attributed=108).
+    default ids (101..109 in the order of the derived-event table:
+    engagement_score=101 ... order_attributed=108, customer_value=109).
 
 touchstream delivers at least once by default: after a crash it may send an
 event again, byte-identical and with the same ``event_id`` (also in the
@@ -49,6 +49,7 @@ TYPES = [
     "survey_trigger",
     "contact_fatigue",
     "order_attributed",
+    "customer_value",
 ]
 DEFAULT_ID_BASE = 101
 EPOCH = datetime.datetime(1970, 1, 1, tzinfo=datetime.timezone.utc)

@@ -85,6 +85,10 @@ EXPECTED = {
                          HEAD + ["order_id", "order_value", "currency", "channel",
                                  "models"],
                          {"at"}, {"order_id", "order_value", "currency"}),
+    "customer_value": ("CustomerValue",
+                       HEAD + ["orders", "total_spend", "average_order_value",
+                               "expected_orders", "predicted_clv", "currency", "p_alive"],
+                       {"at"}, {"average_order_value", "currency"}),
 }
 
 MODELS = ["last_touch", "first_touch", "linear", "time_decay", "position_based"]
@@ -146,6 +150,12 @@ EXAMPLES = {
             "time_decay": {"email": 0.25, "web": 0.75},
             "position_based": {"email": 0.5, "web": 0.5},
         },
+    },
+    "customer_value": {
+        "type": "customer_value", "event_id": "00000000-0000-5000-8000-000000000009",
+        "customer_id": "c-42", "at": T0, "orders": 3, "total_spend": 120.5,
+        "average_order_value": 40.166666666666664, "expected_orders": 1.25,
+        "predicted_clv": 48.75, "currency": "EUR", "p_alive": 0.83,
     },
 }
 

@@ -54,6 +54,54 @@ impl BgNbd {
         Some((self.alpha + t_x) * ratio - self.alpha)
     }
 
+    /// The expected number of orders in the next `t` days of a customer
+    /// with x repeat orders, the last at t_x, observed for T days since the
+    /// first (the BG/NBD conditional expectation, Fader, Hardie & Lee 2005,
+    /// eq. 10; lifetimes' `conditional_expected_number_of_purchases_up_to_time`):
+    ///
+    /// E = (a + b + x − 1)/(a − 1) · [1 − ((α+T)/(α+T+t))^(r+x) · ₂F₁(r+x, b+x; a+b+x−1; z)]
+    ///     / (1 + [x > 0] · a/(b + x − 1) · ((α+T)/(α+t_x))^(r+x)),  z = t/(α+T+t).
+    ///
+    /// ₂F₁ is taken through Euler's transformation,
+    /// ₂F₁(A, B; C; z) = (1 − z)^(C−A−B) ₂F₁(C−A, C−B; C; z), whose factor
+    /// (1 − z)^(C−A−B) cancels against ((α+T)/(α+T+t))^(r+x) = (1 − z)^(r+x)
+    /// to (1 − z)^(a−1): no power overflows for any x, and the series left
+    /// has the small parameters a + b − 1 − r and a − 1, so it converges
+    /// faster the larger x is (it always converges for z < 1).
+    ///
+    /// # Examples
+    /// ```
+    /// use touchstream::bgnbd::BgNbd;
+    /// let m = BgNbd { r: 0.243, alpha: 30.898, a: 0.793, b: 2.426 };
+    /// assert_eq!(m.expected_orders(0.0, 3.0, 50.0, 60.0), 0.0);
+    /// let year = m.expected_orders(360.0, 3.0, 50.0, 60.0);
+    /// assert!(year > m.expected_orders(180.0, 3.0, 50.0, 60.0));
+    /// ```
+    pub fn expected_orders(&self, t: f64, x: f64, t_x: f64, big_t: f64) -> f64 {
+        if t <= 0.0 {
+            return 0.0;
+        }
+        let (r, alpha, a, b) = (self.r, self.alpha, self.a, self.b);
+        // a = 1 exactly is a removable singularity: the limit is continuous.
+        let a = if (a - 1.0).abs() < 1e-9 {
+            1.0 + 1e-9
+        } else {
+            a
+        };
+        let z = t / (alpha + big_t + t);
+        let one_minus_z = (alpha + big_t) / (alpha + big_t + t);
+        let c = a + b + x - 1.0;
+        let series = hyp2f1_series(a + b - 1.0 - r, a - 1.0, c, z);
+        let bracket = 1.0 - one_minus_z.powf(a - 1.0) * series;
+        let numerator = c / (a - 1.0) * bracket;
+        let denominator = if x > 0.0 {
+            1.0 + a / (b + x - 1.0) * ((alpha + big_t) / (alpha + t_x)).powf(r + x)
+        } else {
+            1.0
+        };
+        numerator / denominator
+    }
+
     /// Log-likelihood of one customer (x repeat purchases, last at t_x,
     /// observed for T days since the first).
     pub fn log_likelihood(&self, x: f64, t_x: f64, big_t: f64) -> f64 {
@@ -69,6 +117,25 @@ impl BgNbd {
             ln_a1 + ln_a2 + ln_a3
         }
     }
+}
+
+/// The Gauss hypergeometric series ₂F₁(a, b; c; z) = Σₙ (a)ₙ(b)ₙ/((c)ₙ n!) zⁿ
+/// for 0 <= z < 1, summed until a term no longer changes the sum (the
+/// terms' ratio tends to z, so this ends; capped at 1,000,000 terms for z
+/// within 1e-6 of 1). `c` must not be 0 or a negative integer.
+fn hyp2f1_series(a: f64, b: f64, c: f64, z: f64) -> f64 {
+    let mut term = 1.0;
+    let mut sum = 1.0;
+    for n in 0..1_000_000u32 {
+        let n = f64::from(n);
+        term *= (a + n) * (b + n) / ((c + n) * (n + 1.0)) * z;
+        let next = sum + term;
+        if next == sum || !next.is_finite() {
+            return next;
+        }
+        sum = next;
+    }
+    sum
 }
 
 /// One customer's purchase summary, in days.
@@ -137,12 +204,56 @@ impl NegLl<'_> {
     }
 }
 
-impl CostFunction for NegLl<'_> {
+/// A cost function made of a closure (argmin wants a type).
+struct Cost<F>(F);
+
+impl<F: Fn(&[f64]) -> f64> CostFunction for Cost<F> {
     type Param = Vec<f64>;
     type Output = f64;
     fn cost(&self, p: &Self::Param) -> Result<f64, argmin::core::Error> {
-        Ok(self.eval(p))
+        Ok((self.0)(p))
     }
+}
+
+/// Minimises `cost` from `start` (Nelder–Mead, restarted from its own
+/// optimum with a smaller simplex until it stops improving): the optimum
+/// and its cost. Shared by the BG/NBD and Gamma-Gamma fits, which both
+/// search the logs of their parameters.
+pub(crate) fn minimise(
+    cost: impl Fn(&[f64]) -> f64 + Copy,
+    start: Vec<f64>,
+) -> Result<(Vec<f64>, f64), FitError> {
+    let mut best_cost = cost(&start);
+    let mut best = start;
+    for round in 0..20 {
+        let step = if round == 0 { 0.5 } else { 0.05 };
+        let mut simplex = vec![best.clone()];
+        for i in 0..best.len() {
+            let mut v = best.clone();
+            v[i] += step;
+            simplex.push(v);
+        }
+        let solver = NelderMead::new(simplex)
+            .with_sd_tolerance(1e-12)
+            .map_err(|e| FitError::Optimiser(e.to_string()))?;
+        let res = Executor::new(Cost(cost), solver)
+            .configure(|s| s.max_iters(5_000))
+            .run()
+            .map_err(|e| FitError::Optimiser(e.to_string()))?;
+        let state = res.state();
+        let (Some(p), c) = (state.get_best_param().cloned(), state.get_best_cost()) else {
+            return Err(FitError::Optimiser("no parameters".into()));
+        };
+        let improved = best_cost - c;
+        if c < best_cost {
+            best = p;
+            best_cost = c;
+        }
+        if round > 0 && improved.abs() < 1e-9 {
+            break;
+        }
+    }
+    Ok((best, best_cost))
 }
 
 /// Fits r, alpha, a, b by maximum likelihood (Nelder–Mead on the logs of
@@ -169,7 +280,7 @@ pub fn fit(summaries: &[Summary]) -> Result<Fit, FitError> {
         }
     }
     let problem = NegLl { data: &grouped };
-    let mut best: Vec<f64> = vec![
+    let start = vec![
         0.0,
         (summaries.iter().map(|s| s.big_t).sum::<f64>() / summaries.len() as f64)
             .max(1.0)
@@ -178,35 +289,7 @@ pub fn fit(summaries: &[Summary]) -> Result<Fit, FitError> {
         0.0,
         0.0,
     ];
-    let mut best_cost = problem.eval(&best);
-    for round in 0..20 {
-        let step = if round == 0 { 0.5 } else { 0.05 };
-        let mut simplex = vec![best.clone()];
-        for i in 0..4 {
-            let mut v = best.clone();
-            v[i] += step;
-            simplex.push(v);
-        }
-        let solver = NelderMead::new(simplex)
-            .with_sd_tolerance(1e-12)
-            .map_err(|e| FitError::Optimiser(e.to_string()))?;
-        let res = Executor::new(NegLl { data: &grouped }, solver)
-            .configure(|s| s.max_iters(5_000))
-            .run()
-            .map_err(|e| FitError::Optimiser(e.to_string()))?;
-        let state = res.state();
-        let (Some(p), cost) = (state.get_best_param().cloned(), state.get_best_cost()) else {
-            return Err(FitError::Optimiser("no parameters".into()));
-        };
-        let improved = best_cost - cost;
-        if cost < best_cost {
-            best = p;
-            best_cost = cost;
-        }
-        if round > 0 && improved.abs() < 1e-9 {
-            break;
-        }
-    }
+    let (best, best_cost) = minimise(|p| problem.eval(p), start)?;
     Ok(Fit {
         model: BgNbd {
             r: best[0].exp(),

@@ -348,6 +348,35 @@ impl Default for ChurnConfig {
     }
 }
 
+/// `[clv]`: the Gamma-Gamma order-value model and the horizon of
+/// `predicted_clv` (SPEC 4, "Customer lifetime value").
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClvConfig {
+    /// Gamma-Gamma p.
+    pub p: f64,
+    /// Gamma-Gamma q (must exceed 1: the population mean is v·p/(q − 1)).
+    pub q: f64,
+    /// Gamma-Gamma v.
+    pub v: f64,
+    /// Months (of 30 days) predicted.
+    pub horizon_months: u32,
+    /// Discount per month.
+    pub monthly_discount: f64,
+}
+
+impl Default for ClvConfig {
+    fn default() -> Self {
+        ClvConfig {
+            p: 6.25,
+            q: 3.74,
+            v: 15.44,
+            horizon_months: 12,
+            monthly_discount: 0.01,
+        }
+    }
+}
+
 /// The whole configuration file.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -366,6 +395,8 @@ pub struct Config {
     pub engagement: EngagementConfig,
     /// `[churn]`
     pub churn: ChurnConfig,
+    /// `[clv]`
+    pub clv: ClvConfig,
 }
 
 /// Default engagement weight of each touchpoint type (SPEC 4).
@@ -432,6 +463,34 @@ pub struct EngineConfig {
     pub a: f64,
     /// BG/NBD b.
     pub b: f64,
+    /// Gamma-Gamma order-value model.
+    pub gamma_gamma: crate::clv::GammaGamma,
+    /// Months of `predicted_clv`.
+    pub horizon_months: u32,
+    /// Monthly discount of `predicted_clv`.
+    pub monthly_discount: f64,
+}
+
+impl EngineConfig {
+    /// The BG/NBD model of `[churn]`.
+    pub fn bgnbd(&self) -> crate::bgnbd::BgNbd {
+        crate::bgnbd::BgNbd {
+            r: self.r,
+            alpha: self.alpha,
+            a: self.a,
+            b: self.b,
+        }
+    }
+
+    /// The CLV model of `[churn]` and `[clv]`.
+    pub fn clv(&self) -> crate::clv::ClvModel {
+        crate::clv::ClvModel {
+            bgnbd: self.bgnbd(),
+            gamma_gamma: self.gamma_gamma,
+            horizon_months: self.horizon_months,
+            monthly_discount: self.monthly_discount,
+        }
+    }
 }
 
 impl Default for EngineConfig {
@@ -539,6 +598,20 @@ impl Config {
         positive("churn.alpha", self.churn.alpha)?;
         positive("churn.a", self.churn.a)?;
         positive("churn.b", self.churn.b)?;
+        positive("clv.p", self.clv.p)?;
+        positive("clv.v", self.clv.v)?;
+        if !(self.clv.q.is_finite() && self.clv.q > 1.0) {
+            return Err(key_err(
+                "clv.q",
+                "must be a number above 1 (the population mean order value is v·p/(q − 1))",
+            ));
+        }
+        if !(1..=1200).contains(&self.clv.horizon_months) {
+            return Err(key_err("clv.horizon_months", "must be 1 to 1200 months"));
+        }
+        if !(self.clv.monthly_discount.is_finite() && self.clv.monthly_discount > -1.0) {
+            return Err(key_err("clv.monthly_discount", "must be a number above -1"));
+        }
         if !(self.engagement.channel_bonus.is_finite()) {
             return Err(key_err("engagement.channel_bonus", "must be finite"));
         }
@@ -579,6 +652,13 @@ impl Config {
             alpha: self.churn.alpha,
             a: self.churn.a,
             b: self.churn.b,
+            gamma_gamma: crate::clv::GammaGamma {
+                p: self.clv.p,
+                q: self.clv.q,
+                v: self.clv.v,
+            },
+            horizon_months: self.clv.horizon_months,
+            monthly_discount: self.clv.monthly_discount,
         })
     }
 }
@@ -591,7 +671,7 @@ fn key_err(key: &str, message: &str) -> ConfigError {
 }
 
 /// The sections of the configuration file.
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "kafka",
     "schema_registry",
     "http",
@@ -599,6 +679,7 @@ const SECTIONS: [&str; 7] = [
     "signals",
     "engagement",
     "churn",
+    "clv",
 ];
 
 /// Applies one `TOUCHSTREAM_<SECTION>__<KEY>[__<SUBKEY>]` variable. Other

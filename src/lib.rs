@@ -9,6 +9,7 @@
 
 pub mod bgnbd;
 pub mod cli;
+pub mod clv;
 pub mod codec;
 pub mod config;
 pub mod engine;

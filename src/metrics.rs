@@ -127,6 +127,11 @@ pub struct Metrics {
     pub customers_by_churn_level: IntGaugeVec,
     /// KPI: customers by journey stage.
     pub customers_by_stage: IntGaugeVec,
+    /// KPI: predicted CLV at each order, by journey stage and churn level.
+    pub predicted_clv: HistogramVec,
+    /// KPI: predicted CLV of customers as their churn risk turns high, by
+    /// currency.
+    pub clv_turning_high_risk: prometheus::CounterVec,
 }
 
 fn int_gauge_vec(r: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -151,6 +156,18 @@ fn histogram_vec(
 
 fn counter(r: &Registry, name: &str, help: &str) -> IntCounter {
     let c = IntCounter::new(name, help).unwrap_or_else(|e| panic!("metric {name}: {e}"));
+    let _ = r.register(Box::new(c.clone()));
+    c
+}
+
+fn float_counter_vec(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::CounterVec {
+    let c = prometheus::CounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"));
     let _ = r.register(Box::new(c.clone()));
     c
 }
@@ -271,15 +288,12 @@ impl Metrics {
             },
             touchpoints: counter_vec(&r, "touchstream_touchpoints_total", "Accepted touchpoints by channel and type.", &["channel", "type"]),
             orders: counter_vec(&r, "touchstream_orders_total", "Orders by channel.", &["channel"]),
-            revenue: {
-                let c = prometheus::CounterVec::new(
-                    Opts::new("touchstream_revenue_total", "Order value by channel and currency (ISO 4217; `none`/`other` when absent or malformed)."),
-                    &["channel", "currency"],
-                )
-                .unwrap_or_else(|e| panic!("{e}"));
-                let _ = r.register(Box::new(c.clone()));
-                c
-            },
+            revenue: float_counter_vec(
+                &r,
+                "touchstream_revenue_total",
+                "Order value by channel and currency (ISO 4217; `none`/`other` when absent or malformed).",
+                &["channel", "currency"],
+            ),
             carts_started: counter_vec(&r, "touchstream_carts_started_total", "Carts started (first add_to_cart or checkout_started) by channel.", &["channel"]),
             carts_abandoned: counter_vec(&r, "touchstream_carts_abandoned_total", "Carts abandoned by channel of the last cart activity.", &["channel"]),
             carts_recovered: counter_vec(&r, "touchstream_carts_recovered_total", "Abandoned carts recovered by channel of the order.", &["channel"]),
@@ -312,6 +326,19 @@ impl Metrics {
             ),
             customers_by_churn_level: int_gauge_vec(&r, "touchstream_customers_by_churn_level", "Customers in memory by churn level.", &["level"]),
             customers_by_stage: int_gauge_vec(&r, "touchstream_customers_by_stage", "Customers in memory by journey stage.", &["stage"]),
+            predicted_clv: histogram_vec(
+                &r,
+                "touchstream_predicted_clv",
+                "Predicted customer lifetime value (customer_value.predicted_clv, in the orders' currency) at each order, by journey stage and churn level.",
+                &["stage", "churn_level"],
+                vec![1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0],
+            ),
+            clv_turning_high_risk: float_counter_vec(
+                &r,
+                "touchstream_clv_turning_high_risk_total",
+                "Sum of the predicted CLV of customers whose churn risk turned high (value at risk), by currency of their latest order.",
+                &["currency"],
+            ),
             registry: r,
         };
         for kind in KAFKA_ERROR_KINDS {
@@ -414,6 +441,21 @@ impl Metrics {
                     .channel_switches
                     .with_label_values(&[from.as_str(), to.as_str()])
                     .inc(),
+                Kpi::PredictedClv {
+                    stage,
+                    level,
+                    predicted_clv,
+                } => self
+                    .predicted_clv
+                    .with_label_values(&[stage.map_or("none", |s| s.as_str()), level.as_str()])
+                    .observe(*predicted_clv),
+                Kpi::ClvTurningHighRisk {
+                    currency,
+                    predicted_clv,
+                } => self
+                    .clv_turning_high_risk
+                    .with_label_values(&[currency_label(currency.as_deref()).as_str()])
+                    .inc_by(predicted_clv.max(0.0)),
             }
         }
     }

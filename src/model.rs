@@ -299,11 +299,13 @@ pub enum DerivedType {
     ContactFatigue,
     /// `order_attributed`
     OrderAttributed,
+    /// `customer_value`
+    CustomerValue,
 }
 
 impl DerivedType {
     /// Every type in SPEC table order.
-    pub const ALL: [DerivedType; 8] = [
+    pub const ALL: [DerivedType; 9] = [
         DerivedType::EngagementScore,
         DerivedType::CartAbandoned,
         DerivedType::CartRecovered,
@@ -312,6 +314,7 @@ impl DerivedType {
         DerivedType::SurveyTrigger,
         DerivedType::ContactFatigue,
         DerivedType::OrderAttributed,
+        DerivedType::CustomerValue,
     ];
 
     /// The SPEC name (also the topic suffix and Avro schema file stem).
@@ -325,6 +328,7 @@ impl DerivedType {
             DerivedType::SurveyTrigger => "survey_trigger",
             DerivedType::ContactFatigue => "contact_fatigue",
             DerivedType::OrderAttributed => "order_attributed",
+            DerivedType::CustomerValue => "customer_value",
         }
     }
 }
@@ -573,6 +577,23 @@ pub enum Payload {
         /// Weights per model (boxed: it is large and one event in many).
         models: Box<AttributionModels>,
     },
+    /// See SPEC 4, `customer_value`.
+    CustomerValue {
+        /// Orders so far.
+        orders: u32,
+        /// Sum of the orders' values (returns not deducted).
+        total_spend: f64,
+        /// Mean value of the orders carrying one (null without one).
+        average_order_value: Option<f64>,
+        /// BG/NBD expected orders over the horizon.
+        expected_orders: f64,
+        /// Discounted expected order value over the horizon.
+        predicted_clv: f64,
+        /// Currency of the latest order carrying one.
+        currency: Option<String>,
+        /// BG/NBD probability alive at the customer's clock.
+        p_alive: f64,
+    },
 }
 
 impl Payload {
@@ -587,6 +608,7 @@ impl Payload {
             Payload::SurveyTrigger { .. } => DerivedType::SurveyTrigger,
             Payload::ContactFatigue { .. } => DerivedType::ContactFatigue,
             Payload::OrderAttributed { .. } => DerivedType::OrderAttributed,
+            Payload::CustomerValue { .. } => DerivedType::CustomerValue,
         }
     }
 }

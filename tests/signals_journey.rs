@@ -273,13 +273,14 @@ fn one_cause_follows_spec_table_order_and_timers_fire_first() {
             "cart_recovered",
             "churn_risk",
             "journey_stage_changed",
-            "order_attributed"
+            "order_attributed",
+            "customer_value"
         ],
         "{out:#?}"
     );
     let v = jsons(&out);
     let ats: Vec<i64> = v.iter().map(|e| e["at"].as_i64().unwrap()).collect();
-    assert_eq!(ats, vec![T0 + HOUR, T0 + 30 * DAY, t, t, t, t, t]);
+    assert_eq!(ats, vec![T0 + HOUR, T0 + 30 * DAY, t, t, t, t, t, t]);
     assert_eq!(v[1]["level"], "medium");
     assert_eq!(v[4]["level"], "low");
     assert_eq!(v[4]["previous_level"], "medium");

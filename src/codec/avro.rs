@@ -16,7 +16,7 @@ use crate::validate::{RawTouchpoint, RejectReason, Rejection, MAX_ABS_TIMESTAMP}
 pub const TOUCHPOINT_SCHEMA: &str = include_str!("../../schemas/touchpoint.avsc");
 
 /// The schema text of each derived type, in SPEC table order.
-pub const DERIVED_SCHEMAS: [(DerivedType, &str); 8] = [
+pub const DERIVED_SCHEMAS: [(DerivedType, &str); 9] = [
     (
         DerivedType::EngagementScore,
         include_str!("../../schemas/engagement_score.avsc"),
@@ -48,6 +48,10 @@ pub const DERIVED_SCHEMAS: [(DerivedType, &str); 8] = [
     (
         DerivedType::OrderAttributed,
         include_str!("../../schemas/order_attributed.avsc"),
+    ),
+    (
+        DerivedType::CustomerValue,
+        include_str!("../../schemas/customer_value.avsc"),
     ),
 ];
 
@@ -427,6 +431,29 @@ pub fn derived_value(ev: &DerivedEvent) -> Value {
                 ]),
             ));
         }
+        Payload::CustomerValue {
+            orders,
+            total_spend,
+            average_order_value,
+            expected_orders,
+            predicted_clv,
+            currency,
+            p_alive,
+        } => {
+            fields.push((
+                "orders".into(),
+                Value::Int(i32::try_from(*orders).unwrap_or(i32::MAX)),
+            ));
+            fields.push(("total_spend".into(), Value::Double(*total_spend)));
+            fields.push((
+                "average_order_value".into(),
+                null_or(*average_order_value, Value::Double),
+            ));
+            fields.push(("expected_orders".into(), Value::Double(*expected_orders)));
+            fields.push(("predicted_clv".into(), Value::Double(*predicted_clv)));
+            fields.push(("currency".into(), null_or(currency.clone(), Value::String)));
+            fields.push(("p_alive".into(), Value::Double(*p_alive)));
+        }
     }
     Value::Record(fields)
 }
@@ -618,6 +645,23 @@ fn encode_derived(ev: &DerivedEvent) -> Vec<u8> {
             ] {
                 put_weights(o, w);
             }
+        }
+        Payload::CustomerValue {
+            orders,
+            total_spend,
+            average_order_value,
+            expected_orders,
+            predicted_clv,
+            currency,
+            p_alive,
+        } => {
+            put_long(o, i64::from(i32::try_from(*orders).unwrap_or(i32::MAX)));
+            double(o, *total_spend);
+            put_opt(o, *average_order_value, double);
+            double(o, *expected_orders);
+            double(o, *predicted_clv);
+            put_opt(o, currency.as_deref(), put_str);
+            double(o, *p_alive);
         }
     }
     out
@@ -918,7 +962,11 @@ mod tests {
                 assert_eq!(ours, theirs, "{ev:?}");
             }
         }
-        assert_eq!(seen.len(), 8, "every type covered: {seen:?}");
+        assert_eq!(
+            seen.len(),
+            DerivedType::ALL.len(),
+            "every type covered: {seen:?}"
+        );
     }
 
     #[test]

@@ -72,6 +72,22 @@ pub enum Kpi {
         /// Channel of the later touch.
         to: Channel,
     },
+    /// A `customer_value` was emitted.
+    PredictedClv {
+        /// The customer's journey stage.
+        stage: Option<JourneyStage>,
+        /// The customer's churn level.
+        level: ChurnLevel,
+        /// Its predicted CLV.
+        predicted_clv: f64,
+    },
+    /// A customer with orders turned `high` churn risk: the value at risk.
+    ClvTurningHighRisk {
+        /// Currency of the customer's latest order carrying one.
+        currency: Option<String>,
+        /// The customer's predicted CLV at that moment.
+        predicted_clv: f64,
+    },
 }
 
 /// Customers per churn level and per journey stage (gauges).

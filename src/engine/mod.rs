@@ -61,7 +61,7 @@ pub struct EngineStats {
     /// Customers evicted by `state_ttl`.
     pub evicted: u64,
     /// Derived events emitted, by type (SPEC table order).
-    pub emitted: [u64; 8],
+    pub emitted: [u64; 9],
 }
 
 /// What caused a derived event; its id is a pure function of this.
@@ -168,6 +168,11 @@ pub struct SnapshotRow {
     pub last_activity_at: Option<EventTime>,
     /// Channels of own touches in the 30 d before the newest event, sorted.
     pub channels: crate::model::ChannelSet,
+    /// Predicted customer lifetime value at the final watermark (or the
+    /// customer's clock if later); null before a first order.
+    pub predicted_clv: Option<f64>,
+    /// Expected orders over the CLV horizon, likewise.
+    pub expected_orders: Option<f64>,
 }
 
 /// The engine of one partition.
@@ -188,6 +193,23 @@ pub struct Engine {
 fn kpi(kpis: &mut Option<Vec<Kpi>>, k: impl FnOnce() -> Kpi) {
     if let Some(v) = kpis {
         v.push(k());
+    }
+}
+
+/// The KPI fact of a customer turning `high` churn risk: its predicted CLV
+/// (0 without an order).
+fn value_at_risk(
+    cfg: &EngineConfig,
+    churn: &crate::signals::churn::Churn,
+    value: Option<&crate::signals::value::ValueState>,
+    clock: EventTime,
+) -> Kpi {
+    let empty = crate::signals::value::ValueState::default();
+    let value = value.unwrap_or(&empty);
+    Kpi::ClvTurningHighRisk {
+        currency: value.currency.as_ref().map(|(_, c)| c.to_string()),
+        predicted_clv: crate::signals::value::predict(cfg, churn, value, clock)
+            .map_or(0.0, |p| p.predicted_clv),
     }
 }
 
@@ -586,6 +608,11 @@ impl Engine {
         }
         // churn_risk
         let before = c.full_churn();
+        if is_order {
+            c.value
+                .get_or_insert_with(Box::default)
+                .on_order(tp, before.first_order_at());
+        }
         let mut full = before.clone();
         full.apply(cfg, tp);
         let level_before = full.level;
@@ -607,6 +634,11 @@ impl Engine {
         if let Some(p) = churn {
             population.level(Some(level_before), Some(c.churn.level));
             emit(out, stats, &mut who, t, cause, p);
+        }
+        if became_high {
+            kpi(kpis, || {
+                value_at_risk(cfg, &full, c.value.as_deref(), clock)
+            });
         }
         // journey_stage_changed
         let from = c.journey.stage;
@@ -691,6 +723,21 @@ impl Engine {
                     models: Box::new(models),
                 };
                 emit(out, stats, &mut who, t, cause, p);
+                // customer_value
+                if let Some(p) = c
+                    .value
+                    .as_deref()
+                    .and_then(|v| crate::signals::value::payload(cfg, &full, v, clock))
+                {
+                    if let Payload::CustomerValue { predicted_clv, .. } = &p {
+                        kpi(kpis, || Kpi::PredictedClv {
+                            stage: c.journey.stage,
+                            level: c.churn.level,
+                            predicted_clv: *predicted_clv,
+                        });
+                    }
+                    emit(out, stats, &mut who, t, cause, p);
+                }
             }
             c.lists.record_touch(t, tp.channel, late_horizon);
         }
@@ -811,6 +858,11 @@ impl Engine {
                         population.level(Some(level_before), Some(c.churn.level));
                         emit(out, stats, &mut Who::new(c.id()), due, cause, p);
                     }
+                    if became_high {
+                        kpi(kpis, || {
+                            value_at_risk(cfg, &full, c.value.as_deref(), c.clock)
+                        });
+                    }
                     c.tidy_quiet(cfg, late_horizon);
                     let from = c.journey.stage;
                     if became_high && from.is_some() {
@@ -892,19 +944,26 @@ impl Engine {
             .store
             .iter()
             .map(|c| (c, c.full_churn()))
-            .map(|(c, churn)| SnapshotRow {
-                customer_id: c.id().to_string(),
-                engagement_score: c
-                    .engagement
-                    .score(&self.cfg, c.lists.touches().recent_channels(c.newest)),
-                stage: c.journey.stage,
-                churn_level: c.churn.level,
-                p_alive: churn.p_alive(&self.cfg, wm.max(c.clock)),
-                orders: churn.orders,
-                first_order_at: churn.first_order_at(),
-                last_order_at: churn.last_order_at(),
-                last_activity_at: churn.last_activity_at(),
-                channels: c.lists.touches().recent_channels(c.newest),
+            .map(|(c, churn)| {
+                let at = wm.max(c.clock);
+                let value = c.value.as_deref().cloned().unwrap_or_default();
+                let prediction = crate::signals::value::predict(&self.cfg, &churn, &value, at);
+                SnapshotRow {
+                    customer_id: c.id().to_string(),
+                    engagement_score: c
+                        .engagement
+                        .score(&self.cfg, c.lists.touches().recent_channels(c.newest)),
+                    stage: c.journey.stage,
+                    churn_level: c.churn.level,
+                    p_alive: churn.p_alive(&self.cfg, at),
+                    orders: churn.orders,
+                    first_order_at: churn.first_order_at(),
+                    last_order_at: churn.last_order_at(),
+                    last_activity_at: churn.last_activity_at(),
+                    channels: c.lists.touches().recent_channels(c.newest),
+                    predicted_clv: prediction.map(|p| p.predicted_clv),
+                    expected_orders: prediction.map(|p| p.expected_orders),
+                }
             })
             .collect();
         rows.sort_by(|a, b| a.customer_id.cmp(&b.customer_id));

@@ -14,6 +14,7 @@ use crate::signals::churn::{Churn, ChurnState};
 use crate::signals::engagement::EngagementState;
 use crate::signals::journey::JourneyState;
 use crate::signals::survey::SurveyState;
+use crate::signals::value::ValueState;
 use crate::signals::{Lane, Lanes, Packed};
 
 /// The parts of a customer's state that come and go.
@@ -63,6 +64,9 @@ pub struct Customer {
     /// the customer has any (most customers, most of the time, do not), so
     /// they cost one pointer otherwise.
     pub rare: Option<Box<Rare>>,
+    /// `customer_value`: the money of the customer's orders, allocated at
+    /// the first order.
+    pub value: Option<Box<ValueState>>,
     /// Channel of the previous own touch (channel-switch KPI).
     pub last_channel: Option<crate::model::Channel>,
     /// Which of the customer's two changelog slots (1 or 2; 0 = never
@@ -87,6 +91,8 @@ struct CustomerForm {
     journey: JourneyState,
     #[serde(default)]
     rare: Option<RareForm>,
+    #[serde(default)]
+    value: Option<Box<ValueState>>,
     #[serde(default)]
     last_channel: Option<crate::model::Channel>,
     #[serde(default)]
@@ -128,6 +134,9 @@ impl Serialize for Customer {
             support_open,
         });
         m.serialize_entry("rare", &rare)?;
+        if let Some(v) = &self.value {
+            m.serialize_entry("value", v)?;
+        }
         m.serialize_entry("last_channel", &self.last_channel)?;
         m.serialize_entry("slot", &self.slot)?;
         m.end()
@@ -156,6 +165,7 @@ impl<'de> Deserialize<'de> for Customer {
             churn,
             journey: f.journey,
             rare,
+            value: f.value,
             last_channel: f.last_channel,
             slot: f.slot,
             dirty: false,
@@ -194,6 +204,7 @@ impl Customer {
             churn: ChurnState::default(),
             journey: JourneyState::default(),
             rare: None,
+            value: None,
             last_channel: None,
             slot: 0,
             dirty: false,
@@ -274,6 +285,7 @@ impl Customer {
             + self.rare.as_ref().map_or(0, |r| {
                 std::mem::size_of::<Rare>() + r.cart.heap_bytes() + r.survey.heap_bytes()
             })
+            + self.value.as_ref().map_or(0, |v| v.heap_bytes())
             + 4
             + 1 // index entry: u32 slot, control byte
     }

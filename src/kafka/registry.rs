@@ -221,7 +221,7 @@ impl InputDecoder {
 /// Encodes derived events as Confluent-framed Avro under known ids.
 pub struct OutputEncoder {
     schemas: DerivedSchemas,
-    ids: [u32; 8],
+    ids: [u32; DERIVED_SCHEMAS.len()],
 }
 
 impl OutputEncoder {
@@ -229,7 +229,7 @@ impl OutputEncoder {
     /// is configured; otherwise uses the default ids.
     pub fn new(cfg: &Config) -> Result<Self, RegistryError> {
         let schemas = DerivedSchemas::load()?;
-        let mut ids = [0u32; 8];
+        let mut ids = [0u32; DERIVED_SCHEMAS.len()];
         for (i, (t, text)) in DERIVED_SCHEMAS.iter().enumerate() {
             ids[i] = match cfg.schema_registry.url.as_deref() {
                 Some(url) => Registry::new(url)

@@ -8,7 +8,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::bgnbd::{self, BgNbd};
+use crate::bgnbd;
 use crate::config::EngineConfig;
 use crate::engine::timers::{LazyTimer, TimerKind, TimerQueue, TimerTarget};
 use crate::model::{
@@ -287,15 +287,6 @@ impl Evaluation {
     }
 }
 
-fn model(cfg: &EngineConfig) -> BgNbd {
-    BgNbd {
-        r: cfg.r,
-        alpha: cfg.alpha,
-        a: cfg.a,
-        b: cfg.b,
-    }
-}
-
 impl Churn {
     fn optional(t: EventTime) -> Option<EventTime> {
         (t != NONE).then_some(t)
@@ -355,7 +346,7 @@ impl Churn {
         let x = f64::from(self.orders - 1);
         let t_x = (self.last_order - self.first_order) as f64 / DAY_MS as f64;
         let big_t = (clock.max(self.last_order) - self.first_order) as f64 / DAY_MS as f64;
-        Some(model(cfg).p_alive(x, t_x, big_t))
+        Some(cfg.bgnbd().p_alive(x, t_x, big_t))
     }
 
     /// Evaluates every condition at `clock`.
@@ -439,7 +430,7 @@ impl Churn {
     pub fn crossing(&self, cfg: &EngineConfig, threshold: f64) -> Option<EventTime> {
         let x = f64::from(self.orders.checked_sub(1)?);
         let t_x = (self.last_order - self.first_order) as f64 / DAY_MS as f64;
-        let days = model(cfg).crossing_t(x, t_x, threshold)?;
+        let days = cfg.bgnbd().crossing_t(x, t_x, threshold)?;
         let guess = self.first_order as f64 + days * DAY_MS as f64;
         if !guess.is_finite() || guess.abs() > 1e17 {
             return None;

@@ -17,6 +17,7 @@ pub mod journey;
 pub mod lanes;
 pub mod list;
 pub mod survey;
+pub mod value;
 
 use serde::{Deserialize, Serialize};
 use thin_vec::ThinVec;

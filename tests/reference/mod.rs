@@ -685,6 +685,8 @@ impl Model {
                 self.orders_beyond_keep += 1;
             }
             out.push(ev(DerivedType::OrderAttributed, payload));
+            // 9. customer_value
+            out.push(ev(DerivedType::CustomerValue, customer_value(&cfg, c, now)));
         }
 
         // Timers this touchpoint sets or moves.
@@ -743,6 +745,8 @@ impl Model {
                     "last_order_at": orders.last(),
                     "last_activity_at": c.last_activity(),
                     "channels": channels,
+                    "predicted_clv": (!orders.is_empty()).then(|| clv(&self.cfg, c, at).1),
+                    "expected_orders": (!orders.is_empty()).then(|| clv(&self.cfg, c, at).0),
                 });
                 (c.id.clone(), row)
             })
@@ -819,6 +823,98 @@ fn engagement(cfg: &EngineConfig, c: &Customer) -> (f64, Value) {
     let raw = f64::max(raw * mult, 0.0);
     let score = 100.0 * (1.0 - (-raw / cfg.scale).exp());
     (score, json!(chans.into_iter().collect::<Vec<_>>()))
+}
+
+/// The customer's orders by event time (ties: arrival order).
+fn order_touches(c: &Customer) -> Vec<&Touch> {
+    let mut o: Vec<(usize, &Touch)> = c
+        .touches
+        .iter()
+        .enumerate()
+        .filter(|(_, t)| t.kind == TouchType::OrderPlaced)
+        .collect();
+    o.sort_by_key(|(i, t)| (t.t, *i));
+    o.into_iter().map(|(_, t)| t).collect()
+}
+
+/// SPEC 4 "Customer lifetime value" at `now`: (expected_orders,
+/// predicted_clv), from lifetimes' formulas as written: 2F1 summed as is
+/// (Euler's transformation only where that overflows), the Gamma-Gamma
+/// mean as a weighted average, and monthly differences of E.
+fn clv(cfg: &EngineConfig, c: &Customer, now: i64) -> (f64, f64) {
+    let orders = order_touches(c);
+    let first = orders[0].t;
+    let last = orders.iter().map(|t| t.t).max().expect("an order");
+    let x = (orders.len() - 1) as f64;
+    let t_x = (last - first) as f64 / DAY as f64;
+    let big_t = (now.max(last) - first) as f64 / DAY as f64;
+    let repeat: Vec<f64> = orders[1..].iter().filter_map(|t| t.value).collect();
+    let (p, q, v) = (cfg.gamma_gamma.p, cfg.gamma_gamma.q, cfg.gamma_gamma.v);
+    let population_mean = v * p / (q - 1.0);
+    let mean = if repeat.is_empty() {
+        population_mean
+    } else {
+        let xv = repeat.len() as f64;
+        let m = repeat.iter().sum::<f64>() / xv;
+        let w = p * xv / (p * xv + q - 1.0);
+        (1.0 - w) * population_mean + w * m
+    };
+    let (r, alpha, a, b) = (cfg.r, cfg.alpha, cfg.a, cfg.b);
+    let expected = |t: f64| -> f64 {
+        if t == 0.0 {
+            return 0.0;
+        }
+        let (aa, bb, cc) = (r + x, b + x, a + b + x - 1.0);
+        let z = t / (alpha + big_t + t);
+        let series = |a1: f64, b1: f64| {
+            let (mut sum, mut term, mut n) = (1.0f64, 1.0f64, 0.0);
+            while term.abs() > 1e-17 * sum.abs() && n < 1e6 {
+                term *= (a1 + n) * (b1 + n) / ((cc + n) * (n + 1.0)) * z;
+                sum += term;
+                n += 1.0;
+            }
+            sum
+        };
+        let mut ln_hyp = series(aa, bb).ln();
+        if !ln_hyp.is_finite() {
+            ln_hyp = series(cc - aa, cc - bb).ln() + (cc - aa - bb) * (1.0 - z).ln();
+        }
+        let first_term = (a + b + x - 1.0) / (a - 1.0);
+        let second = 1.0 - (ln_hyp + (r + x) * ((alpha + big_t) / (alpha + t + big_t)).ln()).exp();
+        let denominator = 1.0
+            + if x > 0.0 {
+                (a / (b + x - 1.0)) * ((alpha + big_t) / (alpha + t_x)).powf(r + x)
+            } else {
+                0.0
+            };
+        first_term * second / denominator
+    };
+    let mut value = 0.0;
+    for i in 1..=cfg.horizon_months {
+        let t = 30.0 * f64::from(i);
+        let n = expected(t) - expected(t - 30.0);
+        value += mean * n / (1.0 + cfg.monthly_discount).powf(f64::from(i));
+    }
+    (expected(30.0 * f64::from(cfg.horizon_months)), value)
+}
+
+/// The `customer_value` payload after an order, at the customer's clock.
+fn customer_value(cfg: &EngineConfig, c: &Customer, now: i64) -> Value {
+    let orders = order_touches(c);
+    let values: Vec<f64> = orders.iter().filter_map(|t| t.value).collect();
+    let total: f64 = values.iter().sum();
+    let currency = orders.iter().rev().find_map(|t| t.currency.clone());
+    let times: Vec<i64> = orders.iter().map(|t| t.t).collect();
+    let (expected_orders, predicted_clv) = clv(cfg, c, now);
+    json!({
+        "orders": orders.len(),
+        "total_spend": total,
+        "average_order_value": (!values.is_empty()).then(|| total / values.len() as f64),
+        "expected_orders": expected_orders,
+        "predicted_clv": predicted_clv,
+        "currency": currency,
+        "p_alive": p_alive(cfg, &times, now),
+    })
 }
 
 /// BG/NBD p_alive (SPEC 4 closed form); null without an order.
