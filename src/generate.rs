@@ -202,7 +202,7 @@ impl Iterator for Touchpoints {
         for (i, p) in self.parts.iter_mut().enumerate() {
             if let Some(e) = p.peek() {
                 let key = e.key();
-                if best.map_or(true, |(_, b)| key < b) {
+                if best.is_none_or(|(_, b)| key < b) {
                     best = Some((i, key));
                 }
             }
@@ -1550,7 +1550,7 @@ mod tests {
             max = max.max(tp.timestamp);
             // A customer's own touchpoints never go back in time.
             let prev = last.insert(tp.customer_id.as_str(), tp.timestamp);
-            assert!(prev.map_or(true, |p| p <= tp.timestamp), "{tp:?}");
+            assert!(prev.is_none_or(|p| p <= tp.timestamp), "{tp:?}");
         }
         assert!(late > 0, "some touchpoints should be out of order");
         let strict = generate(&GenConfig {
@@ -1650,7 +1650,7 @@ mod tests {
                 let prev = last_activity.get(cart).copied();
                 // Activity after an abandonment (a return to checkout) is
                 // a recovery attempt: count the first abandonment only.
-                if prev.map_or(true, |p| t.timestamp - p < HOUR_MS) {
+                if prev.is_none_or(|p| t.timestamp - p < HOUR_MS) {
                     last_activity.insert(cart, t.timestamp);
                 }
             }

@@ -329,3 +329,16 @@ fn generate_refuses_what_replay_would_reject() {
         assert!(out.stdout.is_empty(), "{args:?}");
     }
 }
+
+/// `run --log-format` takes `json` or `text` only (`yaml` ran the service
+/// with text logs before).
+#[test]
+fn an_unknown_log_format_is_refused() {
+    let out = bin()
+        .args(["run", "--log-format", "yaml"])
+        .output()
+        .expect("run touchstream");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("json") && err.contains("text"), "{err}");
+}

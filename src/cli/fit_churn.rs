@@ -95,7 +95,7 @@ fn gg_warning(gg: &Result<GammaGammaFit, crate::bgnbd::FitError>) -> Option<Stri
             "only {} repeat customers with valued orders: the Gamma-Gamma estimates are uncertain (at least {FEW_REPEAT_CUSTOMERS} are advisable)",
             g.customers
         )),
-        Ok(g) if !(g.correlation.abs() <= MAX_CORRELATION) => Some(format!(
+        Ok(g) if g.correlation.is_nan() || g.correlation.abs() > MAX_CORRELATION => Some(format!(
             "repeat purchases and mean order value correlate ({:.3}): the Gamma-Gamma model assumes they are independent, so predicted_clv is biased",
             g.correlation
         )),

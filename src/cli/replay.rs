@@ -4,20 +4,23 @@
 //!
 //! The whole file is one partition: one watermark, one engine. At the end
 //! the watermark stays where the data put it; nothing fires beyond it.
+//! Several files are the inputs of one task (SPEC 8), merged by event
+//! time, each decoded on its own thread.
 
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 use super::{parse_time_arg, wall_clock_ms, CliError};
 use crate::codec;
 use crate::codec::container::{ContainerError, Item};
 use crate::config::{Config, EngineConfig};
+use crate::engine::watermark::InputWatermarks;
 use crate::engine::{Engine, Outcome};
-use crate::model::DerivedEvent;
+use crate::model::{DerivedEvent, Touchpoint};
 use crate::validate::{validate, Clock, RawTouchpoint, RejectReason, Rejection};
 
 /// The example replayed when no file is given.
@@ -28,9 +31,11 @@ pub use super::FileFormat as Format;
 /// Options of `replay`.
 #[derive(Debug, clap::Args)]
 pub struct Opts {
-    /// JSON Lines or Avro object container file; `-` for stdin; without it,
-    /// the shipped example `examples/touchpoints.jsonl` (embedded).
-    pub input: Option<PathBuf>,
+    /// JSON Lines or Avro object container files; `-` for stdin; without
+    /// any, the shipped example `examples/touchpoints.jsonl` (embedded).
+    /// Several files are the inputs of one task, merged by event time
+    /// (SPEC 8): each has its own watermark and the task's is their minimum.
+    pub inputs: Vec<PathBuf>,
     /// Input format (detected from the file's first bytes when not given).
     #[arg(long, value_enum)]
     pub format: Option<Format>,
@@ -137,17 +142,45 @@ impl<'w, O: Write, E: Write> Replay<'w, O, E> {
         location: &str,
         decoded: Result<RawTouchpoint, Rejection>,
     ) -> io::Result<()> {
+        match self.check(location, decoded)? {
+            Some(tp) => self.offer(location, &tp, None),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a record and checks the rules of SPEC 2 that need no state;
+    /// a record that breaks one is reported here (`None`).
+    fn check(
+        &mut self,
+        location: &str,
+        decoded: Result<RawTouchpoint, Rejection>,
+    ) -> io::Result<Option<Touchpoint>> {
         self.summary.records += 1;
         let clock = Clock {
             now: self.clock.now(),
             max_future: self.max_future,
         };
-        let tp = match decoded.and_then(|raw| validate(raw, clock)) {
-            Ok(tp) => tp,
-            Err(r) => return self.reject(location, &r),
-        };
+        match decoded.and_then(|raw| validate(raw, clock)) {
+            Ok(tp) => Ok(Some(tp)),
+            Err(r) => self.reject(location, &r).map(|()| None),
+        }
+    }
+
+    /// Offers a valid touchpoint to the engine. `to` is the task's
+    /// watermark with it when the task has several inputs (see
+    /// [`InputWatermarks`]); `None` for a single input (SPEC 3).
+    fn offer(
+        &mut self,
+        location: &str,
+        tp: &Touchpoint,
+        to: Option<Option<i64>>,
+    ) -> io::Result<()> {
         let (t, wm) = (tp.timestamp, self.engine.watermark());
-        match self.engine.on_touchpoint(&tp, &mut self.buf) {
+        let outcome = match to {
+            None => self.engine.on_touchpoint(tp, &mut self.buf),
+            Some(to) => self.engine.on_touchpoint_to(tp, to, &mut self.buf),
+        };
+        match outcome {
             Outcome::Accepted { .. } => self.summary.accepted += 1,
             Outcome::Duplicate => self.summary.duplicates += 1,
             Outcome::TooLate => {
@@ -158,6 +191,11 @@ impl<'w, O: Write, E: Write> Replay<'w, O, E> {
                 );
                 self.reject(location, &Rejection::new(RejectReason::TooLate, msg))?;
             }
+        }
+        // With several inputs a record that changes no state still counts
+        // in its input's watermark (SPEC 8).
+        if let (Some(Some(to)), Outcome::Duplicate | Outcome::TooLate) = (to, outcome) {
+            self.engine.advance_watermark(to, &mut self.buf);
         }
         self.flush_events()
     }
@@ -209,32 +247,109 @@ impl<'w, O: Write, E: Write> Replay<'w, O, E> {
                 records,
                 message,
             } => {
-                let lost = records.unwrap_or(0);
-                n += lost;
-                self.summary.records += lost;
-                if records != Some(0) {
-                    *self
-                        .summary
-                        .rejected
-                        .entry(RejectReason::DecodeError)
-                        .or_default() += lost.max(1);
-                }
-                let what = match records {
-                    Some(0) => "no record lost".to_string(),
-                    Some(k) => format!("{k} records lost"),
-                    None => "records lost".to_string(),
-                };
-                writeln!(
-                    self.err,
-                    "block {block} (byte {offset}): {}: {message} ({what})",
-                    RejectReason::DecodeError
-                )
+                n += records.unwrap_or(0);
+                self.damaged("", block, offset, records, &message)
             }
         });
         result.map_err(|e| match e {
             ContainerError::Io(e) => e,
             other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
         })
+    }
+
+    /// Reports a damaged block of an Avro container (its records count as
+    /// read and as `decode_error`, unless the damage lost none).
+    fn damaged(
+        &mut self,
+        prefix: &str,
+        block: u64,
+        offset: u64,
+        records: Option<u64>,
+        message: &str,
+    ) -> io::Result<()> {
+        let lost = records.unwrap_or(0);
+        self.summary.records += lost;
+        if records != Some(0) {
+            *self
+                .summary
+                .rejected
+                .entry(RejectReason::DecodeError)
+                .or_default() += lost.max(1);
+        }
+        let what = match records {
+            Some(0) => "no record lost".to_string(),
+            Some(k) => format!("{k} records lost"),
+            None => "records lost".to_string(),
+        };
+        writeln!(
+            self.err,
+            "{prefix}block {block} (byte {offset}): {}: {message} ({what})",
+            RejectReason::DecodeError
+        )
+    }
+
+    /// Replays several inputs as the inputs of one task (SPEC 8): the next
+    /// record is the earliest among the inputs' next valid records (ties:
+    /// the input listed first); a record that breaks a stateless rule is
+    /// reported as soon as it is next on its input; each input has its own
+    /// watermark and the task's is their minimum; an ended input holds its
+    /// watermark, an empty one is left out. At the end the watermark is the
+    /// minimum over the inputs of their latest event time −
+    /// `max_out_of_orderness`: nothing fires beyond it.
+    pub fn merged(&mut self, inputs: Vec<(String, mpsc::Receiver<InputItem>)>) -> io::Result<()> {
+        let ooo = self.engine.config().max_out_of_orderness;
+        let mut marks = InputWatermarks::new(inputs.len(), ooo);
+        let mut heads: Vec<Option<(String, Touchpoint)>> = vec![None; inputs.len()];
+        for i in 0..inputs.len() {
+            heads[i] = self.next_valid(&inputs[i], i, &mut marks)?;
+        }
+        while let Some(i) = marks.next() {
+            let Some((location, tp)) = heads[i].take() else {
+                break;
+            };
+            let to = marks.task_watermark();
+            marks.deliver(i, tp.timestamp);
+            self.offer(&location, &tp, Some(to))?;
+            heads[i] = self.next_valid(&inputs[i], i, &mut marks)?;
+        }
+        if let Some(end) = marks.final_watermark() {
+            self.engine.advance_watermark(end, &mut self.buf);
+        }
+        self.flush_events()
+    }
+
+    /// Reads input `i` up to its next valid record (reporting what breaks a
+    /// stateless rule on the way) and makes it the input's head.
+    fn next_valid(
+        &mut self,
+        (name, rx): &(String, mpsc::Receiver<InputItem>),
+        i: usize,
+        marks: &mut InputWatermarks,
+    ) -> io::Result<Option<(String, Touchpoint)>> {
+        loop {
+            match rx.recv() {
+                Ok(InputItem::Record { location, decoded }) => {
+                    let location = format!("{name}: {location}");
+                    if let Some(tp) = self.check(&location, decoded)? {
+                        marks.set_head(i, Some(tp.timestamp));
+                        return Ok(Some((location, tp)));
+                    }
+                }
+                Ok(InputItem::Damaged {
+                    block,
+                    offset,
+                    records,
+                    message,
+                }) => self.damaged(&format!("{name}: "), block, offset, records, &message)?,
+                Ok(InputItem::Failed(e)) => {
+                    return Err(io::Error::new(e.kind(), format!("{name}: {e}")))
+                }
+                Err(mpsc::RecvError) => {
+                    marks.end(i);
+                    return Ok(None);
+                }
+            }
+        }
     }
 
     /// Ends the replay: the summary and the engine (for a snapshot).
@@ -244,6 +359,122 @@ impl<'w, O: Write, E: Write> Replay<'w, O, E> {
         self.summary.watermark = self.engine.watermark();
         Ok((self.summary, self.engine))
     }
+}
+
+/// What an input's reader thread hands the merge, in file order.
+// Nearly every item is a record: boxing it would cost an allocation each.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum InputItem {
+    /// A record, decoded or not, with its place in the file.
+    Record {
+        /// "line N" or "record N (block B)".
+        location: String,
+        /// The touchpoint, or why it does not decode.
+        decoded: Result<RawTouchpoint, Rejection>,
+    },
+    /// A damaged Avro container block (see [`codec::container::Item`]).
+    Damaged {
+        /// Block number.
+        block: u64,
+        /// Byte offset of the block.
+        offset: u64,
+        /// Records lost, if known.
+        records: Option<u64>,
+        /// What was wrong.
+        message: String,
+    },
+    /// The input cannot be read on (it ends here).
+    Failed(io::Error),
+}
+
+/// Records an input's thread reads ahead of the merge.
+const READ_AHEAD: usize = 4096;
+
+/// Opens an input (`-` is stdin) for reading.
+fn open(path: &std::path::Path) -> io::Result<Box<dyn BufRead + Send>> {
+    if path.as_os_str() == "-" {
+        return Ok(Box::new(BufReader::with_capacity(1 << 20, io::stdin())));
+    }
+    let f = File::open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot open {}: {e}", path.display())))?;
+    Ok(Box::new(BufReader::with_capacity(1 << 20, f)))
+}
+
+/// Decodes one input on its own thread, handing its items over a bounded
+/// channel; the thread ends when the input does or the merge stops.
+fn spawn_reader(path: PathBuf, format: Option<Format>) -> mpsc::Receiver<InputItem> {
+    let (tx, rx) = mpsc::sync_channel(READ_AHEAD);
+    std::thread::spawn(move || {
+        let send = |item| tx.send(item).map_err(|_| io::Error::other("merge stopped"));
+        let fed = (|| -> io::Result<()> {
+            let mut input = open(&path)?;
+            let format = match format {
+                Some(f) => f,
+                None => detect(input.fill_buf()?),
+            };
+            match format {
+                Format::Json => {
+                    let mut n = 0u64;
+                    for line in input.split(b'\n') {
+                        let line = line?;
+                        n += 1;
+                        let text = line.trim_ascii();
+                        if !text.is_empty() {
+                            send(InputItem::Record {
+                                location: format!("line {n}"),
+                                decoded: codec::json::decode(text),
+                            })?;
+                        }
+                    }
+                    Ok(())
+                }
+                Format::Avro => {
+                    let schema = codec::avro::touchpoint_schema().map_err(io::Error::other)?;
+                    let mut n = 0u64;
+                    let read = codec::container::read(input, &schema, |item| match item {
+                        Item::Record { block, result } => {
+                            n += 1;
+                            send(InputItem::Record {
+                                location: format!("record {n} (block {block})"),
+                                decoded: result,
+                            })
+                        }
+                        Item::Damaged {
+                            block,
+                            offset,
+                            records,
+                            message,
+                        } => {
+                            n += records.unwrap_or(0);
+                            send(InputItem::Damaged {
+                                block,
+                                offset,
+                                records,
+                                message,
+                            })
+                        }
+                    });
+                    read.map_err(|e| match e {
+                        ContainerError::Io(e) => e,
+                        other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
+                    })
+                }
+            }
+        })();
+        if let Err(e) = fed {
+            let _ = tx.send(InputItem::Failed(e));
+        }
+    });
+    rx
+}
+
+/// Whether stdin is a pipe or a file: data a user meant to replay.
+fn stdin_has_data() -> bool {
+    use std::os::unix::fs::FileTypeExt;
+    std::fs::metadata("/dev/stdin")
+        .map(|m| m.file_type().is_fifo() || m.file_type().is_file())
+        .unwrap_or(false)
 }
 
 fn detect(head: &[u8]) -> Format {
@@ -262,14 +493,25 @@ pub fn run(opts: Opts) -> Result<ExitCode, CliError> {
         Some(s) => WallClock::Fixed(parse_time_arg(s).map_err(CliError::Usage)?),
         None => WallClock::System,
     };
-    let mut input: Box<dyn BufRead> = match opts.input.as_deref() {
-        None => Box::new(EMBEDDED_EXAMPLE.as_bytes()),
-        Some(p) if p.as_os_str() == "-" => Box::new(BufReader::with_capacity(1 << 20, io::stdin())),
-        Some(p) => {
+    if opts.inputs.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
+        return Err(CliError::Usage("`-` (stdin) can be given once".into()));
+    }
+    if opts.inputs.is_empty() && stdin_has_data() {
+        return Err(CliError::Usage(
+            "stdin is a pipe or a file, but no input was named: pass `-` to replay stdin \
+             (without any input, replay replays the shipped example)"
+                .into(),
+        ));
+    }
+    let mut input: Box<dyn BufRead> = match opts.inputs.as_slice() {
+        [] => Box::new(EMBEDDED_EXAMPLE.as_bytes()),
+        [p] if p.as_os_str() == "-" => Box::new(BufReader::with_capacity(1 << 20, io::stdin())),
+        [p] => {
             let f = File::open(p)
                 .map_err(|e| CliError::io(format!("cannot open {}", p.display()), e))?;
             Box::new(BufReader::with_capacity(1 << 20, f))
         }
+        _ => Box::new(io::empty()),
     };
     let format = match opts.format {
         Some(f) => f,
@@ -295,9 +537,23 @@ pub fn run(opts: Opts) -> Result<ExitCode, CliError> {
     // for any Unix filter that ends the output and is not an error, unless
     // a snapshot was asked for, which then is not written.
     let closed = |e: &io::Error| e.kind() == io::ErrorKind::BrokenPipe && opts.snapshot.is_none();
-    let fed = match format {
-        Format::Json => replay.json_lines(input),
-        Format::Avro => replay.avro_file(input),
+    let fed = if opts.inputs.len() > 1 {
+        let inputs = opts
+            .inputs
+            .iter()
+            .map(|p| {
+                (
+                    p.display().to_string(),
+                    spawn_reader(p.clone(), opts.format),
+                )
+            })
+            .collect();
+        replay.merged(inputs)
+    } else {
+        match format {
+            Format::Json => replay.json_lines(input),
+            Format::Avro => replay.avro_file(input),
+        }
     };
     match fed {
         Err(e) if closed(&e) => return Ok(ExitCode::SUCCESS),

@@ -20,23 +20,34 @@ pub struct Opts {
     /// `TOUCHSTREAM_<SECTION>__<KEY>` environment variables.
     #[arg(long, value_name = "FILE", env = "TOUCHSTREAM_CONFIG")]
     pub config: Option<PathBuf>,
-    /// Log format: `json` (default when stderr is not a terminal) or `text`.
-    #[arg(long, value_name = "FORMAT")]
-    pub log_format: Option<String>,
+    /// Log format: `json` (default when stderr is not a terminal) or `text`
+    /// (colours only on a terminal).
+    #[arg(long, value_name = "FORMAT", value_enum)]
+    pub log_format: Option<LogFormat>,
+}
+
+/// How `run` writes its log lines.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// One JSON object per line.
+    Json,
+    /// Human-readable lines.
+    Text,
 }
 
 /// Sets up `tracing`: JSON in containers, human-readable on a terminal,
 /// filtered by `RUST_LOG` (default `info`).
-pub fn init_logging(format: Option<&str>) {
+pub fn init_logging(format: Option<LogFormat>) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let terminal = std::io::stderr().is_terminal();
     let json = match format {
-        Some("json") => true,
-        Some(_) => false,
-        None => !std::io::stderr().is_terminal(),
+        Some(f) => f == LogFormat::Json,
+        None => !terminal,
     };
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(terminal)
         .with_writer(std::io::stderr);
     let _ = if json {
         builder.json().try_init()
@@ -47,8 +58,14 @@ pub fn init_logging(format: Option<&str>) {
 
 /// Runs the command.
 pub fn run(opts: Opts) -> Result<ExitCode, CliError> {
-    init_logging(opts.log_format.as_deref());
+    init_logging(opts.log_format);
     let config = Config::load(opts.config.as_deref())?;
+    tracing::info!(
+        config = %opts.config.as_deref().map_or("<none: defaults and TOUCHSTREAM_* variables>".into(), |p| p.display().to_string()),
+        brokers = %config.kafka.brokers,
+        input_topics = ?config.kafka.input_topics,
+        "Starting."
+    );
     let metrics = Arc::new(Metrics::new());
     let health = Arc::new(Health::with_stall_timeout(
         config.http.stall_timeout.0.max(0) as u64,

@@ -470,6 +470,22 @@ impl Engine {
     /// change nothing; otherwise the timers the advanced watermark reaches
     /// fire first, then the touchpoint is applied.
     pub fn on_touchpoint(&mut self, tp: &Touchpoint, out: &mut Vec<DerivedEvent>) -> Outcome {
+        let to = self.watermark.after_event(tp.timestamp);
+        self.on_touchpoint_to(tp, Some(to), out)
+    }
+
+    /// Offers one validated touchpoint of a task with several inputs (SPEC
+    /// 8): as [`Engine::on_touchpoint`], but an accepted record moves the
+    /// watermark to `to`, the task's watermark with this record (`None`
+    /// while an input holds it), instead of its own time −
+    /// `max_out_of_orderness`. Late and too late are judged against the
+    /// watermark before it.
+    pub fn on_touchpoint_to(
+        &mut self,
+        tp: &Touchpoint,
+        to: Option<EventTime>,
+        out: &mut Vec<DerivedEvent>,
+    ) -> Outcome {
         let t = tp.timestamp;
         let h = hash_id(&tp.event_id);
         let known = self.store.find(&tp.customer_id);
@@ -488,9 +504,9 @@ impl Engine {
         }
         let late = self.watermark.is_late(t);
         let before = self.watermark.current();
-        let wm = self.watermark.observe(t);
+        let wm = self.watermark.observe_to(t, to);
         let evictions = self.stats.evicted;
-        if before != Some(wm) {
+        if let Some(wm) = wm.filter(|w| before != Some(*w)) {
             self.fire_until(wm, out);
         }
         // Timers may have evicted (and freed the slot of) this customer.
@@ -502,7 +518,7 @@ impl Engine {
         self.apply(tp, h, known, out);
         // A late record may set a timer the watermark has already reached
         // (e.g. a cart timer): it fires now, after the record.
-        if self.timers.peek_due().is_some_and(|d| d <= wm) {
+        if let Some(wm) = wm.filter(|w| self.timers.peek_due().is_some_and(|d| d <= *w)) {
             self.fire_until(wm, out);
         }
         self.stats.accepted += 1;

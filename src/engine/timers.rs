@@ -194,7 +194,7 @@ impl TimerQueue {
     /// is not): staged when it is a churn timer of a day not loaded yet.
     fn place(&mut self, t: &mut LazyTimer, target: TimerTarget) {
         let b = bucket(t.logical.due);
-        if target.kind == TimerKind::Churn && self.loaded.map_or(true, |l| b > l) {
+        if target.kind == TimerKind::Churn && self.loaded.is_none_or(|l| b > l) {
             let slots = self.staged.entry(b).or_default();
             if slots.len() == slots.capacity() {
                 slots.reserve_exact((slots.len() / 8).max(16));

@@ -1,7 +1,10 @@
-//! Per-partition event-time watermark (SPEC 3).
+//! Event-time watermarks (SPEC 3 and 8).
 //!
-//! watermark = max accepted event time − `max_out_of_orderness`; it never
-//! goes back, and the edge may push it further for an idle partition.
+//! [`Watermark`] is a task's: for one input, max accepted event time −
+//! `max_out_of_orderness`; it never goes back, and the edge may push it
+//! further for an idle partition. [`InputWatermarks`] is the SPEC 8 merge
+//! of several inputs: each input's watermark, the task's (their minimum),
+//! and which input's next record comes next.
 
 use serde::{Deserialize, Serialize};
 
@@ -63,11 +66,134 @@ impl Watermark {
         w
     }
 
+    /// Records an event of a task with several inputs: `to` is the task's
+    /// watermark with it (see [`InputWatermarks::task_watermark`]), `None`
+    /// while an input holds it where it is. Returns the new watermark.
+    pub fn observe_to(&mut self, t: EventTime, to: Option<EventTime>) -> Option<EventTime> {
+        self.max_event = Some(self.max_event.map_or(t, |m| m.max(t)));
+        if let Some(to) = to {
+            self.advance_to(to);
+        }
+        self.current
+    }
+
     /// Moves the watermark to `to` if that is later (idle partitions).
     pub fn advance_to(&mut self, to: EventTime) -> EventTime {
         let w = self.current.map_or(to, |c| c.max(to));
         self.current = Some(w);
         w
+    }
+}
+
+/// One input of a task, as the merge sees it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct InputMark {
+    /// Latest event time among the records it delivered that passed the
+    /// stateless rules of SPEC 2.
+    latest: Option<EventTime>,
+    /// Event time of its next such record, when one is waiting.
+    head: Option<EventTime>,
+    /// It has no more records (a file that ended).
+    ended: bool,
+}
+
+/// The inputs of one task (SPEC 8, "Time and order"): per input the
+/// latest event time delivered and the next record waiting, from which
+/// come the order of records (earliest next record first, ties to the
+/// input listed first) and the task's watermark.
+///
+/// Invariants: a record that fails a stateless rule never reaches this
+/// type (it is handled as soon as it is next on its input); the task's
+/// watermark is computed while the record being processed is still its
+/// input's head, so with in-order inputs it equals the watermark of one
+/// input holding all records merged by event time.
+///
+/// # Examples
+/// ```
+/// use touchstream::engine::watermark::InputWatermarks;
+/// let mut w = InputWatermarks::new(2, 5);
+/// w.set_head(0, Some(100));
+/// w.set_head(1, Some(40));
+/// assert_eq!(w.next(), Some(1));
+/// assert_eq!(w.task_watermark(), Some(35));
+/// w.deliver(1, 40);
+/// w.set_head(1, None);
+/// w.end(1);
+/// assert_eq!(w.task_watermark(), Some(35), "an ended input holds its watermark");
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputWatermarks {
+    out_of_orderness: i64,
+    inputs: Vec<InputMark>,
+}
+
+impl InputWatermarks {
+    /// `n` inputs that have delivered nothing.
+    pub fn new(n: usize, out_of_orderness: i64) -> Self {
+        InputWatermarks {
+            out_of_orderness,
+            inputs: vec![InputMark::default(); n],
+        }
+    }
+
+    /// Sets input `i`'s next record's event time (`None`: nothing waiting).
+    pub fn set_head(&mut self, i: usize, head: Option<EventTime>) {
+        if let Some(m) = self.inputs.get_mut(i) {
+            m.head = head;
+        }
+    }
+
+    /// Input `i` delivered a record at `t`.
+    pub fn deliver(&mut self, i: usize, t: EventTime) {
+        if let Some(m) = self.inputs.get_mut(i) {
+            m.latest = Some(m.latest.map_or(t, |l| l.max(t)));
+        }
+    }
+
+    /// Input `i` has no more records.
+    pub fn end(&mut self, i: usize) {
+        if let Some(m) = self.inputs.get_mut(i) {
+            m.ended = true;
+            m.head = None;
+        }
+    }
+
+    /// The input whose next record is the earliest (ties: the input listed
+    /// first); `None` when no record is waiting.
+    pub fn next(&self) -> Option<usize> {
+        self.inputs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, m)| m.head.map(|h| (h, i)))
+            .min()
+            .map(|(_, i)| i)
+    }
+
+    /// The task's watermark: the minimum over the inputs of their latest
+    /// event time (their next record included) − `max_out_of_orderness`.
+    /// An input that ended without a record is left out; one that has
+    /// neither delivered nor has a record waiting holds the watermark where
+    /// it is (`None`).
+    pub fn task_watermark(&self) -> Option<EventTime> {
+        let mut min: Option<EventTime> = None;
+        for m in &self.inputs {
+            match m.latest.max(m.head) {
+                Some(t) => min = Some(min.map_or(t, |x| x.min(t))),
+                None if m.ended => {}
+                None => return None,
+            }
+        }
+        min.map(|t| t.saturating_sub(self.out_of_orderness))
+    }
+
+    /// The final watermark once every input ended: the minimum over the
+    /// inputs of their latest event time − `max_out_of_orderness`.
+    pub fn final_watermark(&self) -> Option<EventTime> {
+        self.inputs
+            .iter()
+            .filter_map(|m| m.latest)
+            .min()
+            .map(|t| t.saturating_sub(self.out_of_orderness))
     }
 }
 
@@ -88,5 +214,23 @@ mod tests {
         assert_eq!(w.advance_to(90), 95);
         assert_eq!(w.advance_to(200), 200);
         assert_eq!(w.observe(201), 200);
+    }
+
+    #[test]
+    fn an_input_with_nothing_yet_holds_the_task_and_an_empty_one_is_left_out() {
+        let mut w = InputWatermarks::new(3, 0);
+        w.set_head(0, Some(10));
+        assert_eq!(w.task_watermark(), None, "inputs 1 and 2 hold it");
+        w.end(2);
+        w.set_head(1, Some(20));
+        assert_eq!(w.task_watermark(), Some(10));
+        assert_eq!(w.next(), Some(0));
+        w.set_head(1, Some(10));
+        assert_eq!(w.next(), Some(0), "ties go to the input listed first");
+        w.deliver(0, 10);
+        w.end(0);
+        w.deliver(1, 10);
+        w.end(1);
+        assert_eq!(w.final_watermark(), Some(10));
     }
 }

@@ -263,7 +263,7 @@ impl RestoreBuilder {
                 let Some((gen, state)) = s else { continue };
                 if gen > committed || self.marker.is_none() {
                     repairs.push(state_key(&self.topic, &id, (i + 1) as u8));
-                } else if best.as_ref().map_or(true, |(g, _)| gen > *g) {
+                } else if best.as_ref().is_none_or(|(g, _)| gen > *g) {
                     best = Some((gen, state));
                 }
             }

@@ -1505,7 +1505,7 @@ pub fn run(
     while !shutdown.load(Ordering::Relaxed) {
         let polled = consumer.poll(Duration::from_millis(100));
         let now = Instant::now();
-        let tick = polled.is_none() || last_tick.map_or(true, |t| now.duration_since(t) >= TICK);
+        let tick = polled.is_none() || last_tick.is_none_or(|t| now.duration_since(t) >= TICK);
         if tick {
             health.beat();
             last_tick = Some(now);

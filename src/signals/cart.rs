@@ -205,7 +205,7 @@ impl CartState {
             TouchType::CheckoutStarted => {
                 cart.eligible = true;
                 if let Some(value) = tp.value {
-                    if cart.checkout.map_or(true, |(ct, _)| t >= ct) {
+                    if cart.checkout.is_none_or(|(ct, _)| t >= ct) {
                         cart.checkout = Some((t, value));
                     }
                 }
@@ -213,7 +213,7 @@ impl CartState {
             _ => {}
         }
         if let Some(cur) = tp.currency.as_deref() {
-            if cart.currency.as_ref().map_or(true, |(ct, _)| t >= *ct) {
+            if cart.currency.as_ref().is_none_or(|(ct, _)| t >= *ct) {
                 cart.currency = Some((t, cur.into()));
             }
         }

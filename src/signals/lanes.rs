@@ -180,7 +180,7 @@ impl Lanes {
     pub fn insert_sorted(&mut self, lane: Lane, p: Packed) {
         let t = p.time();
         let entries = self.lane(lane);
-        let i = if entries.last().map_or(true, |l| l.time() <= t) {
+        let i = if entries.last().is_none_or(|l| l.time() <= t) {
             entries.len()
         } else {
             entries.partition_point(|x| x.time() <= t)

@@ -253,7 +253,7 @@ fn names(chs: impl IntoIterator<Item = Channel>) -> Value {
 fn latest_by_time<T: Copy>(items: impl IntoIterator<Item = (i64, T)>) -> Option<(i64, T)> {
     let mut best: Option<(i64, T)> = None;
     for (t, x) in items {
-        if best.map_or(true, |(bt, _)| t >= bt) {
+        if best.is_none_or(|(bt, _)| t >= bt) {
             best = Some((t, x));
         }
     }
