@@ -212,7 +212,14 @@ impl Default for KafkaConfig {
 #[serde(default, deny_unknown_fields)]
 pub struct SchemaRegistryConfig {
     /// Confluent-compatible registry URL; unset means "use `schemas/`".
+    /// Credentials in it (`http://user:pass@host`) are taken out and used
+    /// as `username`/`password`; they never reach a log line.
     pub url: Option<String>,
+    /// HTTP basic-auth user for the registry.
+    pub username: Option<String>,
+    /// HTTP basic-auth password; `file:PATH` reads it from a file (a
+    /// mounted Kubernetes Secret).
+    pub password: Option<String>,
     /// Without a registry: the schema id the shipped touchpoint schema is
     /// known under.
     pub touchpoint_schema_id: Option<u32>,

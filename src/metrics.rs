@@ -91,6 +91,9 @@ pub struct Metrics {
     pub kafka_errors: IntCounterVec,
     /// 1 when every assigned partition is restored.
     pub ready: IntGauge,
+    /// Assigned partitions waiting for the schema registry (all of them
+    /// while it is unreachable: one service loop).
+    pub partitions_waiting_on_registry: IntGauge,
     /// Partitions assigned to this instance.
     pub assigned_partitions: IntGauge,
     /// Timers fired.
@@ -264,6 +267,7 @@ impl Metrics {
             ),
             kafka_errors: counter_vec(&r, "touchstream_kafka_errors_total", "Kafka client errors, by kind.", &[KIND]),
             ready: gauge(&r, "touchstream_ready", "1 when every assigned partition is restored and consuming."),
+            partitions_waiting_on_registry: gauge(&r, "touchstream_partitions_waiting_on_registry", "Assigned partitions waiting for the schema registry to answer (every partition while it is unreachable; the instance is not ready meanwhile)."),
             assigned_partitions: gauge(&r, "touchstream_assigned_partitions", "Input partitions assigned to this instance."),
             timers_fired: counter(&r, "touchstream_timers_fired_total", "Event-time timers fired."),
             evicted: counter(&r, "touchstream_evicted_customers_total", "Customers evicted after state_ttl of event-time inactivity."),

@@ -145,11 +145,13 @@ fn run_e2e(test: &str, avro: bool) {
 }
 
 #[test]
+#[ignore = "needs a Kafka broker: scripts/test starts one and runs it"]
 fn json_input_outputs_equal_replay() {
     run_e2e("e2e-json", false);
 }
 
 #[test]
+#[ignore = "needs a Kafka broker: scripts/test starts one and runs it"]
 fn avro_input_outputs_equal_replay() {
     run_e2e("e2e-avro", true);
 }
@@ -158,6 +160,7 @@ fn avro_input_outputs_equal_replay() {
 /// decodes the outputs with the schemas in `schemas/` and sees what replay
 /// emits.
 #[test]
+#[ignore = "needs a Kafka broker: scripts/test starts one and runs it"]
 fn third_party_consumer_decodes_outputs() {
     let Some(b) = broker("e2e-python") else {
         return;

@@ -156,6 +156,7 @@ fn unsafe_free_sigterm(child: &Child) {
 }
 
 #[test]
+#[ignore = "needs a Kafka broker: scripts/test starts one and runs it"]
 fn plain_and_scram_over_tls_become_ready() {
     let Some((bootstrap, ca)) = sasl_broker() else {
         return;
@@ -183,6 +184,7 @@ fn plain_and_scram_over_tls_become_ready() {
 }
 
 #[test]
+#[ignore = "needs a Kafka broker: scripts/test starts one and runs it"]
 fn wrong_credentials_are_a_clear_error_and_not_ready_without_crash_or_leak() {
     let Some((bootstrap, ca)) = sasl_broker() else {
         return;

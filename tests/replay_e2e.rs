@@ -342,3 +342,23 @@ fn an_unknown_log_format_is_refused() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("json") && err.contains("text"), "{err}");
 }
+
+/// `generate --topic` with no broker answering fails within seconds,
+/// naming the brokers (it was silent for 78 s, then said only
+/// `OperationTimedOut`).
+#[test]
+fn generate_to_a_topic_without_a_broker_says_which_brokers_did_not_answer() {
+    let started = std::time::Instant::now();
+    let out = bin()
+        .args(["generate", "--customers", "1", "--days", "1"])
+        .args(["--topic", "nowhere", "--brokers", "127.0.0.1:1"])
+        .output()
+        .expect("run touchstream");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("127.0.0.1:1") && err.contains("no Kafka broker answered"),
+        "{err}"
+    );
+    assert!(started.elapsed() < std::time::Duration::from_secs(60));
+}

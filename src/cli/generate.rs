@@ -9,7 +9,7 @@
 //! replaced, so a consumer must still accept every one of them.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Write};
+use std::io::{self, BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -151,6 +151,12 @@ pub fn run(opts: Opts) -> Result<ExitCode, CliError> {
         return to_topic(&opts, &cfg, &topic);
     }
     let to_stdout = opts.output.as_os_str() == "-";
+    if to_stdout && opts.format == Format::Avro && io::stdout().is_terminal() {
+        return Err(CliError::Usage(
+            "binary Avro to a terminal: redirect it (`> touchpoints.avro`), use --output FILE, or --format json"
+                .into(),
+        ));
+    }
     let what = if to_stdout {
         "stdout".to_string()
     } else {
@@ -375,6 +381,9 @@ fn avro_header(schema_json: &str, marker: &[u8; 16]) -> Vec<u8> {
     h
 }
 
+/// How long `generate --topic` waits for a broker to answer at start.
+const BROKER_WAIT: std::time::Duration = std::time::Duration::from_secs(15);
+
 /// Produces generated records into a topic at a target rate.
 struct TopicSink {
     producer: rdkafka::producer::ThreadedProducer<rdkafka::producer::DefaultProducerContext>,
@@ -454,9 +463,28 @@ fn to_topic(opts: &Opts, cfg: &GenConfig, topic: &str) -> Result<ExitCode, CliEr
             .ok_or_else(|| CliError::Usage(format!("--client takes KEY=VALUE, got `{kv}`")))?;
         cc.set(k, v);
     }
-    let producer = cc
+    let producer: rdkafka::producer::ThreadedProducer<_> = cc
         .create()
         .map_err(|e| CliError::Usage(format!("cannot create a Kafka producer: {e}")))?;
+    // Say where the records go, and fail fast, naming the brokers, when
+    // none answers (librdkafka would otherwise retry for minutes in silence).
+    eprintln!(
+        "touchstream: producing to topic {topic} at {}",
+        opts.brokers
+    );
+    {
+        use rdkafka::producer::Producer;
+        producer
+            .client()
+            .fetch_metadata(Some(topic), BROKER_WAIT)
+            .map_err(|e| {
+                CliError::Usage(format!(
+                    "no Kafka broker answered at {} within {} s ({e}); start one (scripts/kafka start) or pass --brokers",
+                    opts.brokers,
+                    BROKER_WAIT.as_secs()
+                ))
+            })?;
+    }
     let mut sink = TopicSink {
         producer,
         topic: topic.to_string(),
@@ -465,7 +493,7 @@ fn to_topic(opts: &Opts, cfg: &GenConfig, topic: &str) -> Result<ExitCode, CliEr
         started: std::time::Instant::now(),
         sent: 0,
     };
-    let what = format!("topic {topic}");
+    let what = format!("topic {topic} at {}", opts.brokers);
     let written = match opts.format {
         Format::Json => write_json(cfg, opts.bad_fraction, &mut sink)
             .map_err(|e| CliError::io(what.clone(), e))?,

@@ -92,6 +92,14 @@ pub enum ServiceError {
     /// Topics are missing or misconfigured.
     #[error("topics: {0}")]
     Topics(String),
+    /// A secret named by `file:PATH` could not be read.
+    #[error("{key}: {message}")]
+    Secret {
+        /// The configuration key.
+        key: String,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 fn kafka(op: impl Into<String>) -> impl FnOnce(KafkaError) -> ServiceError {
@@ -199,6 +207,12 @@ struct Worker {
     dlq_limit: usize,
     fatal: Option<ServiceError>,
     buf: Vec<DerivedEvent>,
+    /// Set by SIGTERM/SIGINT: checked while waiting on a dependency too.
+    shutdown: Arc<AtomicBool>,
+    /// The loop waits on the schema registry.
+    registry_waiting: bool,
+    /// Readiness before the registry wait began.
+    ready_before_registry: bool,
 }
 
 struct ConsumerCtx {
@@ -509,15 +523,23 @@ fn resolve_secrets(cfg: &mut Config) -> Result<(), ServiceError> {
         ("producer", &mut k.producer),
     ] {
         for (k, v) in map.iter_mut() {
-            if let Some(path) = v.strip_prefix("file:") {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    ServiceError::Topics(format!(
-                        "kafka.{section}.{k}: cannot read secret file {path}: {e}"
-                    ))
-                })?;
-                *v = text.trim_end_matches(['\n', '\r']).to_string();
-            }
+            read_secret(&format!("kafka.{section}.{k}"), v)?;
         }
+    }
+    if let Some(v) = &mut cfg.schema_registry.password {
+        read_secret("schema_registry.password", v)?;
+    }
+    Ok(())
+}
+
+/// Replaces a `file:PATH` value by the file's text (trailing newline cut).
+fn read_secret(key: &str, v: &mut String) -> Result<(), ServiceError> {
+    if let Some(path) = v.strip_prefix("file:") {
+        let text = std::fs::read_to_string(path).map_err(|e| ServiceError::Secret {
+            key: key.to_string(),
+            message: format!("cannot read secret file {path}: {e}"),
+        })?;
+        *v = text.trim_end_matches(['\n', '\r']).to_string();
     }
     Ok(())
 }
@@ -635,7 +657,7 @@ impl Worker {
             match rc.fetch_watermarks(&cl_topic, cl_partition, TIMEOUT) {
                 Ok(w) => break w,
                 Err(e) if Instant::now() < deadline => {
-                    warn!(%e, topic, partition, "Changelog not available yet; retrying.");
+                    warn!(%e, changelog = %cl_topic, changelog_partition = cl_partition, input_topic = topic, input_partition = partition, "Changelog not available yet; retrying.");
                     std::thread::sleep(Duration::from_millis(500));
                 }
                 Err(e) => {
@@ -871,16 +893,25 @@ impl Worker {
                 Ok(raw) => break Ok(raw),
                 Err(Ok(rejection)) => break Err(rejection),
                 Err(Err(e)) => {
-                    // The registry is unreachable: retry, never reject good data.
+                    // The registry is unreachable: retry, never reject good
+                    // data. Every partition waits (one service loop): not
+                    // ready meanwhile, still live, and a stop request is
+                    // honoured at once (the record is read again after the
+                    // restart: its offset is not committed).
                     self.metrics
                         .kafka_errors
                         .with_label_values(&["schema_registry"])
                         .inc();
-                    warn!(%e, "Schema registry unavailable; retrying.");
-                    std::thread::sleep(Duration::from_secs(1));
+                    warn!(%e, "Schema registry unavailable; every partition waits for it (not ready); retrying.");
+                    if !self.wait_for_registry() {
+                        return Ok(());
+                    }
                 }
             }
         };
+        if self.registry_waiting {
+            self.registry_back();
+        }
         let clock = Clock {
             now: crate::cli::wall_clock_ms(),
             max_future: self.cfg.time.max_future.0,
@@ -925,6 +956,39 @@ impl Worker {
             }
         }
         Ok(())
+    }
+
+    /// Waits a second for the registry to come back, marking the instance
+    /// not ready and counting the waiting partitions; false when a stop
+    /// was requested meanwhile.
+    fn wait_for_registry(&mut self) -> bool {
+        if !self.registry_waiting {
+            self.registry_waiting = true;
+            self.ready_before_registry = self.health.ready.load(Ordering::Relaxed);
+        }
+        self.health.ready.store(false, Ordering::Relaxed);
+        self.metrics.ready.set(0);
+        self.metrics
+            .partitions_waiting_on_registry
+            .set(self.tasks.len() as i64);
+        for _ in 0..10 {
+            self.health.beat();
+            if self.shutdown.load(Ordering::Relaxed) {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        !self.shutdown.load(Ordering::Relaxed)
+    }
+
+    /// The registry answered again: readiness as it was before the wait.
+    fn registry_back(&mut self) {
+        self.registry_waiting = false;
+        self.metrics.partitions_waiting_on_registry.set(0);
+        let ready = self.ready_before_registry && self.fatal.is_none();
+        self.health.ready.store(ready, Ordering::Relaxed);
+        self.metrics.ready.set(i64::from(ready));
+        info!("Schema registry answers again; processing resumed.");
     }
 
     /// Idle partitions follow the wall clock (SPEC 3).
@@ -1451,7 +1515,13 @@ pub fn run(
                 },
             ) => return Err(e),
             Err(e) => {
-                error!(error = %e, retry_in_s = backoff.as_secs(), "Cannot start; not ready. Check kafka.brokers, credentials and topics.");
+                let check = match e {
+                    ServiceError::Registry(_) => {
+                        "Check schema_registry (URL, credentials) and the registry's answer above."
+                    }
+                    _ => "Check kafka.brokers, credentials and topics.",
+                };
+                error!(error = %e, retry_in_s = backoff.as_secs(), "Cannot start; not ready. {check}");
                 let until = Instant::now() + backoff;
                 while Instant::now() < until && !shutdown.load(Ordering::Relaxed) {
                     std::thread::sleep(Duration::from_millis(100));
@@ -1483,6 +1553,9 @@ pub fn run(
         dlq_limit: dlq_limit(&cfg, topics.dlq_max_bytes),
         fatal: None,
         buf: Vec::new(),
+        shutdown: shutdown.clone(),
+        registry_waiting: false,
+        ready_before_registry: false,
     }));
 
     let cc = group_consumer_config(&cfg);
