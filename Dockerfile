@@ -1,5 +1,3 @@
-# syntax=docker/dockerfile:1
-#
 # touchstream container image: a Rust build stage and a small Debian runtime.
 #
 #   docker build -t touchstream:0.1.0 .
@@ -10,6 +8,24 @@
 # In Kubernetes the configuration comes from the ConfigMap mounted at
 # /etc/touchstream (k8s/); the file baked in below is an empty default (every
 # key at its default, overridable by TOUCHSTREAM_<SECTION>__<KEY> variables).
+#
+# Without the Rust image (offline, or a binary built elsewhere): the target
+# `runtime-prebuilt` takes `touchstream` from the root of the build context
+# instead of the build stage, which is then skipped (BuildKit, buildah):
+#
+#   mkdir ctx && cp target/release/touchstream ctx/
+#   docker build --target runtime-prebuilt -f Dockerfile -t touchstream ctx
+#
+# (The binary must link the runtime's glibc and OpenSSL 3: build it on
+# Debian bookworm. The repository's .dockerignore admits no binary, hence the
+# separate context.) scripts/container-test builds it that way with podman
+# on a local Debian base (RUNTIME_IMAGE); see docs/container.md.
+#
+# No `# syntax=` line: BuildKit always pulls the frontend image such a line
+# names (docker/dockerfile), which fails offline, and its built-in Dockerfile
+# frontend (Docker 20.10 and later; the default builder since 23.0) already
+# has everything used here, `RUN --mount=type=cache` included (syntax 1.2).
+# buildah/podman ignore the line anyway.
 
 ARG RUST_IMAGE=rust:1-bookworm
 ARG RUNTIME_IMAGE=debian:bookworm-slim
@@ -42,7 +58,8 @@ RUN --mount=type=cache,target=/usr/local/cargo/registry \
  && /out/touchstream --version
 
 # ---------------------------------------------------------------- runtime
-FROM ${RUNTIME_IMAGE}
+# Everything of the runtime image but the binary; the two stages below add it.
+FROM ${RUNTIME_IMAGE} AS runtime-base
 # ca-certificates: TLS to Kafka and the schema registry with public or
 # mounted CAs; libssl3: OpenSSL for librdkafka and native-tls.
 RUN apt-get update \
@@ -58,7 +75,6 @@ RUN apt-get update \
       '# Mount your own at /etc/touchstream/touchstream.toml (k8s/touchstream.toml)' \
       '# or override keys with TOUCHSTREAM_<SECTION>__<KEY> variables.' \
       > /etc/touchstream/touchstream.toml
-COPY --from=build /out/touchstream /usr/local/bin/touchstream
 USER 10001:10001
 EXPOSE 9464
 # SIGTERM drains: final checkpoint, leave the consumer group, exit 0
@@ -71,3 +87,13 @@ CMD ["run", "--config", "/etc/touchstream/touchstream.toml"]
 LABEL org.opencontainers.image.title="touchstream" \
       org.opencontainers.image.description="Omnichannel customer touchpoints in, live per-customer signals out: a stateful event-time engine on Kafka." \
       org.opencontainers.image.licenses="Apache-2.0"
+
+# ------------------------------------------------------- runtime-prebuilt
+# `--target runtime-prebuilt`: the binary from the build context (see the top).
+FROM runtime-base AS runtime-prebuilt
+COPY touchstream /usr/local/bin/touchstream
+
+# ---------------------------------------------------------------- runtime
+# The default target (the last stage): the binary of the build stage.
+FROM runtime-base AS runtime
+COPY --from=build /out/touchstream /usr/local/bin/touchstream
