@@ -1,0 +1,229 @@
+//! The Kafka clients' configuration: the shared settings, the role
+//! sections (`[kafka.client]`, `.consumer`, `.producer`), secrets read from
+//! files, the instance id, and the client contexts that log and count.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// Producer callbacks: delivery failures are fatal (the next checkpoint
+/// would otherwise commit offsets past a lost record).
+pub(super) struct ProducerCtx {
+    pub(super) metrics: Arc<Metrics>,
+    pub(super) failure: Mutex<Option<String>>,
+}
+
+impl ClientContext for ProducerCtx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.metrics
+            .kafka_errors
+            .with_label_values(&[kind_of(&error)])
+            .inc();
+        warn!(%error, reason, "Kafka producer error.");
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        forward_log(level, fac, log_message);
+    }
+}
+
+impl ProducerContext for ProducerCtx {
+    type DeliveryOpaque = ();
+    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+        if let Err((e, msg)) = result {
+            self.metrics
+                .kafka_errors
+                .with_label_values(&["delivery"])
+                .inc();
+            let text = format!("{} to {}[{}]: {e}", "record", msg.topic(), msg.partition());
+            if let Ok(mut f) = self.failure.lock() {
+                f.get_or_insert(text);
+            }
+        }
+    }
+}
+
+pub(super) fn client_config(cfg: &Config) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    // librdkafka's own warnings (authentication, TLS, unreachable brokers)
+    // reach our logs through the contexts' `log`.
+    c.set_log_level(RDKafkaLogLevel::Warning);
+    c.set("bootstrap.servers", &cfg.kafka.brokers);
+    apply_client(&mut c, cfg, Role::Any);
+    c
+}
+
+/// Which client a configuration is for: `[kafka.consumer]` and
+/// `[kafka.producer]` apply on top of `[kafka.client]` to their own only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Role {
+    Any,
+    Consumer,
+    Producer,
+}
+
+/// Settings the delivery guarantees depend on: `[kafka.client]` cannot
+/// override them.
+pub(super) const PROTECTED: [&str; 6] = [
+    "enable.auto.commit",
+    "enable.auto.offset.store",
+    "group.id",
+    "transactional.id",
+    "enable.idempotence",
+    "isolation.level",
+];
+
+/// Applies `[kafka.client]` on top of touchstream's defaults (so users can
+/// tune e.g. `linger.ms` or `statistics.interval.ms`), except [`PROTECTED`] keys.
+pub(super) fn apply_client(c: &mut ClientConfig, cfg: &Config, role: Role) {
+    let (section, extra) = match role {
+        Role::Any => ("client", &cfg.kafka.client),
+        Role::Consumer => ("consumer", &cfg.kafka.consumer),
+        Role::Producer => ("producer", &cfg.kafka.producer),
+    };
+    let shared = (role != Role::Any).then_some(&cfg.kafka.client);
+    for (k, v) in shared.into_iter().flatten().chain(extra) {
+        if PROTECTED.contains(&k.as_str()) {
+            warn!(
+                key = k.as_str(),
+                section, "kafka setting ignored: touchstream's delivery guarantees depend on it."
+            );
+        } else {
+            c.set(k, v);
+        }
+    }
+}
+
+/// The group consumer's settings: touchstream's defaults, then
+/// `[kafka.client]` and `[kafka.consumer]`.
+pub(super) fn group_consumer_config(cfg: &Config) -> ClientConfig {
+    let mut cc = client_config(cfg);
+    cc.set("group.id", &cfg.kafka.group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", &cfg.kafka.auto_offset_reset)
+        .set("isolation.level", "read_committed")
+        .set("statistics.interval.ms", "5000");
+    let protocol = cfg
+        .kafka
+        .consumer
+        .get("group.protocol")
+        .or_else(|| cfg.kafka.client.get("group.protocol"));
+    // With the broker-side protocol (`group.protocol = "consumer"`) the
+    // broker owns the session timeout and the assignor.
+    if !protocol.is_some_and(|p| p.eq_ignore_ascii_case("consumer")) {
+        // A member that dies (kill -9, a lost node) holds its partitions
+        // until its session expires: 10 s rather than librdkafka's 45 s.
+        // Heartbeats come from librdkafka's own thread, so a long batch or
+        // restore does not expire it (`max.poll.interval.ms` covers those).
+        cc.set("session.timeout.ms", DEFAULT_SESSION_TIMEOUT_MS);
+        cc.set("partition.assignment.strategy", "cooperative-sticky");
+    }
+    apply_client(&mut cc, cfg, Role::Consumer);
+    cc
+}
+
+/// The group consumer's `session.timeout.ms` unless configured.
+pub(super) const DEFAULT_SESSION_TIMEOUT_MS: &str = "10000";
+
+/// The producer's `message.max.bytes` unless configured, and the
+/// `max.message.bytes` of the topics touchstream creates: 8 MiB, well above
+/// the broker's default 1 MiB input records, so that a dead letter (the
+/// record plus headers), a derived event or a changelog state carrying
+/// large ids from a near-limit input record still fits.
+pub(super) const DEFAULT_MESSAGE_MAX_BYTES: usize = 8 * 1024 * 1024;
+
+pub(super) const MAX_MESSAGE_BYTES_STR: &str = "8396800"; // 8 MiB + 8 KiB of record overhead
+
+/// Reads a `[kafka.client]` (or `.consumer`, `.producer`) secret from a
+/// file when given as `file:PATH` (so secrets can come from mounted
+/// Kubernetes Secrets).
+pub(super) fn resolve_secrets(cfg: &mut Config) -> Result<(), ServiceError> {
+    let k = &mut cfg.kafka;
+    for (section, map) in [
+        ("client", &mut k.client),
+        ("consumer", &mut k.consumer),
+        ("producer", &mut k.producer),
+    ] {
+        for (k, v) in map.iter_mut() {
+            read_secret(&format!("kafka.{section}.{k}"), v)?;
+        }
+    }
+    if let Some(v) = &mut cfg.schema_registry.password {
+        read_secret("schema_registry.password", v)?;
+    }
+    Ok(())
+}
+
+/// Replaces a `file:PATH` value by the file's text (trailing newline cut).
+pub(super) fn read_secret(key: &str, v: &mut String) -> Result<(), ServiceError> {
+    if let Some(path) = v.strip_prefix("file:") {
+        let text = std::fs::read_to_string(path).map_err(|e| ServiceError::Secret {
+            key: key.to_string(),
+            message: format!("cannot read secret file {path}: {e}"),
+        })?;
+        *v = text.trim_end_matches(['\n', '\r']).to_string();
+    }
+    Ok(())
+}
+
+/// The instance id: `kafka.instance_id`, else the host name and the HTTP
+/// port (`<host>-<port>`): stable across restarts of one instance (whose
+/// transactional id then fences its own zombie at once), and different for
+/// instances that share a host, which each need their own port. The host
+/// name is `HOSTNAME`, else the kernel's, else "touchstream".
+pub fn instance_id(cfg: &Config) -> String {
+    if let Some(id) = &cfg.kafka.instance_id {
+        return id.clone();
+    }
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "touchstream".into());
+    default_instance_id(&host, &cfg.http.listen, std::process::id())
+}
+
+/// `<host>-<port>`; with port 0 (any free port) the process id stands in.
+pub(super) fn default_instance_id(host: &str, listen: &str, pid: u32) -> String {
+    match listen.rsplit(':').next().map(str::trim) {
+        Some(port) if !port.is_empty() && port != "0" => format!("{host}-{port}"),
+        _ => format!("{host}-pid{pid}"),
+    }
+}
+
+/// Startup clients report connection and authentication problems as
+/// warnings (librdkafka retries them itself) and count them.
+pub(super) struct StartupCtx {
+    pub(super) metrics: Arc<Metrics>,
+}
+
+impl ClientContext for StartupCtx {
+    fn error(&self, error: KafkaError, reason: &str) {
+        self.metrics
+            .kafka_errors
+            .with_label_values(&[kind_of(&error)])
+            .inc();
+        warn!(%error, reason, "Kafka client error during startup.");
+    }
+
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        forward_log(level, fac, log_message);
+    }
+}
+
+/// librdkafka's own log lines, at their level, through `tracing`.
+pub(super) fn forward_log(level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+    match level {
+        RDKafkaLogLevel::Emerg
+        | RDKafkaLogLevel::Alert
+        | RDKafkaLogLevel::Critical
+        | RDKafkaLogLevel::Error => {
+            error!(facility = fac, "librdkafka: {log_message}")
+        }
+        RDKafkaLogLevel::Warning => warn!(facility = fac, "librdkafka: {log_message}"),
+        _ => tracing::debug!(facility = fac, "librdkafka: {log_message}"),
+    }
+}
+
+impl ConsumerContext for StartupCtx {}

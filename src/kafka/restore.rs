@@ -1,0 +1,131 @@
+//! Restoring a partition from the changelog before it is consumed: read
+//! the changelog partition to its end, rebuild the engine from the last
+//! complete checkpoint, and resume at the offset its marker covers.
+
+#[allow(unused_imports)]
+use super::*;
+
+impl Worker {
+    /// Restores a partition; returns the offset to resume at (None: the
+    /// group's committed offset or `auto_offset_reset`).
+    pub(super) fn restore(
+        &mut self,
+        topic: &str,
+        partition: i32,
+    ) -> Result<Option<i64>, ServiceError> {
+        let started = Instant::now();
+        let restore_err = |message: String| ServiceError::Restore {
+            topic: topic.to_string(),
+            partition,
+            message,
+        };
+        let cl_topic = self.cfg.kafka.changelog_topic.clone();
+        let cl_partition = partition % self.changelog_partitions.max(1);
+        let mut cc = client_config(&self.cfg);
+        cc.set("group.id", format!("{}-restore", self.cfg.kafka.group_id))
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "false")
+            .set("isolation.level", "read_committed");
+        apply_client(&mut cc, &self.cfg, Role::Consumer);
+        // The restore consumer reads by assignment and never joins the
+        // group: a static member id meant for the group consumer must not
+        // reach it.
+        cc.remove("group.instance.id");
+        let rc: BaseConsumer = cc.create().map_err(kafka("create restore consumer"))?;
+        // A changelog created a moment ago may not have a leader yet: retry.
+        let deadline = started + self.cfg.kafka.restore_timeout.as_duration();
+        let (low, high) = loop {
+            match rc.fetch_watermarks(&cl_topic, cl_partition, TIMEOUT) {
+                Ok(w) => break w,
+                Err(e) if Instant::now() < deadline => {
+                    warn!(%e, changelog = %cl_topic, changelog_partition = cl_partition, input_topic = topic, input_partition = partition, "Changelog not available yet; retrying.");
+                    std::thread::sleep(Duration::from_millis(500));
+                }
+                Err(e) => {
+                    return Err(ServiceError::Kafka {
+                        op: "changelog watermarks".into(),
+                        source: e,
+                    })
+                }
+            }
+        };
+        let mut builder = RestoreBuilder::new(topic);
+        if high > low {
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&cl_topic, cl_partition, Offset::Beginning)
+                .map_err(kafka("restore assignment"))?;
+            rc.assign(&tpl).map_err(kafka("assign changelog"))?;
+            loop {
+                self.health.beat();
+                match rc.poll(Duration::from_millis(200)) {
+                    Some(Ok(m)) => {
+                        builder
+                            .push(m.key().unwrap_or_default(), m.payload(), m.offset())
+                            .map_err(|e| restore_err(e.to_string()))?;
+                        if m.offset() >= high - 1 {
+                            break;
+                        }
+                    }
+                    Some(Err(e)) => warn!(%e, "Changelog read error during restore."),
+                    None => {
+                        let pos = rc.position().ok().and_then(|p| {
+                            p.find_partition(&cl_topic, cl_partition)
+                                .and_then(|e| e.offset().to_raw())
+                        });
+                        if pos.is_some_and(|p| p >= high) {
+                            break;
+                        }
+                    }
+                }
+                if Instant::now() > deadline {
+                    return Err(restore_err(format!(
+                        "not done after {:?}",
+                        self.cfg.kafka.restore_timeout.as_duration()
+                    )));
+                }
+            }
+        }
+        let restored = builder.finish();
+        let customers = restored.customers.len();
+        let (mut engine, offset, marker) = match restored.marker {
+            Some(m) => (
+                Engine::restore(self.engine_cfg.clone(), m.meta, restored.customers),
+                Some(m.offset),
+                Some((m.offset, m.meta)),
+            ),
+            None => (Engine::new(self.engine_cfg.clone()), None, None),
+        };
+        engine.collect_kpis(true);
+        let span = tracing::info_span!("partition", topic, partition);
+        let task = Task {
+            topic: Arc::from(topic),
+            partition,
+            engine,
+            next_offset: offset,
+            marker,
+            gen: restored.next_gen,
+            repairs: restored.repairs,
+            last_input: Instant::now(),
+            consumed: self.metrics.records_consumed.with_label_values(&[topic]),
+            span,
+            evicted_pending: Vec::new(),
+            evicted_committed: Vec::new(),
+        };
+        self.metrics
+            .restore_duration
+            .observe(started.elapsed().as_secs_f64());
+        self.metrics.restored_customers.inc_by(customers as u64);
+        info!(
+            topic,
+            partition,
+            customers,
+            records = restored.records,
+            resume_offset = ?offset,
+            seconds = started.elapsed().as_secs_f64(),
+            "Partition restored."
+        );
+        self.tasks.insert((Arc::from(topic), partition), task);
+        self.update_gauges();
+        Ok(offset)
+    }
+}

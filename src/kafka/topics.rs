@@ -1,0 +1,191 @@
+//! The topics the service needs: created when missing (outputs, dead
+//! letters, changelog), checked when made by hand, and waited for until
+//! their partitions have leaders.
+
+#[allow(unused_imports)]
+use super::*;
+
+pub(super) const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What startup learns of the topics.
+pub(super) struct TopicFacts {
+    pub(super) changelog_partitions: i32,
+    /// The dead-letter topic's `max.message.bytes`, when it could be read.
+    pub(super) dlq_max_bytes: Option<usize>,
+}
+
+pub(super) fn ensure_topics(
+    cfg: &Config,
+    rt: &tokio::runtime::Handle,
+    metrics: &Arc<Metrics>,
+) -> Result<TopicFacts, ServiceError> {
+    let ctx = StartupCtx {
+        metrics: metrics.clone(),
+    };
+    let meta_client: BaseConsumer<StartupCtx> = client_config(cfg)
+        .create_with_context(ctx)
+        .map_err(kafka("create metadata client"))?;
+    let mut partitions = 0;
+    for t in &cfg.kafka.input_topics {
+        let md = match meta_client.fetch_metadata(Some(t), STARTUP_TIMEOUT) {
+            Ok(md) => md,
+            Err(e) => {
+                // Serve queued client events so that the reason (e.g. an
+                // authentication failure) is logged by the context.
+                let _ = meta_client.poll(Duration::from_millis(200));
+                return Err(ServiceError::Kafka {
+                    op: "fetch metadata".into(),
+                    source: e,
+                });
+            }
+        };
+        let n = md.topics().first().map_or(0, |t| t.partitions().len()) as i32;
+        if n == 0 {
+            return Err(ServiceError::Topics(format!(
+                "input topic `{t}` does not exist"
+            )));
+        }
+        partitions = partitions.max(n);
+    }
+    let cl = meta_client
+        .fetch_metadata(Some(&cfg.kafka.changelog_topic), STARTUP_TIMEOUT)
+        .map_err(kafka("fetch metadata"))?;
+    let cl_partitions = cl.topics().first().map_or(0, |t| t.partitions().len()) as i32;
+    let admin: AdminClient<DefaultClientContext> = client_config(cfg)
+        .create()
+        .map_err(kafka("create admin client"))?;
+    if !cfg.kafka.create_topics {
+        if cl_partitions == 0 {
+            return Err(ServiceError::Topics(format!(
+                "changelog topic `{}` does not exist",
+                cfg.kafka.changelog_topic
+            )));
+        }
+        return check_topics(cfg, rt, &admin, partitions, cl_partitions);
+    }
+    let rf = cfg.kafka.replication_factor;
+    let mut names: Vec<String> = DerivedType::ALL
+        .iter()
+        .map(|t| output_topic(cfg, *t))
+        .collect();
+    names.push(cfg.kafka.dlq_topic.clone());
+    let mut new: Vec<NewTopic<'_>> = names
+        .iter()
+        .map(|n| {
+            NewTopic::new(n, partitions, TopicReplication::Fixed(rf))
+                .set("max.message.bytes", MAX_MESSAGE_BYTES_STR)
+        })
+        .collect();
+    if cl_partitions == 0 {
+        new.push(
+            NewTopic::new(
+                &cfg.kafka.changelog_topic,
+                partitions,
+                TopicReplication::Fixed(rf),
+            )
+            .set("cleanup.policy", "compact")
+            .set("max.message.bytes", MAX_MESSAGE_BYTES_STR),
+        );
+    }
+    let results = rt
+        .block_on(admin.create_topics(&new, &AdminOptions::new().operation_timeout(Some(TIMEOUT))))
+        .map_err(kafka("create topics"))?;
+    for r in results {
+        if let Err((name, code)) = r {
+            if code != RDKafkaErrorCode::TopicAlreadyExists {
+                return Err(ServiceError::Topics(format!(
+                    "cannot create `{name}`: {code}"
+                )));
+            }
+        }
+    }
+    let n = if cl_partitions == 0 {
+        partitions
+    } else {
+        cl_partitions
+    };
+    wait_for_leaders(&meta_client, &cfg.kafka.changelog_topic, n);
+    check_topics(cfg, rt, &admin, partitions, n)
+}
+
+/// Refuses a changelog that cannot hold the state (fewer partitions than
+/// the input: each input partition's state and checkpoint markers need a
+/// changelog partition of their own; not compacted: quiet customers'
+/// state would expire) and reads the dead-letter topic's size limit.
+pub(super) fn check_topics(
+    cfg: &Config,
+    rt: &tokio::runtime::Handle,
+    admin: &AdminClient<DefaultClientContext>,
+    input_partitions: i32,
+    changelog_partitions: i32,
+) -> Result<TopicFacts, ServiceError> {
+    let changelog = cfg.kafka.changelog_topic.as_str();
+    if changelog_partitions < input_partitions {
+        return Err(ServiceError::Topics(format!(
+            "changelog topic `{changelog}` has {changelog_partitions} partitions and the input \
+             {input_partitions}: each input partition needs its own (add partitions to the \
+             changelog, e.g. `kafka-topics --alter --partitions {input_partitions}`)"
+        )));
+    }
+    let resources = [
+        ResourceSpecifier::Topic(changelog),
+        ResourceSpecifier::Topic(&cfg.kafka.dlq_topic),
+    ];
+    let described = rt.block_on(admin.describe_configs(
+        &resources,
+        &AdminOptions::new().request_timeout(Some(TIMEOUT)),
+    ));
+    let configs = match described {
+        Ok(results) => results.into_iter().map(Result::ok).collect::<Vec<_>>(),
+        Err(e) => {
+            warn!(%e, "Cannot read the changelog's and dead-letter topic's configuration (DescribeConfigs); dead letters are cut to the broker's default 1 MiB.");
+            vec![None, None]
+        }
+    };
+    let value = |i: usize, key: &str| -> Option<String> {
+        configs
+            .get(i)
+            .and_then(Option::as_ref)
+            .and_then(|c| c.get(key))
+            .and_then(|e| e.value.clone())
+    };
+    if let Some(policy) = value(0, "cleanup.policy") {
+        if !policy.split(',').any(|p| p.trim() == "compact") {
+            return Err(ServiceError::Topics(format!(
+                "changelog topic `{changelog}` has cleanup.policy={policy}: it must be compacted \
+                 (`cleanup.policy=compact`), or state of customers quiet longer than its \
+                 retention is lost at the next restore"
+            )));
+        }
+    }
+    let dlq_max_bytes = value(1, "max.message.bytes").and_then(|v| v.parse().ok());
+    Ok(TopicFacts {
+        changelog_partitions,
+        dlq_max_bytes,
+    })
+}
+
+/// Waits (up to 30 s) until every partition of a topic has a leader, so
+/// that a topic created a moment ago can be read at once.
+pub(super) fn wait_for_leaders(client: &BaseConsumer<StartupCtx>, topic: &str, partitions: i32) {
+    let until = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < until {
+        let ready = client
+            .fetch_metadata(Some(topic), STARTUP_TIMEOUT)
+            .ok()
+            .is_some_and(|md| {
+                md.topics().first().is_some_and(|t| {
+                    t.error().is_none()
+                        && t.partitions().len() as i32 >= partitions
+                        && t.partitions()
+                            .iter()
+                            .all(|p| p.leader() >= 0 && p.error().is_none())
+                })
+            });
+        if ready {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    warn!(topic, "Partitions still without a leader after 30 s.");
+}
