@@ -119,6 +119,9 @@ def main():
     ap.add_argument("--schemas", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "schemas"),
                     help="directory with the derived-event .avsc files (used without --registry)")
     ap.add_argument("--registry", default=None, help="Confluent-compatible schema registry URL")
+    ap.add_argument("--confluent-deserializer", action="store_true",
+                    help="with --registry: decode with confluent-kafka's own AvroDeserializer "
+                         "(SchemaRegistryClient), as a typical downstream service does")
     ap.add_argument("--max-idle", type=float, default=None,
                     help="exit after this many seconds without a new event (default: run forever)")
     ap.add_argument("--dedupe", action="store_true", help="drop events whose event_id was already printed")
@@ -128,6 +131,20 @@ def main():
     args = ap.parse_args()
 
     schemas = Schemas(args.schemas, args.registry)
+    deserialize = None
+    if args.confluent_deserializer:
+        if not args.registry:
+            log("--confluent-deserializer needs --registry")
+            return 2
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+        from confluent_kafka.schema_registry.avro import AvroDeserializer
+        from confluent_kafka.serialization import MessageField, SerializationContext
+
+        avro_deserializer = AvroDeserializer(SchemaRegistryClient({"url": args.registry}))
+
+        def deserialize(msg):
+            ctx = SerializationContext(msg.topic(), MessageField.VALUE)
+            return plain(avro_deserializer(msg.value(), ctx))
     conf = {
         "bootstrap.servers": args.bootstrap,
         "group.id": args.group,
@@ -173,7 +190,7 @@ def main():
                 continue
             last = now
             try:
-                event = decode(schemas, msg.value())
+                event = deserialize(msg) if deserialize else decode(schemas, msg.value())
             except Exception as e:  # a bad record must not stop a consumer
                 log(f"{msg.topic()}[{msg.partition()}]@{msg.offset()}: cannot decode: {e}")
                 continue

@@ -311,6 +311,23 @@ fn registry_schemas_evolution_and_output_registration() {
     if let Some(py) = python() {
         let printed = consume_py(&py, &b, &s.prefix, &["--registry", &url]);
         check_printed(&printed, &expected.events);
+        // ... and with confluent-kafka's own AvroDeserializer, as a
+        // downstream service would, every output topic through the registry.
+        let printed = consume_py(
+            &py,
+            &b,
+            &s.prefix,
+            &["--registry", &url, "--confluent-deserializer"],
+        );
+        check_printed(&printed, &expected.events);
+        for t in DerivedType::ALL {
+            if expected.events.iter().any(|e| e["type"] == t.as_str()) {
+                assert!(
+                    printed.iter().any(|e| e["type"] == t.as_str()),
+                    "no {t} read through the registry"
+                );
+            }
+        }
     }
 
     // The unknown id is dead-lettered.

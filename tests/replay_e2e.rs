@@ -362,3 +362,65 @@ fn generate_to_a_topic_without_a_broker_says_which_brokers_did_not_answer() {
     );
     assert!(started.elapsed() < std::time::Duration::from_secs(60));
 }
+
+/// `run --log-format text` writing into a file (not a terminal) carries no
+/// terminal colour codes (it wrote ANSI escapes into log files).
+#[test]
+fn text_logs_into_a_file_carry_no_colour_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("run.log");
+    let mut child = bin()
+        .args(["run", "--log-format", "text"])
+        .env("TOUCHSTREAM_KAFKA__BROKERS", "127.0.0.1:1")
+        .env("TOUCHSTREAM_HTTP__LISTEN", "127.0.0.1:0")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("run touchstream");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut text = String::new();
+    while std::time::Instant::now() < deadline {
+        text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.contains("Starting.") && text.contains("127.0.0.1:1") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(text.contains("Starting."), "{text}");
+    assert!(text.contains("127.0.0.1:1"), "names its brokers: {text}");
+    assert!(!text.contains('\x1b'), "colour codes in a file: {text:?}");
+}
+
+/// `generate --format avro` refuses to write binary to a terminal (a pty
+/// from util-linux's `script`), and still writes it to a pipe.
+#[test]
+fn generate_refuses_binary_avro_to_a_terminal() {
+    let exe = env!("CARGO_BIN_EXE_touchstream");
+    let out = Command::new("script")
+        .args([
+            "-qec",
+            &format!("{exe} generate --format avro --customers 1 --days 1"),
+            "/dev/null",
+        ])
+        .output()
+        .expect("util-linux `script` (Debian's bsdutils) gives the command a terminal");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("binary Avro to a terminal"), "{text}");
+    let piped = bin()
+        .args([
+            "generate",
+            "--format",
+            "avro",
+            "--customers",
+            "1",
+            "--days",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(piped.status.success());
+    assert!(piped.stdout.starts_with(b"Obj\x01"));
+}
