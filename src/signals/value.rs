@@ -102,7 +102,43 @@ pub fn predict(
     let x = f64::from(churn.orders - 1);
     let t_x = days(churn.last_order - churn.first_order);
     let big_t = days(clock.max(churn.last_order) - churn.first_order);
+    if churn.orders == 1 && big_t == 0.0 {
+        // A first order at its own time: x = t_x = T = 0 and the population
+        // mean value, the same prediction for every such customer.
+        return Some(first_order(cfg));
+    }
     Some(cfg.clv().predict(x, t_x, big_t, value.mean_value(cfg)))
+}
+
+/// The prediction of a customer whose first order is now, memoised per
+/// model (most orders in most traffic are first orders, and each
+/// prediction sums twelve hypergeometric series).
+fn first_order(cfg: &EngineConfig) -> Prediction {
+    use std::cell::Cell;
+    type Key = [u64; 9];
+    thread_local! {
+        static MEMO: Cell<Option<(Key, Prediction)>> = const { Cell::new(None) };
+    }
+    let m = cfg.clv();
+    let key: Key = [
+        m.bgnbd.r.to_bits(),
+        m.bgnbd.alpha.to_bits(),
+        m.bgnbd.a.to_bits(),
+        m.bgnbd.b.to_bits(),
+        m.gamma_gamma.p.to_bits(),
+        m.gamma_gamma.q.to_bits(),
+        m.gamma_gamma.v.to_bits(),
+        u64::from(m.horizon_months),
+        m.monthly_discount.to_bits(),
+    ];
+    MEMO.with(|memo| match memo.get() {
+        Some((k, p)) if k == key => p,
+        _ => {
+            let p = m.predict(0.0, 0.0, 0.0, m.gamma_gamma.population_mean());
+            memo.set(Some((key, p)));
+            p
+        }
+    })
 }
 
 /// The `customer_value` payload after an order (the order already
