@@ -120,21 +120,20 @@ impl BgNbd {
 }
 
 /// The Gauss hypergeometric series ₂F₁(a, b; c; z) = Σₙ (a)ₙ(b)ₙ/((c)ₙ n!) zⁿ
-/// for 0 <= z < 1, summed until a term is below 1e-14 of the sum (the
-/// terms' ratio tends to z, so the tail left is at most about
-/// z/(1 − z) × 1e-14 of it: 1e-13 relative for the z <= 0.92 of the
-/// default parameters; capped at 1,000,000 terms for z within 1e-6 of 1).
-/// `c` must not be 0 or a negative integer.
+/// for 0 <= z < 1, summed until a term no longer changes the sum (the
+/// terms' ratio tends to z, so this ends; capped at 1,000,000 terms for z
+/// within 1e-6 of 1). `c` must not be 0 or a negative integer.
 fn hyp2f1_series(a: f64, b: f64, c: f64, z: f64) -> f64 {
     let mut term = 1.0;
     let mut sum = 1.0;
     for n in 0..1_000_000u32 {
         let n = f64::from(n);
         term *= (a + n) * (b + n) / ((c + n) * (n + 1.0)) * z;
-        sum += term;
-        if term.abs() <= 1e-14 * sum.abs() || !sum.is_finite() {
-            return sum;
+        let next = sum + term;
+        if next == sum || !next.is_finite() {
+            return next;
         }
+        sum = next;
     }
     sum
 }

@@ -85,6 +85,29 @@ impl Rejection {
             message: message.into(),
         }
     }
+
+    /// `too_late` (SPEC 3): an event at `t` older than the watermark `wm`
+    /// (the one before it) minus the allowed lateness. Made here once for
+    /// replay and the service alike.
+    pub fn too_late(t: i64, wm: Option<i64>, allowed_lateness: i64) -> Self {
+        Rejection::new(
+            RejectReason::TooLate,
+            format!(
+                "timestamp {t} is older than watermark {} minus allowed lateness {allowed_lateness} ms",
+                wm.unwrap_or_default()
+            ),
+        )
+    }
+}
+
+/// Wall-clock now in epoch millis: what the `future_timestamp` rule and the
+/// idle-partition rule compare with (the edges' only clock; the engine
+/// never reads it).
+pub fn wall_clock_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl fmt::Display for Rejection {

@@ -52,13 +52,7 @@ impl CliError {
     }
 }
 
-/// Wall-clock now in epoch millis (the edges' only clock).
-pub fn wall_clock_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
+pub use crate::validate::wall_clock_ms;
 
 /// Parses `--now`-style arguments: epoch millis or RFC 3339.
 pub fn parse_time_arg(s: &str) -> Result<i64, String> {

@@ -184,12 +184,8 @@ impl<'w, O: Write, E: Write> Replay<'w, O, E> {
             Outcome::Accepted { .. } => self.summary.accepted += 1,
             Outcome::Duplicate => self.summary.duplicates += 1,
             Outcome::TooLate => {
-                let msg = format!(
-                    "timestamp {t} is older than watermark {} minus allowed lateness {} ms",
-                    wm.unwrap_or_default(),
-                    self.engine.config().allowed_lateness
-                );
-                self.reject(location, &Rejection::new(RejectReason::TooLate, msg))?;
+                let rejection = Rejection::too_late(t, wm, self.engine.config().allowed_lateness);
+                self.reject(location, &rejection)?;
             }
         }
         // With several inputs a record that changes no state still counts
@@ -234,26 +230,15 @@ impl<'w, O: Write, E: Write> Replay<'w, O, E> {
     /// file that cannot be read at all (no container header, a codec this
     /// build does not read) is an error.
     pub fn avro_file<R: Read>(&mut self, input: R) -> io::Result<()> {
-        let reader_schema = codec::avro::touchpoint_schema().map_err(io::Error::other)?;
-        let mut n = 0u64;
-        let result = codec::container::read(input, &reader_schema, |item| match item {
-            Item::Record { block, result } => {
-                n += 1;
-                self.record(&format!("record {n} (block {block})"), result)
-            }
-            Item::Damaged {
+        read_avro(input, |item| match item {
+            InputItem::Record { location, decoded } => self.record(&location, decoded),
+            InputItem::Damaged {
                 block,
                 offset,
                 records,
                 message,
-            } => {
-                n += records.unwrap_or(0);
-                self.damaged("", block, offset, records, &message)
-            }
-        });
-        result.map_err(|e| match e {
-            ContainerError::Io(e) => e,
-            other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
+            } => self.damaged("", block, offset, records, &message),
+            InputItem::Failed(e) => Err(e),
         })
     }
 
@@ -429,37 +414,7 @@ fn spawn_reader(path: PathBuf, format: Option<Format>) -> mpsc::Receiver<InputIt
                     }
                     Ok(())
                 }
-                Format::Avro => {
-                    let schema = codec::avro::touchpoint_schema().map_err(io::Error::other)?;
-                    let mut n = 0u64;
-                    let read = codec::container::read(input, &schema, |item| match item {
-                        Item::Record { block, result } => {
-                            n += 1;
-                            send(InputItem::Record {
-                                location: format!("record {n} (block {block})"),
-                                decoded: result,
-                            })
-                        }
-                        Item::Damaged {
-                            block,
-                            offset,
-                            records,
-                            message,
-                        } => {
-                            n += records.unwrap_or(0);
-                            send(InputItem::Damaged {
-                                block,
-                                offset,
-                                records,
-                                message,
-                            })
-                        }
-                    });
-                    read.map_err(|e| match e {
-                        ContainerError::Io(e) => e,
-                        other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
-                    })
-                }
+                Format::Avro => read_avro(input, send),
             }
         })();
         if let Err(e) = fed {
@@ -467,6 +422,41 @@ fn spawn_reader(path: PathBuf, format: Option<Format>) -> mpsc::Receiver<InputIt
         }
     });
     rx
+}
+
+/// Reads an Avro object container file, handing each record (with its
+/// place: "record N (block B)") and each damaged block to `f` in order; a
+/// file that cannot be read as a whole is an error.
+fn read_avro<R: Read>(input: R, mut f: impl FnMut(InputItem) -> io::Result<()>) -> io::Result<()> {
+    let schema = codec::avro::touchpoint_schema().map_err(io::Error::other)?;
+    let mut n = 0u64;
+    let read = codec::container::read(input, &schema, |item| match item {
+        Item::Record { block, result } => {
+            n += 1;
+            f(InputItem::Record {
+                location: format!("record {n} (block {block})"),
+                decoded: result,
+            })
+        }
+        Item::Damaged {
+            block,
+            offset,
+            records,
+            message,
+        } => {
+            n += records.unwrap_or(0);
+            f(InputItem::Damaged {
+                block,
+                offset,
+                records,
+                message,
+            })
+        }
+    });
+    read.map_err(|e| match e {
+        ContainerError::Io(e) => e,
+        other => io::Error::new(io::ErrorKind::InvalidData, other.to_string()),
+    })
 }
 
 /// Whether stdin is a pipe or a file: data a user meant to replay.

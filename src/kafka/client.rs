@@ -227,3 +227,93 @@ pub(super) fn forward_log(level: RDKafkaLogLevel, fac: &str, log_message: &str) 
 }
 
 impl ConsumerContext for StartupCtx {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn consumer_and_producer_sections_reach_only_their_client() {
+        let text = r#"
+[kafka.client]
+"client.id" = "ts"
+"enable.auto.commit" = "true"
+
+[kafka.consumer]
+"fetch.max.bytes" = "1000000"
+
+[kafka.producer]
+"linger.ms" = "20"
+"transactional.id" = "stolen"
+"#;
+        let cfg = Config::from_parts("t", text, &[]).unwrap();
+        let mut consumer = ClientConfig::new();
+        apply_client(&mut consumer, &cfg, Role::Consumer);
+        let mut producer = ClientConfig::new();
+        apply_client(&mut producer, &cfg, Role::Producer);
+        let admin = client_config(&cfg);
+        for c in [&consumer, &producer, &admin] {
+            assert_eq!(c.get("client.id"), Some("ts"));
+            // Protected keys never pass, from any section.
+            assert_eq!(c.get("enable.auto.commit"), None);
+            assert_eq!(c.get("transactional.id"), None);
+        }
+        assert_eq!(consumer.get("fetch.max.bytes"), Some("1000000"));
+        assert_eq!(producer.get("fetch.max.bytes"), None);
+        assert_eq!(producer.get("linger.ms"), Some("20"));
+        assert_eq!(consumer.get("linger.ms"), None);
+        assert_eq!(admin.get("linger.ms"), None);
+    }
+
+    #[test]
+    fn group_consumer_defaults_yield_to_either_section() {
+        let plain = Config::from_parts("t", "", &[]).unwrap();
+        let c = group_consumer_config(&plain);
+        assert_eq!(
+            c.get("session.timeout.ms"),
+            Some(DEFAULT_SESSION_TIMEOUT_MS)
+        );
+        assert_eq!(
+            c.get("partition.assignment.strategy"),
+            Some("cooperative-sticky")
+        );
+        assert_eq!(c.get("group.instance.id"), None);
+        let text = r#"
+[kafka.client]
+"session.timeout.ms" = "30000"
+[kafka.consumer]
+"partition.assignment.strategy" = "range"
+"group.instance.id" = "touchstream-0"
+"#;
+        let tuned = Config::from_parts("t", text, &[]).unwrap();
+        let c = group_consumer_config(&tuned);
+        assert_eq!(c.get("session.timeout.ms"), Some("30000"));
+        assert_eq!(c.get("partition.assignment.strategy"), Some("range"));
+        assert_eq!(c.get("group.instance.id"), Some("touchstream-0"));
+        // An explicit classic protocol keeps the defaults.
+        let text = "[kafka.client]\n\"group.protocol\" = \"classic\"\n";
+        let classic = Config::from_parts("t", text, &[]).unwrap();
+        let c = group_consumer_config(&classic);
+        assert_eq!(
+            c.get("session.timeout.ms"),
+            Some(DEFAULT_SESSION_TIMEOUT_MS)
+        );
+        // The broker-side protocol owns the session and the assignor.
+        let text = "[kafka.consumer]\n\"group.protocol\" = \"consumer\"\n";
+        let kip848 = Config::from_parts("t", text, &[]).unwrap();
+        let c = group_consumer_config(&kip848);
+        assert_eq!(c.get("session.timeout.ms"), None);
+        assert_eq!(c.get("partition.assignment.strategy"), None);
+        assert_eq!(c.get("group.protocol"), Some("consumer"));
+    }
+
+    #[test]
+    fn default_instance_ids_differ_per_port_and_stay_per_instance() {
+        assert_eq!(default_instance_id("vm", "0.0.0.0:9464", 7), "vm-9464");
+        assert_eq!(default_instance_id("vm", "127.0.0.1:9465", 7), "vm-9465");
+        assert_eq!(default_instance_id("vm", "[::]:9464", 7), "vm-9464");
+        assert_eq!(default_instance_id("vm", "0.0.0.0:0", 7), "vm-pid7");
+        let explicit = Config::from_parts("t", "[kafka]\ninstance_id = \"pod-3\"\n", &[]).unwrap();
+        assert_eq!(instance_id(&explicit), "pod-3");
+    }
+}

@@ -157,3 +157,39 @@ impl Worker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dead_letters_are_cut_to_fit() {
+        let key = vec![b'k'; 10];
+        let value = vec![b'v'; 1000];
+        let f = fit_dead_letter(&key, &value, 2000);
+        assert!(!f.truncated && f.key.len() == 10 && f.value.len() == 1000);
+        let f = fit_dead_letter(&key, &value, 500);
+        assert!(f.truncated && f.key.len() == 10 && f.value.len() == 490);
+        let big_key = vec![b'k'; 1000];
+        let f = fit_dead_letter(&big_key, &value, 500);
+        assert!(f.truncated && f.key.len() == 125 && f.value.len() == 375);
+        assert_eq!(cut_str("héllo", 2), "h");
+        assert_eq!(cut_str("héllo", 3), "hé");
+        let cfg = Config::from_parts(
+            "t",
+            "[kafka.producer]\n\"message.max.bytes\" = \"2000000\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(dlq_limit(&cfg, Some(8 << 20)), 2_000_000 - 8192);
+        let cfg = Config::from_parts("t", "", &[]).unwrap();
+        assert_eq!(dlq_limit(&cfg, Some(8_396_800)), 8 * 1024 * 1024 - 8192);
+        // A topic created by hand keeps the broker's 1 MiB; unknown: the same.
+        assert_eq!(dlq_limit(&cfg, Some(1_048_588)), 1_048_588 - 8192);
+        assert_eq!(dlq_limit(&cfg, None), 1_048_588 - 8192);
+        assert_eq!(
+            MAX_MESSAGE_BYTES_STR.parse::<usize>().ok(),
+            Some(DEFAULT_MESSAGE_MAX_BYTES + 8192)
+        );
+    }
+}

@@ -229,7 +229,7 @@ impl Worker {
             self.registry_back();
         }
         let clock = Clock {
-            now: crate::cli::wall_clock_ms(),
+            now: crate::validate::wall_clock_ms(),
             max_future: self.cfg.time.max_future.0,
         };
         let result = decoded.and_then(|raw| validate(raw, clock));
@@ -260,12 +260,9 @@ impl Worker {
                     }
                     Outcome::Duplicate => self.metrics.duplicates.inc(),
                     Outcome::TooLate => {
-                        let msg_text = format!(
-                            "timestamp {t} is older than watermark {} minus allowed lateness {} ms",
-                            wm.unwrap_or_default(),
-                            self.engine_cfg.allowed_lateness
-                        );
-                        self.dead_letter(msg, &Rejection::new(RejectReason::TooLate, msg_text))?;
+                        let rejection =
+                            Rejection::too_late(t, wm, self.engine_cfg.allowed_lateness);
+                        self.dead_letter(msg, &rejection)?;
                     }
                 }
                 self.emit()?;
@@ -310,7 +307,7 @@ impl Worker {
     /// Idle partitions follow the wall clock (SPEC 3).
     pub(super) fn idle_advance(&mut self) -> Result<(), ServiceError> {
         let idle = self.cfg.time.idle_timeout.as_duration();
-        let now_ms = crate::cli::wall_clock_ms();
+        let now_ms = crate::validate::wall_clock_ms();
         let to = now_ms - self.engine_cfg.max_out_of_orderness;
         let mut fired = false;
         let mut buf = std::mem::take(&mut self.buf);
@@ -334,7 +331,7 @@ impl Worker {
     pub(super) fn update_gauges(&self) {
         let (mut customers, mut bytes, mut timers) = (0, 0, 0);
         let mut population = crate::engine::kpi::Population::default();
-        let now = crate::cli::wall_clock_ms();
+        let now = crate::validate::wall_clock_ms();
         for t in self.tasks.values() {
             customers += t.engine.customers();
             let p = t.engine.population();
