@@ -25,7 +25,7 @@ Example:
     python examples/consume.py --bootstrap 127.0.0.1:9092 --prefix cx. \\
         --group my-dashboard --schemas schemas --max-idle 10
 
-Requires: pip install confluent-kafka fastavro
+Requires: pip install confluent-kafka fastavro ("confluent-kafka[avro,schemaregistry]" for --confluent-deserializer)
 """
 import argparse
 import datetime

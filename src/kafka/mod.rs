@@ -61,7 +61,7 @@ use crate::engine::{Engine, Outcome, PartitionMeta, StateChange};
 use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::model::{DerivedEvent, DerivedType};
-use crate::validate::{validate, Clock, RejectReason, Rejection};
+use crate::validate::{validate, Clock, Rejection};
 use changelog::{
     encode_marker, encode_state, marker_key, state_key, Marker, RestoreBuilder, StateRecord,
 };
