@@ -15,25 +15,26 @@ fn reference() -> serde_json::Value {
     serde_json::from_str(&text).unwrap()
 }
 
+/// `touchstream fit-churn` over the CDNOW calibration period, with `extra`.
+fn fit_cdnow(extra: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_touchstream"))
+        .args(["fit-churn", "--observation-end", "1997-09-30T00:00:00Z"])
+        .args(extra)
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/data/cdnow_calibration.jsonl"
+        ))
+        .output()
+        .unwrap()
+}
+
 fn sig3(x: f64) -> String {
     format!("{:.2e}", x)
 }
 
 #[test]
 fn fit_churn_reproduces_the_published_cdnow_estimates() {
-    let out = Command::new(env!("CARGO_BIN_EXE_touchstream"))
-        .args([
-            "fit-churn",
-            "--json",
-            "--observation-end",
-            "1997-09-30T00:00:00Z",
-        ])
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/data/cdnow_calibration.jsonl"
-        ))
-        .output()
-        .unwrap();
+    let out = fit_cdnow(&["--json"]);
     assert!(
         out.status.success(),
         "{}",
@@ -62,14 +63,7 @@ fn fit_churn_reproduces_the_published_cdnow_estimates() {
 
 #[test]
 fn fit_churn_prints_a_config_section() {
-    let out = Command::new(env!("CARGO_BIN_EXE_touchstream"))
-        .args(["fit-churn", "--observation-end", "1997-09-30T00:00:00Z"])
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/data/cdnow_calibration.jsonl"
-        ))
-        .output()
-        .unwrap();
+    let out = fit_cdnow(&[]);
     let text = String::from_utf8(out.stdout).unwrap();
     let section = &text[text.find("[churn]").expect("a [churn] section")..];
     let cfg = touchstream::config::Config::from_parts("fit", section, &[])
@@ -121,19 +115,7 @@ fn rel(a: f64, b: f64) -> f64 {
 
 #[test]
 fn fit_churn_reproduces_the_published_gamma_gamma_estimates() {
-    let out = Command::new(env!("CARGO_BIN_EXE_touchstream"))
-        .args([
-            "fit-churn",
-            "--json",
-            "--observation-end",
-            "1997-09-30T00:00:00Z",
-        ])
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/data/cdnow_calibration.jsonl"
-        ))
-        .output()
-        .unwrap();
+    let out = fit_cdnow(&["--json"]);
     assert!(out.status.success());
     let fit: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let clv = &fit["clv"];
@@ -155,14 +137,7 @@ fn fit_churn_reproduces_the_published_gamma_gamma_estimates() {
     );
     assert!(fit["clv_warning"].is_null());
     // The TOML form carries a [clv] section that pastes into the config.
-    let out = Command::new(env!("CARGO_BIN_EXE_touchstream"))
-        .args(["fit-churn", "--observation-end", "1997-09-30T00:00:00Z"])
-        .arg(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/tests/data/cdnow_calibration.jsonl"
-        ))
-        .output()
-        .unwrap();
+    let out = fit_cdnow(&[]);
     let text = String::from_utf8(out.stdout).unwrap();
     let section = &text[text.find("[churn]").expect("[churn]")..];
     let cfg = touchstream::config::Config::from_parts("fit", section, &[]).expect("pastes");
