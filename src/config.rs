@@ -130,6 +130,17 @@ pub enum Delivery {
     ExactlyOnce,
 }
 
+/// What to do with an input topic that is not co-partitioned with the
+/// tasks (SPEC 8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Repartition {
+    /// Re-key it through the repartition router.
+    Auto,
+    /// Refuse it: the instance stays not ready, naming the topics.
+    Never,
+}
+
 /// `[kafka]`
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -179,6 +190,13 @@ pub struct KafkaConfig {
     /// librdkafka settings for the producer only (e.g. `linger.ms`,
     /// `compression.type`), applied after `client`.
     pub producer: BTreeMap<String, String>,
+    /// The number of tasks (default: the first input topic's partitions).
+    pub tasks: Option<i32>,
+    /// Inputs that are not co-partitioned: `auto` or `never` (SPEC 8).
+    pub repartition: Repartition,
+    /// Input topics to re-key whatever they look like.
+    #[serde(deserialize_with = "string_list")]
+    pub repartition_topics: Vec<String>,
 }
 
 impl Default for KafkaConfig {
@@ -203,6 +221,9 @@ impl Default for KafkaConfig {
             client: BTreeMap::new(),
             consumer: BTreeMap::new(),
             producer: BTreeMap::new(),
+            tasks: None,
+            repartition: Repartition::Auto,
+            repartition_topics: Vec::new(),
         }
     }
 }

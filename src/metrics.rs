@@ -75,6 +75,12 @@ pub struct Metrics {
     pub watermark: GaugeVec,
     /// Wall clock − watermark (seconds), per topic and partition.
     pub watermark_lag: GaugeVec,
+    /// The task's watermark (epoch seconds): the minimum over its inputs.
+    pub task_watermark: GaugeVec,
+    /// 1 while an input partition has received nothing for `idle_timeout`.
+    pub input_idle: IntGaugeVec,
+    /// Records whose customer id does not hash to the partition they came on.
+    pub misrouted: IntCounterVec,
     /// Customers held in memory.
     pub customers: IntGauge,
     /// Estimated bytes of customer state.
@@ -249,6 +255,9 @@ impl Metrics {
                 "Wall clock minus the event-time watermark, in seconds.",
                 &[TOPIC, PARTITION],
             ),
+            task_watermark: gauge_vec(&r, "touchstream_task_watermark_seconds", "A task's event-time watermark (epoch seconds): the minimum over its non-idle inputs.", &["task"]),
+            input_idle: int_gauge_vec(&r, "touchstream_input_idle", "1 while the input partition has received nothing for time.idle_timeout (left out of its task's watermark).", &[TOPIC, PARTITION]),
+            misrouted: counter_vec(&r, "touchstream_misrouted_records_total", "Records of a co-partitioned input whose customer id does not hash (murmur2) to the partition they came on; processed by the task that received them.", &[TOPIC]),
             customers: gauge(&r, "touchstream_customers", "Customers held in memory."),
             state_bytes: gauge(&r, "touchstream_state_bytes", "Estimated bytes of customer state in memory."),
             pending_timers: gauge(&r, "touchstream_pending_timers", "Pending event-time timers."),

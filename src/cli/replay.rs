@@ -178,7 +178,7 @@ impl<'w, O: Write, E: Write> Replay<'w, O, E> {
         let (t, wm) = (tp.timestamp, self.engine.watermark());
         let outcome = match to {
             None => self.engine.on_touchpoint(tp, &mut self.buf),
-            Some(to) => self.engine.on_touchpoint_to(tp, to, &mut self.buf),
+            Some(to) => self.engine.on_merged(tp, to, &mut self.buf),
         };
         match outcome {
             Outcome::Accepted { .. } => self.summary.accepted += 1,
@@ -187,11 +187,6 @@ impl<'w, O: Write, E: Write> Replay<'w, O, E> {
                 let rejection = Rejection::too_late(t, wm, self.engine.config().allowed_lateness);
                 self.reject(location, &rejection)?;
             }
-        }
-        // With several inputs a record that changes no state still counts
-        // in its input's watermark (SPEC 8).
-        if let (Some(Some(to)), Outcome::Duplicate | Outcome::TooLate) = (to, outcome) {
-            self.engine.advance_watermark(to, &mut self.buf);
         }
         self.flush_events()
     }

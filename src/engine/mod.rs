@@ -528,6 +528,24 @@ impl Engine {
         Outcome::Accepted { late }
     }
 
+    /// Offers a record of a task with several inputs (SPEC 8), the one
+    /// record path of `replay A B C` and of a Kafka task: `to` is the task's
+    /// watermark with it ([`watermark::InputWatermarks::task_watermark`]).
+    /// A record that changes no state (a duplicate, too late) still counts
+    /// in its input's watermark.
+    pub fn on_merged(
+        &mut self,
+        tp: &Touchpoint,
+        to: Option<EventTime>,
+        out: &mut Vec<DerivedEvent>,
+    ) -> Outcome {
+        let outcome = self.on_touchpoint_to(tp, to, out);
+        if let (Some(to), Outcome::Duplicate | Outcome::TooLate) = (to, outcome) {
+            self.advance_watermark(to, out);
+        }
+        outcome
+    }
+
     /// Moves the watermark to `to` (if later) and fires every timer it reaches.
     pub fn advance_watermark(&mut self, to: EventTime, out: &mut Vec<DerivedEvent>) {
         let before = self.watermark.current();

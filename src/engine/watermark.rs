@@ -95,6 +95,9 @@ struct InputMark {
     head: Option<EventTime>,
     /// It has no more records (a file that ended).
     ended: bool,
+    /// It received nothing for `idle_timeout`: left out of the task's
+    /// watermark until its next record.
+    idle: bool,
 }
 
 /// The inputs of one task (SPEC 8, "Time and order"): per input the
@@ -143,6 +146,39 @@ impl InputWatermarks {
         }
     }
 
+    /// Marks input `i` idle (left out of the task's watermark) or not.
+    pub fn set_idle(&mut self, i: usize, idle: bool) {
+        if let Some(m) = self.inputs.get_mut(i) {
+            m.idle = idle;
+        }
+    }
+
+    /// Restores input `i`'s latest event time (from a checkpoint).
+    pub fn restore_latest(&mut self, i: usize, latest: Option<EventTime>) {
+        if let Some(m) = self.inputs.get_mut(i) {
+            m.latest = latest;
+        }
+    }
+
+    /// Input `i`'s latest event time delivered.
+    pub fn latest(&self, i: usize) -> Option<EventTime> {
+        self.inputs.get(i).and_then(|m| m.latest)
+    }
+
+    /// Input `i`'s watermark: its latest event time (its next record
+    /// included) − `max_out_of_orderness`.
+    pub fn input_watermark(&self, i: usize) -> Option<EventTime> {
+        let m = self.inputs.get(i)?;
+        m.latest
+            .max(m.head)
+            .map(|t| t.saturating_sub(self.out_of_orderness))
+    }
+
+    /// Whether every input is idle (the wall-clock rule of SPEC 3 applies).
+    pub fn all_idle(&self) -> bool {
+        self.inputs.iter().all(|m| m.idle)
+    }
+
     /// Input `i` delivered a record at `t`.
     pub fn deliver(&mut self, i: usize, t: EventTime) {
         if let Some(m) = self.inputs.get_mut(i) {
@@ -171,12 +207,13 @@ impl InputWatermarks {
 
     /// The task's watermark: the minimum over the inputs of their latest
     /// event time (their next record included) − `max_out_of_orderness`.
-    /// An input that ended without a record is left out; one that has
-    /// neither delivered nor has a record waiting holds the watermark where
-    /// it is (`None`).
+    /// An idle input, and one that ended without a record, are left out;
+    /// one that has neither delivered nor has a record waiting holds the
+    /// watermark where it is (`None`), as does a task whose inputs are all
+    /// idle (the edge applies the wall clock then).
     pub fn task_watermark(&self) -> Option<EventTime> {
         let mut min: Option<EventTime> = None;
-        for m in &self.inputs {
+        for m in self.inputs.iter().filter(|m| !m.idle || m.head.is_some()) {
             match m.latest.max(m.head) {
                 Some(t) => min = Some(min.map_or(t, |x| x.min(t))),
                 None if m.ended => {}
@@ -232,5 +269,29 @@ mod tests {
         w.deliver(1, 10);
         w.end(1);
         assert_eq!(w.final_watermark(), Some(10));
+    }
+
+    #[test]
+    fn an_idle_input_is_left_out_until_its_next_record() {
+        let mut w = InputWatermarks::new(2, 5);
+        w.deliver(0, 100);
+        assert_eq!(w.task_watermark(), None, "input 1 has delivered nothing");
+        w.set_idle(1, true);
+        assert_eq!(w.task_watermark(), Some(95));
+        assert!(!w.all_idle());
+        w.set_head(1, Some(50));
+        assert_eq!(
+            w.task_watermark(),
+            Some(45),
+            "it rejoins with its next record"
+        );
+        w.set_idle(1, false);
+        w.deliver(1, 50);
+        w.set_head(1, None);
+        assert_eq!(w.input_watermark(1), Some(45));
+        w.set_idle(0, true);
+        w.set_idle(1, true);
+        assert!(w.all_idle());
+        assert_eq!(w.task_watermark(), None);
     }
 }

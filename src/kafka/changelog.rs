@@ -1,9 +1,10 @@
 //! The state changelog: record layout and exact restore.
 //!
-//! Per input partition, state changes go to the changelog partition with
-//! the same number, in *generations*: at each checkpoint the engine's
-//! dirty customers are written (only their latest state), then a marker
-//! `{gen, offset, meta}` naming the input offset they cover. A customer has
+//! Per task (partition p of every input topic, SPEC 8), state changes go
+//! to the changelog partition with the same number, in *generations*: at
+//! each checkpoint the engine's dirty customers are written (only their
+//! latest state), then a marker `{gen, meta, inputs}` naming, for every
+//! input, the offset they cover and its latest event time. A customer has
 //! two keys ("slots") and each write goes to the slot that does not hold
 //! its last state, so a checkpoint that never completes cannot overwrite
 //! the last complete one — not even after the broker compacts the topic.
@@ -14,9 +15,12 @@
 //! repaired (tombstoned) by the next checkpoint, before its marker.
 //!
 //! Keys: `topic \0 customer_id \0 slot` for state, `\0marker\0 topic` for
-//! the marker. Values: JSON, each with the `format` of the state layout
-//! ([`STATE_FORMAT`]; absent means 1). A changelog written in another
-//! format is refused with a clear error instead of being half understood.
+//! the marker, where `topic` is the task's first input topic (so a
+//! deployment that had one input reads its state as it is). Values: JSON,
+//! each with the `format` of the state layout ([`STATE_FORMAT`]; absent
+//! means 1). Format 2 (one input: the marker's `offset`) is read and
+//! migrated; a changelog written in another format is refused with a
+//! clear error instead of being half understood.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -40,7 +44,7 @@ pub enum ChangelogError {
     },
     /// The record was written by a touchstream with another state layout.
     #[error(
-        "changelog record at offset {offset} has state format {found}, this touchstream reads format {STATE_FORMAT}: \
+        "changelog record at offset {offset} has state format {found}, this touchstream reads formats {OLDEST_FORMAT} and {STATE_FORMAT}: \
          run the touchstream version that wrote it, or start this one from scratch \
          (delete the changelog topic and reset the consumer group's offsets)"
     )]
@@ -52,9 +56,14 @@ pub enum ChangelogError {
     },
 }
 
-/// The layout of the state this build writes and reads. 2: 48-bit dedup
-/// hashes, carts and surveys under `rare`, no engagement channel list.
-pub const STATE_FORMAT: u32 = 2;
+/// The layout of the state this build writes. 2: 48-bit dedup hashes,
+/// carts and surveys under `rare`, no engagement channel list. 3: the
+/// marker holds every input's offset and latest event time (`inputs`);
+/// customers as in 2.
+pub const STATE_FORMAT: u32 = 3;
+
+/// The oldest format this build reads (and migrates).
+pub const OLDEST_FORMAT: u32 = 2;
 
 fn format_v1() -> u32 {
     1
@@ -83,31 +92,88 @@ fn encode<T: Serialize>(v: &T) -> Vec<u8> {
     .unwrap_or_default()
 }
 
-/// Decodes a value after checking its format.
-fn decode<'a, T: Deserialize<'a>>(v: &'a [u8], offset: i64) -> Result<T, ChangelogError> {
-    let err = |e: serde_json::Error| ChangelogError::Decode {
+fn decode_error(offset: i64) -> impl Fn(serde_json::Error) -> ChangelogError {
+    move |e| ChangelogError::Decode {
         offset,
         message: e.to_string(),
-    };
-    let probe: Probe = serde_json::from_slice(v).map_err(err)?;
-    if probe.format != STATE_FORMAT {
+    }
+}
+
+/// Reads a value's format and refuses one this build does not read.
+fn format_of(v: &[u8], offset: i64) -> Result<u32, ChangelogError> {
+    let probe: Probe = serde_json::from_slice(v).map_err(decode_error(offset))?;
+    if !(OLDEST_FORMAT..=STATE_FORMAT).contains(&probe.format) {
         return Err(ChangelogError::Format {
             offset,
             found: probe.format,
         });
     }
-    serde_json::from_slice(v).map_err(err)
+    Ok(probe.format)
+}
+
+/// Decodes a value after checking its format.
+fn decode<'a, T: Deserialize<'a>>(v: &'a [u8], offset: i64) -> Result<T, ChangelogError> {
+    format_of(v, offset)?;
+    serde_json::from_slice(v).map_err(decode_error(offset))
+}
+
+/// Where one input of a task stands at a marker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InputPosition {
+    /// The input topic.
+    pub topic: String,
+    /// Next offset to consume (everything before it is covered).
+    pub offset: i64,
+    /// Latest event time among the records it delivered that passed the
+    /// stateless rules (its watermark is this − `max_out_of_orderness`).
+    #[serde(default)]
+    pub latest: Option<crate::model::EventTime>,
 }
 
 /// The marker that closes a generation.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Marker {
     /// Generation it closes.
     pub gen: u64,
-    /// Next input offset to consume (everything before it is covered).
-    pub offset: i64,
-    /// Watermark and timer sequence of the partition.
+    /// Watermark and timer sequence of the task.
     pub meta: PartitionMeta,
+    /// Every input the task had consumed from (format 3).
+    #[serde(default)]
+    pub inputs: Vec<InputPosition>,
+}
+
+impl Marker {
+    /// The offset to resume `topic` at, if the marker covers it.
+    pub fn offset(&self, topic: &str) -> Option<i64> {
+        self.inputs
+            .iter()
+            .find(|i| i.topic == topic)
+            .map(|i| i.offset)
+    }
+
+    /// Decodes a marker of the task whose first input is `topic`; one of
+    /// format 2 (a single input's `offset`) becomes that input's position.
+    pub fn decode(topic: &str, v: &[u8], offset: i64) -> Result<Marker, ChangelogError> {
+        #[derive(Deserialize)]
+        struct V2 {
+            gen: u64,
+            offset: i64,
+            meta: PartitionMeta,
+        }
+        if format_of(v, offset)? == 2 {
+            let m: V2 = serde_json::from_slice(v).map_err(decode_error(offset))?;
+            return Ok(Marker {
+                gen: m.gen,
+                inputs: vec![InputPosition {
+                    topic: topic.to_string(),
+                    offset: m.offset,
+                    latest: m.meta.watermark.max_event(),
+                }],
+                meta: m.meta,
+            });
+        }
+        serde_json::from_slice(v).map_err(decode_error(offset))
+    }
 }
 
 /// A customer record.
@@ -227,7 +293,7 @@ impl RestoreBuilder {
             Key::Marker => {
                 self.records += 1;
                 if let Some(v) = value {
-                    let m: Marker = decode(v, offset)?;
+                    let m = Marker::decode(&self.topic, v, offset)?;
                     self.max_gen = self.max_gen.max(m.gen);
                     self.marker = Some(m);
                 }
@@ -254,7 +320,7 @@ impl RestoreBuilder {
 
     /// Resolves to the state of the last complete marker.
     pub fn finish(self) -> Restored {
-        let committed = self.marker.map_or(0, |m| m.gen);
+        let committed = self.marker.as_ref().map_or(0, |m| m.gen);
         let mut customers = Vec::new();
         let mut repairs = Vec::new();
         for (id, slots) in self.slots {
@@ -293,6 +359,14 @@ mod tests {
         c
     }
 
+    fn pos(t: &str, offset: i64) -> InputPosition {
+        InputPosition {
+            topic: t.to_string(),
+            offset,
+            latest: None,
+        }
+    }
+
     fn meta() -> PartitionMeta {
         PartitionMeta {
             watermark: Watermark::new(5),
@@ -317,8 +391,8 @@ mod tests {
             &marker_key(t),
             Some(&encode_marker(&Marker {
                 gen: 1,
-                offset: 100,
                 meta: meta(),
+                inputs: vec![pos(t, 100)],
             })),
             1,
         )
@@ -334,7 +408,7 @@ mod tests {
         )
         .unwrap();
         let r = b.finish();
-        assert_eq!(r.marker.unwrap().offset, 100);
+        assert_eq!(r.marker.unwrap().offset(t), Some(100));
         assert_eq!(r.customers.len(), 1);
         assert_eq!(r.customers[0].newest, 10);
         assert_eq!(r.next_gen, 3);
@@ -358,8 +432,8 @@ mod tests {
             &marker_key(t),
             Some(&encode_marker(&Marker {
                 gen: 2,
-                offset: 7,
                 meta: meta(),
+                inputs: vec![pos(t, 7)],
             })),
             2,
         )
@@ -401,8 +475,8 @@ mod tests {
             &marker_key(t),
             Some(&encode_marker(&Marker {
                 gen: 2,
-                offset: 7,
                 meta: meta(),
+                inputs: vec![pos(t, 7)],
             })),
             4,
         )
@@ -411,6 +485,32 @@ mod tests {
         assert_eq!(r.customers.len(), 1);
         assert_eq!(r.customers[0].newest, 20);
         assert!(r.repairs.is_empty());
+    }
+
+    #[test]
+    fn a_single_input_marker_of_format_2_is_migrated() {
+        let t = "tp";
+        let mut b = RestoreBuilder::new(t);
+        let old = br#"{"format":2,"gen":4,"offset":31,"meta":{"watermark":{"max_event":1000,"current":995,"out_of_orderness":5},"next_seq":9}}"#;
+        b.push(&marker_key(t), Some(old), 0).unwrap();
+        let c = br#"{"format":2,"gen":4,"state":null}"#;
+        b.push(&state_key(t, "c", 1), Some(c), 1).unwrap();
+        let r = b.finish();
+        let m = r.marker.expect("the old marker is read");
+        assert_eq!(m.gen, 4);
+        assert_eq!(m.meta.next_seq, 9);
+        assert_eq!(
+            m.inputs,
+            vec![InputPosition {
+                topic: t.to_string(),
+                offset: 31,
+                latest: Some(1000)
+            }]
+        );
+        assert_eq!(r.next_gen, 5);
+        // Written again in the current format, it reads back the same.
+        let again = Marker::decode(t, &encode_marker(&m), 2).unwrap();
+        assert_eq!(again, m);
     }
 
     #[test]
@@ -432,18 +532,18 @@ mod tests {
             "{msg}"
         );
         assert!(
-            msg.contains("state format 1") && msg.contains("reads format 2"),
+            msg.contains("state format 1") && msg.contains("reads formats 2 and 3"),
             "{msg}"
         );
-        let newer = br#"{"format":3,"gen":1,"state":null}"#;
+        let newer = br#"{"format":4,"gen":1,"state":null}"#;
         let e = b.push(&state_key(t, "c", 1), Some(newer), 8).unwrap_err();
-        assert!(matches!(e, ChangelogError::Format { found: 3, .. }), "{e}");
+        assert!(matches!(e, ChangelogError::Format { found: 4, .. }), "{e}");
         // The current format round-trips.
         let rec = encode_state(&StateRecord {
             gen: 1,
             state: Some(cust("c", 10, 1)),
         });
-        assert!(String::from_utf8_lossy(&rec).starts_with(r#"{"format":2,"#));
+        assert!(String::from_utf8_lossy(&rec).starts_with(r#"{"format":3,"#));
         b.push(&state_key(t, "c", 1), Some(&rec), 9).unwrap();
     }
 }

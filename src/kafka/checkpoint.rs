@@ -1,6 +1,7 @@
 //! Sending and checkpointing: every record goes through [`Worker::send`];
 //! a checkpoint makes everything so far durable (flush and commit, or the
-//! transaction) with the changed customers and a marker per partition.
+//! transaction) with the changed customers and a marker per task holding
+//! every input's offset.
 
 #[allow(unused_imports)]
 use super::*;
@@ -74,36 +75,35 @@ impl Worker {
             self.flush()?;
         }
         let cl_topic = self.cfg.kafka.changelog_topic.clone();
-        let mut markers: Vec<((Arc<str>, i32), Marker, i32)> = Vec::new();
-        let keys: Vec<(Arc<str>, i32)> = self.tasks.keys().cloned().collect();
-        for key in keys {
-            let Some(task) = self.tasks.get_mut(&key) else {
+        let mut markers: Vec<(i32, Marker, i32)> = Vec::new();
+        let parts: Vec<i32> = self.tasks.keys().copied().collect();
+        for p in parts {
+            let Some(task) = self.tasks.get_mut(&p) else {
                 continue;
             };
-            let changes = task.engine.drain_changes();
-            let meta = task.engine.meta();
-            let mut repairs = std::mem::take(&mut task.repairs);
-            for id in std::mem::take(&mut task.evicted_committed) {
-                if task.engine.customer(&id).is_none() {
-                    repairs.push(state_key(&task.topic, &id, 1));
-                    repairs.push(state_key(&task.topic, &id, 2));
+            let core = &mut task.core;
+            let changes = core.engine.drain_changes();
+            let meta = core.engine.meta();
+            let positions = core.positions();
+            let first = core.inputs[0].topic.clone();
+            let mut repairs = std::mem::take(&mut core.repairs);
+            for id in std::mem::take(&mut core.evicted_committed) {
+                if core.engine.customer(&id).is_none() {
+                    repairs.push(state_key(&first, &id, 1));
+                    repairs.push(state_key(&first, &id, 2));
                 }
             }
-            let covered = task.marker.map(|(o, m)| (Some(o), m));
-            let unchanged = changes.is_empty()
-                && repairs.is_empty()
-                && covered == Some((task.next_offset, meta));
-            if unchanged {
+            let covered = core
+                .marker
+                .as_ref()
+                .is_some_and(|m| m.meta == meta && m.inputs == positions);
+            if changes.is_empty() && repairs.is_empty() && covered {
                 continue;
             }
-            let (topic, partition, gen, next_offset) = (
-                task.topic.clone(),
-                task.partition,
-                task.gen,
-                task.next_offset,
-            );
-            task.gen += 1;
-            let cl_partition = partition % self.changelog_partitions.max(1);
+            let gen = core.gen;
+            core.gen += 1;
+            let mut evicted = Vec::new();
+            let cl_partition = p % self.changelog_partitions.max(1);
             self.ensure_txn()?;
             let n = changes.len() + repairs.len();
             for k in &repairs {
@@ -116,7 +116,7 @@ impl Worker {
             for ch in changes {
                 let (k, v) = match ch {
                     StateChange::Upsert(c) => {
-                        let k = state_key(&topic, c.id(), c.slot);
+                        let k = state_key(&first, c.id(), c.slot);
                         (
                             k,
                             encode_state(&StateRecord {
@@ -126,10 +126,8 @@ impl Worker {
                         )
                     }
                     StateChange::Delete { id, slot } => {
-                        let k = state_key(&topic, &id, slot);
-                        if let Some(t) = self.tasks.get_mut(&key) {
-                            t.evicted_pending.push(id);
-                        }
+                        let k = state_key(&first, &id, slot);
+                        evicted.push(id);
                         (k, encode_state(&StateRecord { gen, state: None }))
                     }
                 };
@@ -140,19 +138,30 @@ impl Worker {
                         .partition(cl_partition),
                 )?;
             }
+            if let Some(t) = self.tasks.get_mut(&p) {
+                t.core.evicted_pending.extend(evicted);
+            }
             self.metrics
                 .checkpoint_records
-                .with_label_values(&[&partition.to_string()])
+                .with_label_values(&[&p.to_string()])
                 .observe(n as f64);
-            if let Some(offset) = next_offset {
-                markers.push((key.clone(), Marker { gen, offset, meta }, cl_partition));
+            if !positions.is_empty() {
+                let marker = Marker {
+                    gen,
+                    meta,
+                    inputs: positions,
+                };
+                markers.push((p, marker, cl_partition));
             }
         }
         if !self.eos {
             self.flush()?;
         }
-        for (key, m, cl_partition) in &markers {
-            let k = marker_key(&key.0);
+        for (p, m, cl_partition) in &markers {
+            let Some(first) = self.tasks.get(p).map(|t| t.core.inputs[0].topic.clone()) else {
+                continue;
+            };
+            let k = marker_key(&first);
             let v = encode_marker(m);
             self.send(
                 BaseRecord::to(&cl_topic)
@@ -163,10 +172,12 @@ impl Worker {
         }
         let mut offsets = TopicPartitionList::new();
         for t in self.tasks.values() {
-            if let Some(o) = t.next_offset {
-                offsets
-                    .add_partition_offset(&t.topic, t.partition, Offset::Offset(o))
-                    .map_err(kafka("offset list"))?;
+            for (i, inp) in t.core.inputs.iter().enumerate() {
+                if let (Some(o), Some(_)) = (inp.next_offset, &t.queues[i]) {
+                    offsets
+                        .add_partition_offset(&inp.topic, t.partition, Offset::Offset(o))
+                        .map_err(kafka("offset list"))?;
+                }
             }
         }
         if self.eos {
@@ -193,11 +204,12 @@ impl Worker {
                 }
             }
         }
-        for (key, m, _) in markers {
-            if let Some(t) = self.tasks.get_mut(&key) {
-                t.marker = Some((m.offset, m.meta));
-                let covered = std::mem::take(&mut t.evicted_pending);
-                t.evicted_committed.extend(covered);
+        for (p, m, _) in markers {
+            if let Some(t) = self.tasks.get_mut(&p) {
+                let core = &mut t.core;
+                core.marker = Some(m);
+                let covered = std::mem::take(&mut core.evicted_pending);
+                core.evicted_committed.extend(covered);
             }
         }
         let done = Instant::now();

@@ -116,10 +116,72 @@ pub(super) fn group_consumer_config(cfg: &Config) -> ClientConfig {
         // Heartbeats come from librdkafka's own thread, so a long batch or
         // restore does not expire it (`max.poll.interval.ms` covers those).
         cc.set("session.timeout.ms", DEFAULT_SESSION_TIMEOUT_MS);
-        cc.set("partition.assignment.strategy", "cooperative-sticky");
+        // One input: cooperative rebalances move only the partitions that
+        // change hands. Several: a task is partition p of every input and
+        // must never be split between members (SPEC 8); the classic `range`
+        // assignor gives each member the same partition numbers of every
+        // topic with as many partitions ([`check_task_assignment`]).
+        let strategy = if cfg.kafka.input_topics.len() > 1 {
+            "range"
+        } else {
+            "cooperative-sticky"
+        };
+        cc.set("partition.assignment.strategy", strategy);
+    }
+    if cfg.kafka.input_topics.len() > 1 {
+        // The end of each input's partition is what the merge must know:
+        // it does not wait for an input that is caught up.
+        cc.set("enable.partition.eof", "true");
     }
     apply_client(&mut cc, cfg, Role::Consumer);
     cc
+}
+
+/// With several input topics, refuses group settings that cannot keep a
+/// task's partitions together on one member (SPEC 8): the classic protocol
+/// with the `range` assignor does (each member gets the same partition
+/// numbers of every co-partitioned topic, and an eager rebalance revokes
+/// everything before anything is assigned). `roundrobin` and
+/// `cooperative-sticky` spread a task's partitions over members; with the
+/// broker-side `consumer` protocol (KIP-848) partitions move one by one, so
+/// a member may hold part of a task during a rebalance.
+pub(super) fn check_task_assignment(cfg: &Config) -> Result<(), ServiceError> {
+    if cfg.kafka.input_topics.len() < 2 {
+        return Ok(());
+    }
+    let setting = |key: &str| {
+        cfg.kafka
+            .consumer
+            .get(key)
+            .or_else(|| cfg.kafka.client.get(key))
+            .map(|v| v.trim().to_ascii_lowercase())
+    };
+    let refuse = |key: &str, value: &str, why: &str| {
+        Err(ServiceError::Config(crate::config::ConfigError::Key {
+            key: format!("kafka.consumer.{key}"),
+            message: format!(
+                "`{value}` cannot be used with several input topics: {why}. A task is partition p \
+                 of every input topic and must stay on one group member (SPEC 8); leave it unset \
+                 (touchstream uses the classic protocol with the `range` assignor)"
+            ),
+        }))
+    };
+    if let Some(p) = setting("group.protocol").filter(|p| p != "classic") {
+        return refuse(
+            "group.protocol",
+            &p,
+            "with the broker-side protocol partitions are handed over one by one, so a member can \
+             hold part of a task while a rebalance is in progress",
+        );
+    }
+    if let Some(s) = setting("partition.assignment.strategy").filter(|s| s != "range") {
+        return refuse(
+            "partition.assignment.strategy",
+            &s,
+            "only `range` gives a member the same partitions of every input topic",
+        );
+    }
+    Ok(())
 }
 
 /// The group consumer's `session.timeout.ms` unless configured.

@@ -46,6 +46,9 @@ pub enum ServiceError {
     /// Topics are missing or misconfigured.
     #[error("topics: {0}")]
     Topics(String),
+    /// The input topics cannot form whole tasks (SPEC 8).
+    #[error("{0}")]
+    NotCoPartitioned(String),
     /// A secret named by `file:PATH` could not be read.
     #[error("{key}: {message}")]
     Secret {

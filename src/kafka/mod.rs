@@ -46,9 +46,12 @@ use std::time::{Duration, Instant};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
-use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext, RebalanceProtocol};
+use rdkafka::consumer::{
+    base_consumer::PartitionQueue, BaseConsumer, CommitMode, Consumer, ConsumerContext,
+    RebalanceProtocol,
+};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders};
+use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
@@ -57,33 +60,70 @@ use thiserror::Error;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, Delivery, EngineConfig};
-use crate::engine::{Engine, Outcome, PartitionMeta, StateChange};
+use crate::engine::watermark::InputWatermarks;
+use crate::engine::{Engine, Outcome, StateChange};
 use crate::http::Health;
 use crate::metrics::Metrics;
-use crate::model::{DerivedEvent, DerivedType};
+use crate::model::{DerivedEvent, DerivedType, Touchpoint};
 use crate::validate::{validate, Clock, Rejection};
 use changelog::{
-    encode_marker, encode_state, marker_key, state_key, Marker, RestoreBuilder, StateRecord,
+    encode_marker, encode_state, marker_key, state_key, InputPosition, Marker, RestoreBuilder,
+    StateRecord,
 };
 use registry::{output_topic, InputDecoder, OutputEncoder, RegistryError};
 
 const TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One assigned input partition.
-struct Task {
+/// One input of a task: partition p of one input topic.
+struct Input {
     topic: Arc<str>,
-    partition: i32,
-    engine: Engine,
-    /// Next offset to consume (None until something is known).
+    /// Next offset to consume: everything before it is handled (None
+    /// until something is known).
     next_offset: Option<i64>,
-    /// Offset and meta of the last marker written or restored.
-    marker: Option<(i64, PartitionMeta)>,
+    /// Its next valid record, fetched but not processed yet (a task with
+    /// several inputs takes the earliest of its inputs' heads).
+    head: Option<Head>,
+    /// It reached the end of what its partition holds: nothing to wait for.
+    caught_up: bool,
+    /// It received nothing for `idle_timeout`.
+    idle: bool,
+    last_input: Instant,
+    /// `touchstream_records_consumed_total` of its topic.
+    consumed: prometheus::IntCounter,
+    /// `touchstream_misrouted_records_total` of its topic.
+    misrouted: prometheus::IntCounter,
+}
+
+/// An input's next valid record.
+struct Head {
+    msg: OwnedMessage,
+    tp: Touchpoint,
+}
+
+/// A task (SPEC 8): partition p of every input topic, with one engine and
+/// one changelog partition; assigned, restored, checkpointed and revoked
+/// as one unit.
+struct Task {
+    partition: i32,
+    /// Per input, its own fetch queue (split from the consumer's, so that
+    /// the end of a partition is known per input); `None` while that
+    /// input's partition is not assigned here (the task then waits).
+    queues: Vec<Option<PartitionQueue<ConsumerCtx>>>,
+    core: TaskCore,
+}
+
+/// A task's state, apart from its fetch queues.
+struct TaskCore {
+    engine: Engine,
+    /// In `input_topics` order; the first names the changelog keys.
+    inputs: Vec<Input>,
+    /// The merge of several inputs: their watermarks and next records.
+    marks: InputWatermarks,
+    /// The last marker written or restored.
+    marker: Option<Marker>,
     gen: u64,
     repairs: Vec<Vec<u8>>,
-    last_input: Instant,
-    /// `touchstream_records_consumed_total` of the task's topic.
-    consumed: prometheus::IntCounter,
-    /// The partition's log span: entered while its records are processed.
+    /// The task's log span: entered while its records are processed.
     span: tracing::Span,
     /// Customers evicted in a generation no marker has covered yet.
     evicted_pending: Vec<Arc<str>>,
@@ -93,11 +133,74 @@ struct Task {
     evicted_committed: Vec<Arc<str>>,
 }
 
+impl TaskCore {
+    /// Where every input stands, for a marker (inputs not started yet are
+    /// left out: they start per the group's offset or `auto_offset_reset`).
+    fn positions(&self) -> Vec<InputPosition> {
+        let single = self.inputs.len() == 1;
+        self.inputs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, inp)| {
+                Some(InputPosition {
+                    topic: inp.topic.to_string(),
+                    offset: inp.next_offset?,
+                    latest: if single {
+                        self.engine.max_event_time()
+                    } else {
+                        self.marks.latest(i)
+                    },
+                })
+            })
+            .collect()
+    }
+}
+
+/// Where the worker is: running, or stopping (the rebalance that closing
+/// the consumer triggers must not checkpoint again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Stopping,
+}
+
+/// Wakes the poll loop when a fetch queue gets records.
+#[derive(Default)]
+pub(super) struct Wake {
+    flag: Mutex<bool>,
+    cv: std::sync::Condvar,
+}
+
+impl Wake {
+    pub(super) fn notify(&self) {
+        let mut f = self.flag.lock().unwrap_or_else(|p| p.into_inner());
+        *f = true;
+        self.cv.notify_one();
+    }
+
+    /// Waits until notified (or `timeout`).
+    pub(super) fn wait(&self, timeout: Duration) {
+        let mut f = self.flag.lock().unwrap_or_else(|p| p.into_inner());
+        if !*f {
+            f = match self.cv.wait_timeout(f, timeout) {
+                Ok((g, _)) => g,
+                Err(p) => p.into_inner().0,
+            };
+        }
+        *f = false;
+    }
+}
+
 /// Everything the poll loop and the rebalance callback share.
 struct Worker {
     cfg: Arc<Config>,
     engine_cfg: Arc<EngineConfig>,
-    tasks: BTreeMap<(Arc<str>, i32), Task>,
+    /// Tasks by partition number.
+    tasks: BTreeMap<i32, Task>,
+    /// The input topics, in `input_topics` order.
+    inputs: Vec<Arc<str>>,
+    /// The number of tasks (misrouted records are counted against it).
+    task_count: i32,
     producer: ThreadedProducer<ProducerCtx>,
     decoder: InputDecoder,
     encoder: OutputEncoder,
@@ -107,13 +210,12 @@ struct Worker {
     eos: bool,
     in_txn: bool,
     consumed_at: Vec<Instant>,
-    /// Topic of the last record processed.
-    last_topic: Option<Arc<str>>,
     last_checkpoint: Instant,
     changelog_partitions: i32,
     /// Bytes a dead letter's key and value may take ([`dlq_limit`]).
     dlq_limit: usize,
     fatal: Option<ServiceError>,
+    phase: Phase,
     buf: Vec<DerivedEvent>,
     /// Set by SIGTERM/SIGINT: checked while waiting on a dependency too.
     shutdown: Arc<AtomicBool>,
@@ -126,6 +228,10 @@ struct Worker {
 struct ConsumerCtx {
     worker: Arc<Mutex<Worker>>,
     metrics: Arc<Metrics>,
+    /// The consumer itself, for splitting partition queues in the
+    /// rebalance callback (set once it is created).
+    consumer: std::sync::OnceLock<std::sync::Weak<BaseConsumer<ConsumerCtx>>>,
+    wake: Arc<Wake>,
 }
 
 type Started = (
@@ -188,6 +294,7 @@ pub fn run(
     rt: tokio::runtime::Handle,
 ) -> Result<(), ServiceError> {
     resolve_secrets(&mut cfg)?;
+    check_task_assignment(&cfg)?;
     let cfg = Arc::new(cfg);
     let engine_cfg = Arc::new(cfg.engine()?);
     let eos = cfg.kafka.delivery == Delivery::ExactlyOnce;
@@ -213,6 +320,7 @@ pub fn run(
                     ServiceError::Registry(_) => {
                         "Check schema_registry (URL, credentials) and the registry's answer above."
                     }
+                    ServiceError::NotCoPartitioned(_) => "Check the input topics' partitions.",
                     _ => "Check kafka.brokers, credentials and topics.",
                 };
                 error!(error = %e, retry_in_s = backoff.as_secs(), "Cannot start; not ready. {check}");
@@ -225,10 +333,19 @@ pub fn run(
         }
     };
 
+    let inputs: Vec<Arc<str>> = cfg
+        .kafka
+        .input_topics
+        .iter()
+        .map(|t| Arc::from(t.as_str()))
+        .collect();
+    let wake = Arc::new(Wake::default());
     let worker = Arc::new(Mutex::new(Worker {
         cfg: cfg.clone(),
         engine_cfg,
         tasks: BTreeMap::new(),
+        inputs,
+        task_count: topics.tasks,
         producer,
         decoder,
         encoder,
@@ -241,11 +358,11 @@ pub fn run(
         eos,
         in_txn: false,
         consumed_at: Vec::new(),
-        last_topic: None,
         last_checkpoint: Instant::now(),
         changelog_partitions: topics.changelog_partitions,
         dlq_limit: dlq_limit(&cfg, topics.dlq_max_bytes),
         fatal: None,
+        phase: Phase::Running,
         buf: Vec::new(),
         shutdown: shutdown.clone(),
         registry_waiting: false,
@@ -253,26 +370,36 @@ pub fn run(
     }));
 
     let cc = group_consumer_config(&cfg);
-    let consumer: BaseConsumer<ConsumerCtx> = cc
+    let mut consumer: BaseConsumer<ConsumerCtx> = cc
         .create_with_context(ConsumerCtx {
             worker: worker.clone(),
             metrics: metrics.clone(),
+            consumer: std::sync::OnceLock::new(),
+            wake: wake.clone(),
         })
         .map_err(kafka("create consumer"))?;
+    {
+        let wake = wake.clone();
+        consumer.set_nonempty_callback(move || wake.notify());
+    }
+    let consumer = Arc::new(consumer);
+    let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
     let topics: Vec<&str> = cfg.kafka.input_topics.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).map_err(kafka("subscribe"))?;
-    info!(topics = ?topics, group = cfg.kafka.group_id, delivery = ?cfg.kafka.delivery, "touchstream is running.");
+    info!(topics = ?topics, tasks = lock(&worker).task_count, group = cfg.kafka.group_id, delivery = ?cfg.kafka.delivery, "touchstream is running.");
 
     let interval = cfg.kafka.commit_interval.as_duration();
     let mut result = Ok(());
-    // Liveness and idle partitions are looked at every TICK, not for every
+    // Liveness and idle inputs are looked at every TICK, not for every
     // record: clock reads per record are a visible share of the CPU.
     const TICK: Duration = Duration::from_millis(100);
     let mut last_tick: Option<Instant> = None;
     while !shutdown.load(Ordering::Relaxed) {
-        let polled = consumer.poll(Duration::from_millis(100));
+        // Serves the group's callbacks (rebalances, statistics); records
+        // come from the tasks' own queues.
+        let polled = consumer.poll(Duration::ZERO);
         let now = Instant::now();
-        let tick = polled.is_none() || last_tick.is_none_or(|t| now.duration_since(t) >= TICK);
+        let tick = last_tick.is_none_or(|t| now.duration_since(t) >= TICK);
         if tick {
             health.beat();
             last_tick = Some(now);
@@ -282,8 +409,9 @@ pub fn run(
             result = Err(e);
             break;
         }
+        let busy = polled.is_some();
         let step = match polled {
-            Some(Ok(msg)) => w.process(&msg, now),
+            Some(Ok(msg)) => w.stray(&msg),
             Some(Err(e)) => {
                 metrics.kafka_errors.with_label_values(&[kind_of(&e)]).inc();
                 warn!(%e, "Consumer error.");
@@ -291,18 +419,23 @@ pub fn run(
             }
             None => Ok(()),
         };
-        let step = step
-            .and_then(|_| if tick { w.idle_advance() } else { Ok(()) })
-            .and_then(|_| {
-                if now.saturating_duration_since(w.last_checkpoint) >= interval {
-                    w.checkpoint(&consumer)
-                } else {
-                    Ok(())
-                }
-            });
-        if let Err(e) = step {
-            result = Err(e);
-            break;
+        let step = step.and_then(|()| w.pump(now)).and_then(|n| {
+            if tick {
+                w.idle_advance()?;
+            }
+            if now.saturating_duration_since(w.last_checkpoint) >= interval {
+                w.checkpoint(&consumer)?;
+            }
+            Ok(n)
+        });
+        drop(w);
+        match step {
+            Ok(0) if !busy => wake.wait(TICK),
+            Ok(_) => {}
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
         }
     }
     {
@@ -317,10 +450,11 @@ pub fn run(
                 let _ = w.producer.abort_transaction(Duration::from_secs(5));
                 w.in_txn = false;
             }
-            // Prevent the revoke callback of close() from checkpointing.
-            w.fatal
-                .get_or_insert(ServiceError::Delivery("stopping after an error".into()));
         }
+        // The revoke that closing the consumer triggers must not checkpoint.
+        w.phase = Phase::Stopping;
+        // The tasks' queues hold the consumer: drop them first.
+        w.tasks.clear();
         health.ready.store(false, Ordering::Relaxed);
     }
     consumer.unsubscribe();

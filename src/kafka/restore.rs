@@ -1,19 +1,23 @@
-//! Restoring a partition from the changelog before it is consumed: read
-//! the changelog partition to its end, rebuild the engine from the last
-//! complete checkpoint, and resume at the offset its marker covers.
+//! Restoring a task from the changelog before its inputs are consumed:
+//! read the changelog partition to its end, rebuild the engine from the
+//! last complete checkpoint, and resume every input after the offset its
+//! marker covers (an input the marker does not name starts at the group's
+//! committed offset or per `auto_offset_reset`: a topic added to
+//! `input_topics`).
 
 #[allow(unused_imports)]
 use super::*;
 
 impl Worker {
-    /// Restores a partition; returns the offset to resume at (None: the
-    /// group's committed offset or `auto_offset_reset`).
-    pub(super) fn restore(
-        &mut self,
-        topic: &str,
-        partition: i32,
-    ) -> Result<Option<i64>, ServiceError> {
+    /// Restores task `partition` (not consumed yet: its queues are empty).
+    pub(super) fn restore(&mut self, partition: i32) -> Result<(), ServiceError> {
         let started = Instant::now();
+        let topic = self
+            .inputs
+            .first()
+            .cloned()
+            .unwrap_or_else(|| Arc::from(""));
+        let topic = &*topic;
         let restore_err = |message: String| ServiceError::Restore {
             topic: topic.to_string(),
             partition,
@@ -87,45 +91,69 @@ impl Worker {
         }
         let restored = builder.finish();
         let customers = restored.customers.len();
-        let (mut engine, offset, marker) = match restored.marker {
-            Some(m) => (
-                Engine::restore(self.engine_cfg.clone(), m.meta, restored.customers),
-                Some(m.offset),
-                Some((m.offset, m.meta)),
-            ),
-            None => (Engine::new(self.engine_cfg.clone()), None, None),
+        let mut engine = match &restored.marker {
+            Some(m) => Engine::restore(self.engine_cfg.clone(), m.meta, restored.customers),
+            None => Engine::new(self.engine_cfg.clone()),
         };
         engine.collect_kpis(true);
-        let span = tracing::info_span!("partition", topic, partition);
+        let mut marks =
+            InputWatermarks::new(self.inputs.len(), self.engine_cfg.max_out_of_orderness);
+        let now = Instant::now();
+        let inputs: Vec<Input> = self
+            .inputs
+            .iter()
+            .enumerate()
+            .map(|(i, t)| {
+                let pos = restored
+                    .marker
+                    .as_ref()
+                    .and_then(|m| m.inputs.iter().find(|p| *p.topic == **t));
+                marks.restore_latest(i, pos.and_then(|p| p.latest));
+                Input {
+                    topic: t.clone(),
+                    next_offset: pos.map(|p| p.offset),
+                    head: None,
+                    caught_up: false,
+                    idle: false,
+                    last_input: now,
+                    consumed: self.metrics.records_consumed.with_label_values(&[t]),
+                    misrouted: self.metrics.misrouted.with_label_values(&[t]),
+                }
+            })
+            .collect();
+        let resume: Vec<(String, Option<i64>)> = inputs
+            .iter()
+            .map(|i| (i.topic.to_string(), i.next_offset))
+            .collect();
+        let span = tracing::info_span!("task", task = partition);
         let task = Task {
-            topic: Arc::from(topic),
             partition,
-            engine,
-            next_offset: offset,
-            marker,
-            gen: restored.next_gen,
-            repairs: restored.repairs,
-            last_input: Instant::now(),
-            consumed: self.metrics.records_consumed.with_label_values(&[topic]),
-            span,
-            evicted_pending: Vec::new(),
-            evicted_committed: Vec::new(),
+            queues: (0..inputs.len()).map(|_| None).collect(),
+            core: TaskCore {
+                engine,
+                inputs,
+                marks,
+                marker: restored.marker,
+                gen: restored.next_gen,
+                repairs: restored.repairs,
+                span,
+                evicted_pending: Vec::new(),
+                evicted_committed: Vec::new(),
+            },
         };
         self.metrics
             .restore_duration
             .observe(started.elapsed().as_secs_f64());
         self.metrics.restored_customers.inc_by(customers as u64);
         info!(
-            topic,
-            partition,
+            task = partition,
             customers,
             records = restored.records,
-            resume_offset = ?offset,
+            resume = ?resume,
             seconds = started.elapsed().as_secs_f64(),
-            "Partition restored."
+            "Task restored."
         );
-        self.tasks.insert((Arc::from(topic), partition), task);
-        self.update_gauges();
-        Ok(offset)
+        self.tasks.insert(partition, task);
+        Ok(())
     }
 }

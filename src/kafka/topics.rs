@@ -9,6 +9,8 @@ pub(super) const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What startup learns of the topics.
 pub(super) struct TopicFacts {
+    /// The number of tasks (SPEC 8).
+    pub(super) tasks: i32,
     pub(super) changelog_partitions: i32,
     /// The dead-letter topic's `max.message.bytes`, when it could be read.
     pub(super) dlq_max_bytes: Option<usize>,
@@ -25,7 +27,7 @@ pub(super) fn ensure_topics(
     let meta_client: BaseConsumer<StartupCtx> = client_config(cfg)
         .create_with_context(ctx)
         .map_err(kafka("create metadata client"))?;
-    let mut partitions = 0;
+    let mut counts: Vec<(String, i32)> = Vec::new();
     for t in &cfg.kafka.input_topics {
         let md = match meta_client.fetch_metadata(Some(t), STARTUP_TIMEOUT) {
             Ok(md) => md,
@@ -45,8 +47,9 @@ pub(super) fn ensure_topics(
                 "input topic `{t}` does not exist"
             )));
         }
-        partitions = partitions.max(n);
+        counts.push((t.clone(), n));
     }
+    let partitions = co_partitioned(cfg, &counts)?;
     let cl = meta_client
         .fetch_metadata(Some(&cfg.kafka.changelog_topic), STARTUP_TIMEOUT)
         .map_err(kafka("fetch metadata"))?;
@@ -108,6 +111,55 @@ pub(super) fn ensure_topics(
     check_topics(cfg, rt, &admin, partitions, n)
 }
 
+/// The number of tasks: `kafka.tasks`, else the first input topic's
+/// partition count; every input must have that many partitions (SPEC 8).
+pub(super) fn co_partitioned(cfg: &Config, counts: &[(String, i32)]) -> Result<i32, ServiceError> {
+    let tasks = cfg
+        .kafka
+        .tasks
+        .filter(|n| *n > 0)
+        .or_else(|| counts.first().map(|(_, n)| *n))
+        .unwrap_or(1);
+    let forced: Vec<&String> = cfg
+        .kafka
+        .repartition_topics
+        .iter()
+        .filter(|t| cfg.kafka.input_topics.contains(t))
+        .collect();
+    if counts.iter().all(|(_, n)| *n == tasks) && forced.is_empty() {
+        return Ok(tasks);
+    }
+    let listed: Vec<String> = counts
+        .iter()
+        .map(|(t, n)| format!("`{t}` has {n} partitions"))
+        .collect();
+    let why = match cfg.kafka.repartition {
+        crate::config::Repartition::Never => "kafka.repartition = \"never\" refuses them".to_string(),
+        crate::config::Repartition::Auto => {
+            "this build has no repartition router yet (kafka.repartition = \"auto\" cannot re-key them)"
+                .to_string()
+        }
+    };
+    let forced = if forced.is_empty() {
+        String::new()
+    } else {
+        format!(
+            "; kafka.repartition_topics asks to re-key {}",
+            forced
+                .iter()
+                .map(|t| format!("`{t}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    Err(ServiceError::NotCoPartitioned(format!(
+        "input topics are not co-partitioned: {}; there are {tasks} tasks (kafka.tasks, else the \
+         first input topic's partition count){forced}; {why}. Give every input topic {tasks} \
+         partitions, keyed by customer id with the Java client's partitioner (murmur2)",
+        listed.join(", ")
+    )))
+}
+
 /// Refuses a changelog that cannot hold the state (fewer partitions than
 /// the input: each input partition's state and checkpoint markers need a
 /// changelog partition of their own; not compacted: quiet customers'
@@ -160,6 +212,7 @@ pub(super) fn check_topics(
     }
     let dlq_max_bytes = value(1, "max.message.bytes").and_then(|v| v.parse().ok());
     Ok(TopicFacts {
+        tasks: input_partitions,
         changelog_partitions,
         dlq_max_bytes,
     })
@@ -188,4 +241,64 @@ pub(super) fn wait_for_leaders(client: &BaseConsumer<StartupCtx>, topic: &str, p
         std::thread::sleep(Duration::from_millis(200));
     }
     warn!(topic, "Partitions still without a leader after 30 s.");
+}
+
+/// The partition the Java client's default partitioner (and touchstream's
+/// producer, `murmur2_random`) picks for `key` among `partitions`.
+pub(crate) fn kafka_partition(key: &[u8], partitions: i32) -> i32 {
+    if partitions <= 0 {
+        return 0;
+    }
+    (murmur2(key) & 0x7fff_ffff) as i32 % partitions
+}
+
+/// Kafka's `Utils.murmur2` (seed 0x9747b28c).
+fn murmur2(data: &[u8]) -> u32 {
+    const M: u32 = 0x5bd1_e995;
+    let mut h: u32 = 0x9747_b28c ^ data.len() as u32;
+    let mut chunks = data.chunks_exact(4);
+    for c in &mut chunks {
+        let mut k = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+        k = k.wrapping_mul(M);
+        k ^= k >> 24;
+        k = k.wrapping_mul(M);
+        h = h.wrapping_mul(M) ^ k;
+    }
+    let tail = chunks.remainder();
+    if tail.len() == 3 {
+        h ^= u32::from(tail[2]) << 16;
+    }
+    if tail.len() >= 2 {
+        h ^= u32::from(tail[1]) << 8;
+    }
+    if !tail.is_empty() {
+        h ^= u32::from(tail[0]);
+        h = h.wrapping_mul(M);
+    }
+    h ^= h >> 13;
+    h = h.wrapping_mul(M);
+    h ^ (h >> 15)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Values of the Java client's `Utils.murmur2` / default partitioner.
+    #[test]
+    fn murmur2_matches_the_java_client() {
+        assert_eq!(murmur2(b"21") as i32, -973932308);
+        assert_eq!(murmur2(b"foobar") as i32, -790332482);
+        assert_eq!(murmur2(b"a-little-bit-long-string") as i32, -985981536);
+        assert_eq!(murmur2(b"a-little-bit-longer-string") as i32, -1486304829);
+        assert_eq!(
+            murmur2(b"lkjh234lh9fiuh90y23oiuhsafujhadof229phr9h19h89h8") as i32,
+            -58897971
+        );
+        assert_eq!(murmur2(b"abc") as i32, 479470107);
+        assert_eq!(
+            kafka_partition(b"foobar", 4),
+            (-790332482i32 & 0x7fff_ffff) % 4
+        );
+    }
 }

@@ -1,6 +1,7 @@
 //! The record path of the service: the rebalance callback that restores
-//! and revokes partitions, and per record decode, validate, engine,
-//! derived events out; idle partitions, the registry wait and the gauges.
+//! and revokes tasks, and per task its inputs' records through decode,
+//! validate, the merge of several inputs, engine, derived events out; idle
+//! inputs, the registry wait and the gauges.
 
 #[allow(unused_imports)]
 use super::*;
@@ -76,16 +77,39 @@ impl ConsumerContext for ConsumerCtx {
                     .iter()
                     .map(|e| (e.topic().to_string(), e.partition()))
                     .collect();
-                for (topic, partition) in parts {
-                    match w.restore(&topic, partition) {
-                        Ok(Some(offset)) => {
-                            let _ =
-                                tpl.set_partition_offset(&topic, partition, Offset::Offset(offset));
-                        }
-                        Ok(None) => {}
-                        Err(e) => {
-                            error!(%e, topic, partition, "Partition restore failed.");
+                let arc = self.consumer.get().and_then(std::sync::Weak::upgrade);
+                for (topic, partition) in &parts {
+                    let Some(i) = w.inputs.iter().position(|t| **t == **topic) else {
+                        continue;
+                    };
+                    if !w.tasks.contains_key(partition) {
+                        if let Err(e) = w.restore(*partition) {
+                            error!(%e, task = partition, "Task restore failed.");
                             w.fatal.get_or_insert(e);
+                            continue;
+                        }
+                    }
+                    let Some(task) = w.tasks.get_mut(partition) else {
+                        continue;
+                    };
+                    if let Some(o) = task.core.inputs[i].next_offset {
+                        let _ = tpl.set_partition_offset(topic, *partition, Offset::Offset(o));
+                    }
+                    // Split before assigning: the partition's records (and
+                    // its end) then come on its own queue only.
+                    match arc
+                        .as_ref()
+                        .and_then(|c| c.split_partition_queue(topic, *partition))
+                    {
+                        Some(mut q) => {
+                            let wake = self.wake.clone();
+                            q.set_nonempty_callback(move || wake.notify());
+                            task.queues[i] = Some(q);
+                        }
+                        None => {
+                            w.fatal.get_or_insert(ServiceError::Topics(format!(
+                                "cannot open the fetch queue of {topic}[{partition}]"
+                            )));
                         }
                     }
                 }
@@ -100,32 +124,30 @@ impl ConsumerContext for ConsumerCtx {
                         source: e,
                     });
                 }
-                w.metrics.assigned_partitions.set(w.tasks.len() as i64);
-                let ok = w.fatal.is_none();
+                let incomplete = w.incomplete_tasks();
+                if !incomplete.is_empty() {
+                    error!(
+                        tasks = ?incomplete,
+                        "Assigned only part of these tasks' input partitions: they wait, and the \
+                         instance is not ready, until the group assigns the rest (every group \
+                         member must subscribe to the same input topics)."
+                    );
+                }
+                w.metrics.assigned_partitions.set(w.assigned_partitions());
+                let ok = w.fatal.is_none() && incomplete.is_empty();
                 w.health.ready.store(ok, Ordering::Relaxed);
                 w.metrics.ready.set(i64::from(ok));
+                w.update_gauges();
             }
             RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                if w.fatal.is_none() {
+                if w.fatal.is_none() && w.phase == Phase::Running {
                     if let Err(e) = w.checkpoint(consumer) {
                         error!(%e, "Checkpoint on revoke failed.");
                         w.fatal.get_or_insert(e);
                     }
                 }
                 for e in tpl.elements() {
-                    let key = (Arc::from(e.topic()), e.partition());
-                    let p = e.partition().to_string();
-                    let labels = [e.topic(), p.as_str()];
-                    let _ = w.metrics.watermark.remove_label_values(&labels);
-                    let _ = w.metrics.watermark_lag.remove_label_values(&labels);
-                    let _ = w.metrics.consumer_lag.remove_label_values(&labels);
-                    if w.tasks.remove(&key).is_some() {
-                        info!(
-                            topic = e.topic(),
-                            partition = e.partition(),
-                            "Partition revoked."
-                        );
-                    }
+                    w.revoke(e.topic(), e.partition());
                 }
                 let r = if cooperative {
                     consumer.incremental_unassign(tpl)
@@ -135,7 +157,7 @@ impl ConsumerContext for ConsumerCtx {
                 if let Err(e) = r {
                     warn!(%e, "Unassign failed.");
                 }
-                w.metrics.assigned_partitions.set(w.tasks.len() as i64);
+                w.metrics.assigned_partitions.set(w.assigned_partitions());
                 w.update_gauges();
             }
             other => {
@@ -173,54 +195,246 @@ impl Worker {
         Ok(())
     }
 
-    /// Processes one record, consumed at `now`.
-    pub(super) fn process(&mut self, msg: &impl Message, now: Instant) -> Result<(), ServiceError> {
-        self.consumed_at.push(now);
-        // The topic name of the previous record, shared: no allocation per
-        // record while a batch comes from one topic.
-        let topic = match &self.last_topic {
-            Some(t) if &**t == msg.topic() => t.clone(),
-            _ => {
-                let t: Arc<str> = Arc::from(msg.topic());
-                self.last_topic = Some(t.clone());
-                t
+    /// Input partitions held.
+    pub(super) fn assigned_partitions(&self) -> i64 {
+        self.tasks
+            .values()
+            .map(|t| t.queues.iter().flatten().count() as i64)
+            .sum()
+    }
+
+    /// Tasks of which only some input partitions are assigned here.
+    pub(super) fn incomplete_tasks(&self) -> Vec<i32> {
+        self.tasks
+            .values()
+            .filter(|t| t.queues.iter().any(Option::is_none))
+            .map(|t| t.partition)
+            .collect()
+    }
+
+    /// Drops a revoked input partition; a task none of whose inputs is
+    /// held any more is dropped with its metrics.
+    pub(super) fn revoke(&mut self, topic: &str, partition: i32) {
+        let p = partition.to_string();
+        let labels = [topic, p.as_str()];
+        let _ = self.metrics.watermark.remove_label_values(&labels);
+        let _ = self.metrics.watermark_lag.remove_label_values(&labels);
+        let _ = self.metrics.consumer_lag.remove_label_values(&labels);
+        let _ = self.metrics.input_idle.remove_label_values(&labels);
+        let Some(task) = self.tasks.get_mut(&partition) else {
+            return;
+        };
+        if let Some(i) = task.core.inputs.iter().position(|inp| &*inp.topic == topic) {
+            task.queues[i] = None;
+            task.core.inputs[i].head = None;
+        }
+        if task.queues.iter().all(Option::is_none) {
+            self.tasks.remove(&partition);
+            let _ = self
+                .metrics
+                .task_watermark
+                .remove_label_values(&[p.as_str()]);
+            info!(task = partition, "Task revoked.");
+        }
+    }
+
+    /// A record that came on the consumer's own queue: every assigned
+    /// partition has a queue of its own, so this is one of a partition no
+    /// longer held (ignored; it is read again by its new owner).
+    pub(super) fn stray(&mut self, msg: &impl Message) -> Result<(), ServiceError> {
+        self.metrics
+            .records_consumed
+            .with_label_values(&[msg.topic()])
+            .inc();
+        warn!(
+            topic = msg.topic(),
+            partition = msg.partition(),
+            "Record for a partition not held ignored."
+        );
+        Ok(())
+    }
+
+    /// Processes what the tasks' queues hold; returns the records taken.
+    pub(super) fn pump(&mut self, now: Instant) -> Result<usize, ServiceError> {
+        let mut total = 0;
+        let parts: Vec<i32> = self.tasks.keys().copied().collect();
+        for p in parts {
+            // The task leaves the map while it runs: its queues lend the
+            // records, the worker sends what they cause.
+            let Some(mut task) = self.tasks.remove(&p) else {
+                continue;
+            };
+            let r = if task.queues.len() == 1 {
+                self.pump_single(&mut task, now)
+            } else {
+                self.pump_merged(&mut task, now)
+            };
+            self.tasks.insert(p, task);
+            total += r?;
+            if self.shutdown.load(Ordering::Relaxed) {
+                break;
             }
+        }
+        Ok(total)
+    }
+
+    /// A task with one input: records in offset order (SPEC 3).
+    fn pump_single(&mut self, task: &mut Task, now: Instant) -> Result<usize, ServiceError> {
+        let Task {
+            partition,
+            queues,
+            core,
+        } = task;
+        let Some(q) = queues.first().and_then(Option::as_ref) else {
+            return Ok(0);
         };
-        let key = (topic, msg.partition());
-        let Some(span) = self.tasks.get(&key).map(|t| {
-            t.consumed.inc();
-            t.span.clone()
-        }) else {
-            self.metrics
-                .records_consumed
-                .with_label_values(&[msg.topic()])
-                .inc();
-            warn!(
-                topic = msg.topic(),
-                partition = msg.partition(),
-                "Record for an unassigned partition ignored."
-            );
-            return Ok(());
-        };
+        let span = core.span.clone();
         let _entered = span.enter();
-        self.ensure_txn()?;
+        let mut n = 0;
+        while n < BATCH {
+            let msg = match q.poll(Duration::ZERO) {
+                None => break,
+                Some(Err(KafkaError::PartitionEOF(_))) => break,
+                Some(Err(e)) => {
+                    self.consumer_error(&e);
+                    continue;
+                }
+                Some(Ok(msg)) => msg,
+            };
+            n += 1;
+            self.consumed_at.push(now);
+            let input = &mut core.inputs[0];
+            input.consumed.inc();
+            input.last_input = now;
+            let Some(checked) = self.check(&msg, *partition, input) else {
+                break;
+            };
+            core.inputs[0].next_offset = Some(msg.offset() + 1);
+            match checked {
+                Err(rejection) => self.dead_letter(&msg, &rejection)?,
+                Ok(tp) => self.offer(core, &msg, &tp, None)?,
+            }
+        }
+        Ok(n)
+    }
+
+    /// A task with several inputs (SPEC 8): the next record is the earliest
+    /// of the inputs' next valid records (ties: the input listed first);
+    /// what fails a stateless rule is handled as soon as it is next on its
+    /// input; the task waits for an input that still has records to fetch,
+    /// not for one that is caught up or idle.
+    fn pump_merged(&mut self, task: &mut Task, now: Instant) -> Result<usize, ServiceError> {
+        let Task {
+            partition,
+            queues,
+            core,
+        } = task;
+        if queues.iter().any(Option::is_none) {
+            return Ok(0);
+        }
+        let span = core.span.clone();
+        let _entered = span.enter();
+        let mut n = 0;
+        loop {
+            for (i, q) in queues.iter().enumerate() {
+                let Some(q) = q else { continue };
+                while core.inputs[i].head.is_none() {
+                    let msg = match q.poll(Duration::ZERO) {
+                        None => break,
+                        Some(Err(KafkaError::PartitionEOF(_))) => {
+                            core.inputs[i].caught_up = true;
+                            break;
+                        }
+                        Some(Err(e)) => {
+                            self.consumer_error(&e);
+                            continue;
+                        }
+                        Some(Ok(msg)) => msg,
+                    };
+                    n += 1;
+                    self.consumed_at.push(now);
+                    let input = &mut core.inputs[i];
+                    input.consumed.inc();
+                    input.last_input = now;
+                    input.caught_up = false;
+                    if input.idle {
+                        input.idle = false;
+                        core.marks.set_idle(i, false);
+                    }
+                    let Some(checked) = self.check(&msg, *partition, &core.inputs[i]) else {
+                        return Ok(n);
+                    };
+                    match checked {
+                        Err(rejection) => {
+                            core.inputs[i].next_offset = Some(msg.offset() + 1);
+                            self.dead_letter(&msg, &rejection)?;
+                        }
+                        Ok(tp) => {
+                            core.marks.set_head(i, Some(tp.timestamp));
+                            core.inputs[i].head = Some(Head {
+                                msg: msg.detach(),
+                                tp,
+                            });
+                        }
+                    }
+                }
+            }
+            let waiting = core
+                .inputs
+                .iter()
+                .any(|inp| inp.head.is_none() && !inp.caught_up && !inp.idle);
+            if waiting || n >= BATCH {
+                return Ok(n);
+            }
+            let Some(i) = core.marks.next() else {
+                return Ok(n);
+            };
+            let Some(head) = core.inputs[i].head.take() else {
+                return Ok(n);
+            };
+            let to = core.marks.task_watermark();
+            core.marks.deliver(i, head.tp.timestamp);
+            core.marks.set_head(i, None);
+            core.inputs[i].next_offset = Some(head.msg.offset() + 1);
+            self.offer(core, &head.msg, &head.tp, Some(to))?;
+        }
+    }
+
+    pub(super) fn consumer_error(&self, e: &KafkaError) {
+        self.metrics
+            .kafka_errors
+            .with_label_values(&[kind_of(e)])
+            .inc();
+        warn!(%e, "Consumer error.");
+    }
+
+    /// Decodes a record and checks the rules of SPEC 2 that need no state;
+    /// counts it when its customer id does not hash to its partition.
+    /// `None`: a stop was requested while the registry was awaited (the
+    /// record is read again after the restart: its offset is not covered).
+    fn check(
+        &mut self,
+        msg: &impl Message,
+        partition: i32,
+        input: &Input,
+    ) -> Option<Result<Touchpoint, Rejection>> {
+        self.ensure_txn_or_fail()?;
         let decoded = loop {
             match self.decoder.decode(msg.topic(), msg.payload()) {
                 Ok(raw) => break Ok(raw),
                 Err(Ok(rejection)) => break Err(rejection),
                 Err(Err(e)) => {
                     // The registry is unreachable: retry, never reject good
-                    // data. Every partition waits (one service loop): not
-                    // ready meanwhile, still live, and a stop request is
-                    // honoured at once (the record is read again after the
-                    // restart: its offset is not committed).
+                    // data. Every task waits (one service loop): not ready
+                    // meanwhile, still live, and a stop request is honoured
+                    // at once.
                     self.metrics
                         .kafka_errors
                         .with_label_values(&["schema_registry"])
                         .inc();
                     warn!(%e, "Schema registry unavailable; every partition waits for it (not ready); retrying.");
                     if !self.wait_for_registry() {
-                        return Ok(());
+                        return None;
                     }
                 }
             }
@@ -232,43 +446,63 @@ impl Worker {
             now: crate::validate::wall_clock_ms(),
             max_future: self.cfg.time.max_future.0,
         };
-        let result = decoded.and_then(|raw| validate(raw, clock));
-        let Some(task) = self.tasks.get_mut(&key) else {
-            return Ok(());
-        };
-        task.next_offset = Some(msg.offset() + 1);
-        task.last_input = now;
-        match result {
-            Err(rejection) => self.dead_letter(msg, &rejection)?,
-            Ok(tp) => {
-                let t = tp.timestamp;
-                let wm = task.engine.watermark();
-                let before = *task.engine.stats();
-                let outcome = task.engine.on_touchpoint(&tp, &mut self.buf);
-                let after = *task.engine.stats();
-                self.metrics.record_kpis(task.engine.kpis());
-                task.engine.clear_kpis();
-                self.metrics
-                    .timers_fired
-                    .inc_by(after.timers_fired - before.timers_fired);
-                self.metrics.evicted.inc_by(after.evicted - before.evicted);
-                match outcome {
-                    Outcome::Accepted { late } => {
-                        if late {
-                            self.metrics.late_events.inc();
-                        }
-                    }
-                    Outcome::Duplicate => self.metrics.duplicates.inc(),
-                    Outcome::TooLate => {
-                        let rejection =
-                            Rejection::too_late(t, wm, self.engine_cfg.allowed_lateness);
-                        self.dead_letter(msg, &rejection)?;
-                    }
-                }
-                self.emit()?;
+        let checked = decoded.and_then(|raw| validate(raw, clock));
+        if let Ok(tp) = &checked {
+            if kafka_partition(tp.customer_id.as_bytes(), self.task_count) != partition {
+                input.misrouted.inc();
             }
         }
-        Ok(())
+        Some(checked)
+    }
+
+    /// Begins the transaction if needed; a failure is kept as fatal.
+    fn ensure_txn_or_fail(&mut self) -> Option<()> {
+        match self.ensure_txn() {
+            Ok(()) => Some(()),
+            Err(e) => {
+                self.fatal.get_or_insert(e);
+                None
+            }
+        }
+    }
+
+    /// Offers a valid touchpoint to the task's engine (`to`: the task's
+    /// watermark with it, for a task with several inputs) and sends what
+    /// it causes; a record too late goes to the dead-letter topic.
+    fn offer(
+        &mut self,
+        core: &mut TaskCore,
+        msg: &impl Message,
+        tp: &Touchpoint,
+        to: Option<Option<i64>>,
+    ) -> Result<(), ServiceError> {
+        let t = tp.timestamp;
+        let wm = core.engine.watermark();
+        let before = *core.engine.stats();
+        let outcome = match to {
+            None => core.engine.on_touchpoint(tp, &mut self.buf),
+            Some(to) => core.engine.on_merged(tp, to, &mut self.buf),
+        };
+        let after = *core.engine.stats();
+        self.metrics.record_kpis(core.engine.kpis());
+        core.engine.clear_kpis();
+        self.metrics
+            .timers_fired
+            .inc_by(after.timers_fired - before.timers_fired);
+        self.metrics.evicted.inc_by(after.evicted - before.evicted);
+        match outcome {
+            Outcome::Accepted { late } => {
+                if late {
+                    self.metrics.late_events.inc();
+                }
+            }
+            Outcome::Duplicate => self.metrics.duplicates.inc(),
+            Outcome::TooLate => {
+                let rejection = Rejection::too_late(t, wm, self.engine_cfg.allowed_lateness);
+                self.dead_letter(msg, &rejection)?;
+            }
+        }
+        self.emit()
     }
 
     /// Waits a second for the registry to come back, marking the instance
@@ -283,7 +517,7 @@ impl Worker {
         self.metrics.ready.set(0);
         self.metrics
             .partitions_waiting_on_registry
-            .set(self.tasks.len() as i64);
+            .set(self.metrics.assigned_partitions.get());
         for _ in 0..10 {
             self.health.beat();
             if self.shutdown.load(Ordering::Relaxed) {
@@ -304,28 +538,48 @@ impl Worker {
         info!("Schema registry answers again; processing resumed.");
     }
 
-    /// Idle partitions follow the wall clock (SPEC 3).
+    /// Idle inputs (SPEC 3 and 8): an input that received nothing for
+    /// `idle_timeout` is left out of its task's watermark; when every input
+    /// of a task is idle the task's watermark follows the wall clock.
     pub(super) fn idle_advance(&mut self) -> Result<(), ServiceError> {
         let idle = self.cfg.time.idle_timeout.as_duration();
         let now_ms = crate::validate::wall_clock_ms();
-        let to = now_ms - self.engine_cfg.max_out_of_orderness;
+        let wall = now_ms - self.engine_cfg.max_out_of_orderness;
         let mut fired = false;
         let mut buf = std::mem::take(&mut self.buf);
         for task in self.tasks.values_mut() {
-            if task.last_input.elapsed() >= idle && task.engine.watermark().is_some_and(|w| w < to)
-            {
+            let core = &mut task.core;
+            let mut changed = false;
+            for (i, inp) in core.inputs.iter_mut().enumerate() {
+                let now_idle = inp.head.is_none() && inp.last_input.elapsed() >= idle;
+                if now_idle != inp.idle {
+                    inp.idle = now_idle;
+                    core.marks.set_idle(i, now_idle);
+                    changed = true;
+                }
+            }
+            let to = if core.inputs.iter().all(|i| i.idle) {
+                Some(wall)
+            } else if changed && core.inputs.len() > 1 {
+                core.marks.task_watermark()
+            } else {
+                None
+            };
+            if let Some(to) = to.filter(|to| core.engine.watermark().is_some_and(|w| w < *to)) {
                 let before = buf.len();
-                task.engine.advance_watermark(to, &mut buf);
+                core.engine.advance_watermark(to, &mut buf);
                 fired |= buf.len() > before;
-                self.metrics.record_kpis(task.engine.kpis());
-                task.engine.clear_kpis();
+                self.metrics.record_kpis(core.engine.kpis());
+                core.engine.clear_kpis();
             }
         }
         self.buf = buf;
         if fired {
             self.ensure_txn()?;
         }
-        self.emit()
+        self.emit()?;
+        self.update_gauges();
+        Ok(())
     }
 
     pub(super) fn update_gauges(&self) {
@@ -333,26 +587,49 @@ impl Worker {
         let mut population = crate::engine::kpi::Population::default();
         let now = crate::validate::wall_clock_ms();
         for t in self.tasks.values() {
-            customers += t.engine.customers();
-            let p = t.engine.population();
+            let core = &t.core;
+            customers += core.engine.customers();
+            let p = core.engine.population();
             for i in 0..3 {
                 population.levels[i] += p.levels[i];
             }
             for i in 0..5 {
                 population.stages[i] += p.stages[i];
             }
-            bytes += t.engine.approx_state_bytes();
-            timers += t.engine.pending_timers();
-            if let Some(w) = t.engine.watermark() {
-                let p = t.partition.to_string();
+            bytes += core.engine.approx_state_bytes();
+            timers += core.engine.pending_timers();
+            let part = t.partition.to_string();
+            if let Some(w) = core.engine.watermark() {
                 self.metrics
-                    .watermark
-                    .with_label_values(&[&*t.topic, p.as_str()])
+                    .task_watermark
+                    .with_label_values(&[part.as_str()])
                     .set(w as f64 / 1000.0);
+            }
+            let single = core.inputs.len() == 1;
+            for (i, inp) in core.inputs.iter().enumerate() {
+                if t.queues[i].is_none() {
+                    continue;
+                }
+                let labels = [&*inp.topic, part.as_str()];
                 self.metrics
-                    .watermark_lag
-                    .with_label_values(&[&*t.topic, p.as_str()])
-                    .set((now - w) as f64 / 1000.0);
+                    .input_idle
+                    .with_label_values(&labels)
+                    .set(i64::from(inp.idle));
+                let w = if single {
+                    core.engine.watermark()
+                } else {
+                    core.marks.input_watermark(i)
+                };
+                if let Some(w) = w {
+                    self.metrics
+                        .watermark
+                        .with_label_values(&labels)
+                        .set(w as f64 / 1000.0);
+                    self.metrics
+                        .watermark_lag
+                        .with_label_values(&labels)
+                        .set((now - w) as f64 / 1000.0);
+                }
             }
         }
         self.metrics.customers.set(customers as i64);
@@ -361,3 +638,6 @@ impl Worker {
         self.metrics.pending_timers.set(timers as i64);
     }
 }
+
+/// Records a task takes from its queues per turn of the poll loop.
+const BATCH: usize = 1024;
