@@ -18,7 +18,7 @@ use super::{parse_time_arg, wall_clock_ms, CliError};
 use crate::codec;
 use crate::codec::container::{ContainerError, Item};
 use crate::config::{Config, EngineConfig};
-use crate::engine::watermark::InputWatermarks;
+use crate::engine::merge::Merge;
 use crate::engine::{Engine, Outcome};
 use crate::model::{DerivedEvent, Touchpoint};
 use crate::validate::{validate, Clock, RawTouchpoint, RejectReason, Rejection};
@@ -168,7 +168,7 @@ impl<'w, O: Write, E: Write> Replay<'w, O, E> {
 
     /// Offers a valid touchpoint to the engine. `to` is the task's
     /// watermark with it when the task has several inputs (see
-    /// [`InputWatermarks`]); `None` for a single input (SPEC 3).
+    /// [`crate::engine::watermark::InputWatermarks`]); `None` for a single input (SPEC 3).
     fn offer(
         &mut self,
         location: &str,
@@ -278,41 +278,41 @@ impl<'w, O: Write, E: Write> Replay<'w, O, E> {
     /// `max_out_of_orderness`: nothing fires beyond it.
     pub fn merged(&mut self, inputs: Vec<(String, mpsc::Receiver<InputItem>)>) -> io::Result<()> {
         let ooo = self.engine.config().max_out_of_orderness;
-        let mut marks = InputWatermarks::new(inputs.len(), ooo);
-        let mut heads: Vec<Option<(String, Touchpoint)>> = vec![None; inputs.len()];
-        for i in 0..inputs.len() {
-            heads[i] = self.next_valid(&inputs[i], i, &mut marks)?;
-        }
-        while let Some(i) = marks.next() {
-            let Some((location, tp)) = heads[i].take() else {
+        let mut merge = Merge::new(inputs.len(), ooo);
+        loop {
+            for (i, input) in inputs.iter().enumerate() {
+                if merge.wants(i) {
+                    self.next_valid(input, i, &mut merge)?;
+                }
+            }
+            let Some(next) = merge.pop() else {
                 break;
             };
-            let to = marks.task_watermark();
-            marks.deliver(i, tp.timestamp);
-            self.offer(&location, &tp, Some(to))?;
-            heads[i] = self.next_valid(&inputs[i], i, &mut marks)?;
+            let (location, tp) = next.item;
+            self.offer(&location, &tp, Some(next.to))?;
         }
-        if let Some(end) = marks.final_watermark() {
+        if let Some(end) = merge.marks().final_watermark() {
             self.engine.advance_watermark(end, &mut self.buf);
         }
         self.flush_events()
     }
 
     /// Reads input `i` up to its next valid record (reporting what breaks a
-    /// stateless rule on the way) and makes it the input's head.
+    /// stateless rule on the way) and hands it to the merge; at the end of
+    /// the input, ends it there.
     fn next_valid(
         &mut self,
         (name, rx): &(String, mpsc::Receiver<InputItem>),
         i: usize,
-        marks: &mut InputWatermarks,
-    ) -> io::Result<Option<(String, Touchpoint)>> {
+        merge: &mut Merge<(String, Touchpoint)>,
+    ) -> io::Result<()> {
         loop {
             match rx.recv() {
                 Ok(InputItem::Record { location, decoded }) => {
                     let location = format!("{name}: {location}");
                     if let Some(tp) = self.check(&location, decoded)? {
-                        marks.set_head(i, Some(tp.timestamp));
-                        return Ok(Some((location, tp)));
+                        merge.push(i, tp.timestamp, (location, tp));
+                        return Ok(());
                     }
                 }
                 Ok(InputItem::Damaged {
@@ -325,8 +325,8 @@ impl<'w, O: Write, E: Write> Replay<'w, O, E> {
                     return Err(io::Error::new(e.kind(), format!("{name}: {e}")))
                 }
                 Err(mpsc::RecvError) => {
-                    marks.end(i);
-                    return Ok(None);
+                    merge.end(i);
+                    return Ok(());
                 }
             }
         }

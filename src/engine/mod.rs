@@ -12,6 +12,7 @@
 
 pub mod dedup;
 pub mod kpi;
+pub mod merge;
 pub mod state;
 pub mod store;
 pub mod timers;

@@ -160,6 +160,11 @@ impl InputWatermarks {
         }
     }
 
+    /// Input `i`'s next record's event time, when one is waiting.
+    pub fn head(&self, i: usize) -> Option<EventTime> {
+        self.inputs.get(i).and_then(|m| m.head)
+    }
+
     /// Input `i`'s latest event time delivered.
     pub fn latest(&self, i: usize) -> Option<EventTime> {
         self.inputs.get(i).and_then(|m| m.latest)

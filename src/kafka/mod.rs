@@ -60,7 +60,7 @@ use thiserror::Error;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, Delivery, EngineConfig};
-use crate::engine::watermark::InputWatermarks;
+use crate::engine::merge::Merge;
 use crate::engine::{Engine, Outcome, StateChange};
 use crate::http::Health;
 use crate::metrics::Metrics;
@@ -80,13 +80,6 @@ struct Input {
     /// Next offset to consume: everything before it is handled (None
     /// until something is known).
     next_offset: Option<i64>,
-    /// Its next valid record, fetched but not processed yet (a task with
-    /// several inputs takes the earliest of its inputs' heads).
-    head: Option<Head>,
-    /// It reached the end of what its partition holds: nothing to wait for.
-    caught_up: bool,
-    /// It received nothing for `idle_timeout`.
-    idle: bool,
     last_input: Instant,
     /// `touchstream_records_consumed_total` of its topic.
     consumed: prometheus::IntCounter,
@@ -94,7 +87,8 @@ struct Input {
     misrouted: prometheus::IntCounter,
 }
 
-/// An input's next valid record.
+/// An input's next valid record, fetched but not processed yet (a task
+/// with several inputs takes the earliest of its inputs' next records).
 struct Head {
     msg: OwnedMessage,
     tp: Touchpoint,
@@ -117,8 +111,8 @@ struct TaskCore {
     engine: Engine,
     /// In `input_topics` order; the first names the changelog keys.
     inputs: Vec<Input>,
-    /// The merge of several inputs: their watermarks and next records.
-    marks: InputWatermarks,
+    /// The merge of its inputs: their next records, states and watermarks.
+    merge: Merge<Head>,
     /// The last marker written or restored.
     marker: Option<Marker>,
     gen: u64,
@@ -148,7 +142,7 @@ impl TaskCore {
                     latest: if single {
                         self.engine.max_event_time()
                     } else {
-                        self.marks.latest(i)
+                        self.merge.marks().latest(i)
                     },
                 })
             })

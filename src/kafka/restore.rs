@@ -96,8 +96,7 @@ impl Worker {
             None => Engine::new(self.engine_cfg.clone()),
         };
         engine.collect_kpis(true);
-        let mut marks =
-            InputWatermarks::new(self.inputs.len(), self.engine_cfg.max_out_of_orderness);
+        let mut merge = Merge::new(self.inputs.len(), self.engine_cfg.max_out_of_orderness);
         let now = Instant::now();
         let inputs: Vec<Input> = self
             .inputs
@@ -108,13 +107,10 @@ impl Worker {
                     .marker
                     .as_ref()
                     .and_then(|m| m.inputs.iter().find(|p| *p.topic == **t));
-                marks.restore_latest(i, pos.and_then(|p| p.latest));
+                merge.restore_latest(i, pos.and_then(|p| p.latest));
                 Input {
                     topic: t.clone(),
                     next_offset: pos.map(|p| p.offset),
-                    head: None,
-                    caught_up: false,
-                    idle: false,
                     last_input: now,
                     consumed: self.metrics.records_consumed.with_label_values(&[t]),
                     misrouted: self.metrics.misrouted.with_label_values(&[t]),
@@ -132,7 +128,7 @@ impl Worker {
             core: TaskCore {
                 engine,
                 inputs,
-                marks,
+                merge,
                 marker: restored.marker,
                 gen: restored.next_gen,
                 repairs: restored.repairs,

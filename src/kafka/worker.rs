@@ -226,7 +226,7 @@ impl Worker {
         };
         if let Some(i) = task.core.inputs.iter().position(|inp| &*inp.topic == topic) {
             task.queues[i] = None;
-            task.core.inputs[i].head = None;
+            task.core.merge.forget(i);
         }
         if task.queues.iter().all(Option::is_none) {
             self.tasks.remove(&partition);
@@ -338,11 +338,11 @@ impl Worker {
         loop {
             for (i, q) in queues.iter().enumerate() {
                 let Some(q) = q else { continue };
-                while core.inputs[i].head.is_none() {
+                while core.merge.wants(i) {
                     let msg = match q.poll(Duration::ZERO) {
                         None => break,
                         Some(Err(KafkaError::PartitionEOF(_))) => {
-                            core.inputs[i].caught_up = true;
+                            core.merge.caught_up(i);
                             break;
                         }
                         Some(Err(e)) => {
@@ -353,14 +353,10 @@ impl Worker {
                     };
                     n += 1;
                     self.consumed_at.push(now);
+                    core.merge.received(i);
                     let input = &mut core.inputs[i];
                     input.consumed.inc();
                     input.last_input = now;
-                    input.caught_up = false;
-                    if input.idle {
-                        input.idle = false;
-                        core.marks.set_idle(i, false);
-                    }
                     let Some(checked) = self.check(&msg, *partition, &core.inputs[i]) else {
                         return Ok(n);
                     };
@@ -370,33 +366,25 @@ impl Worker {
                             self.dead_letter(&msg, &rejection)?;
                         }
                         Ok(tp) => {
-                            core.marks.set_head(i, Some(tp.timestamp));
-                            core.inputs[i].head = Some(Head {
+                            let t = tp.timestamp;
+                            let head = Head {
                                 msg: msg.detach(),
                                 tp,
-                            });
+                            };
+                            core.merge.push(i, t, head);
                         }
                     }
                 }
             }
-            let waiting = core
-                .inputs
-                .iter()
-                .any(|inp| inp.head.is_none() && !inp.caught_up && !inp.idle);
-            if waiting || n >= BATCH {
+            if n >= BATCH {
                 return Ok(n);
             }
-            let Some(i) = core.marks.next() else {
+            let Some(next) = core.merge.pop() else {
                 return Ok(n);
             };
-            let Some(head) = core.inputs[i].head.take() else {
-                return Ok(n);
-            };
-            let to = core.marks.task_watermark();
-            core.marks.deliver(i, head.tp.timestamp);
-            core.marks.set_head(i, None);
-            core.inputs[i].next_offset = Some(head.msg.offset() + 1);
-            self.offer(core, &head.msg, &head.tp, Some(to))?;
+            let Head { msg, tp } = next.item;
+            core.inputs[next.input].next_offset = Some(msg.offset() + 1);
+            self.offer(core, &msg, &tp, Some(next.to))?;
         }
     }
 
@@ -550,18 +538,13 @@ impl Worker {
         for task in self.tasks.values_mut() {
             let core = &mut task.core;
             let mut changed = false;
-            for (i, inp) in core.inputs.iter_mut().enumerate() {
-                let now_idle = inp.head.is_none() && inp.last_input.elapsed() >= idle;
-                if now_idle != inp.idle {
-                    inp.idle = now_idle;
-                    core.marks.set_idle(i, now_idle);
-                    changed = true;
-                }
+            for (i, inp) in core.inputs.iter().enumerate() {
+                changed |= core.merge.set_idle(i, inp.last_input.elapsed() >= idle);
             }
-            let to = if core.inputs.iter().all(|i| i.idle) {
+            let to = if core.merge.all_idle() {
                 Some(wall)
             } else if changed && core.inputs.len() > 1 {
-                core.marks.task_watermark()
+                core.merge.marks().task_watermark()
             } else {
                 None
             };
@@ -614,11 +597,11 @@ impl Worker {
                 self.metrics
                     .input_idle
                     .with_label_values(&labels)
-                    .set(i64::from(inp.idle));
+                    .set(i64::from(core.merge.is_idle(i)));
                 let w = if single {
                     core.engine.watermark()
                 } else {
-                    core.marks.input_watermark(i)
+                    core.merge.marks().input_watermark(i)
                 };
                 if let Some(w) = w {
                     self.metrics
