@@ -75,6 +75,8 @@ pub struct Metrics {
     pub watermark: GaugeVec,
     /// Wall clock − watermark (seconds), per topic and partition.
     pub watermark_lag: GaugeVec,
+    /// Seconds a checkpoint stops processing.
+    pub checkpoint_pause: Histogram,
     /// The task's watermark (epoch seconds): the minimum over its inputs.
     pub task_watermark: GaugeVec,
     /// 1 while an input partition has received nothing for `idle_timeout`.
@@ -254,6 +256,12 @@ impl Metrics {
                 "touchstream_watermark_lag_seconds",
                 "Wall clock minus the event-time watermark, in seconds.",
                 &[TOPIC, PARTITION],
+            ),
+            checkpoint_pause: histogram(
+                &r,
+                "touchstream_checkpoint_pause_seconds",
+                "Seconds a checkpoint stops processing (at_least_once: draining changed customers into the changelog; exactly_once: the whole transaction commit).",
+                vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5],
             ),
             task_watermark: gauge_vec(&r, "touchstream_task_watermark_seconds", "A task's event-time watermark (epoch seconds): the minimum over its non-idle inputs.", &["task"]),
             input_idle: int_gauge_vec(&r, "touchstream_input_idle", "1 while the input partition has received nothing for time.idle_timeout (left out of its task's watermark).", &[TOPIC, PARTITION]),

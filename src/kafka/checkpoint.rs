@@ -1,7 +1,21 @@
 //! Sending and checkpointing: every record goes through [`Worker::send`];
-//! a checkpoint makes everything so far durable (flush and commit, or the
-//! transaction) with the changed customers and a marker per task holding
-//! every input's offset.
+//! a checkpoint makes everything so far durable with the changed customers
+//! and a marker per task holding every input's offset.
+//!
+//! `at_least_once` checkpoints do not stop processing: [`Worker::begin_checkpoint`]
+//! drains the tasks' changed customers into the changelog and notes the
+//! markers and offsets; records keep flowing meanwhile. Every record sent
+//! is counted under the *epoch* it belongs to (the checkpoint that will
+//! cover it), and acknowledgements count down. Once everything of the
+//! checkpoint's epoch is acknowledged (derived events, dead letters and its
+//! changelog records), its markers are sent; once those are acknowledged,
+//! the input offsets are committed to the group ([`Worker::advance_checkpoint`],
+//! looked at every turn of the loop). One checkpoint is in flight at a
+//! time, so a customer's next write never lands in the slot holding its
+//! last complete state. Revoke and shutdown settle synchronously.
+//!
+//! `exactly_once`: the same records, the markers and the offsets commit in
+//! one transaction, synchronously.
 
 #[allow(unused_imports)]
 use super::*;
@@ -32,7 +46,28 @@ impl Worker {
         Ok(())
     }
 
-    pub(super) fn send(&self, mut record: BaseRecord<'_, [u8], [u8]>) -> Result<(), ServiceError> {
+    /// Sends a record of the current epoch.
+    pub(super) fn send(&self, record: BaseRecord<'_, [u8], [u8]>) -> Result<(), ServiceError> {
+        self.send_in(self.epoch, record)
+    }
+
+    /// Sends a record counted under `epoch` until it is acknowledged.
+    pub(super) fn send_in(
+        &self,
+        epoch: u64,
+        r: BaseRecord<'_, [u8], [u8]>,
+    ) -> Result<(), ServiceError> {
+        let mut record = BaseRecord {
+            topic: r.topic,
+            partition: r.partition,
+            payload: r.payload,
+            key: r.key,
+            timestamp: r.timestamp,
+            headers: r.headers,
+            delivery_opaque: epoch as usize,
+        };
+        let ctx = self.producer.context();
+        ctx.outstanding(epoch).fetch_add(1, Ordering::AcqRel);
         loop {
             match self.producer.send(record) {
                 Ok(()) => return Ok(()),
@@ -41,7 +76,10 @@ impl Worker {
                     record = r;
                     std::thread::sleep(Duration::from_millis(2));
                 }
-                Err((e, _)) => return Err(self.classify("produce", e)),
+                Err((e, _)) => {
+                    ctx.outstanding(epoch).fetch_sub(1, Ordering::AcqRel);
+                    return Err(self.classify("produce", e));
+                }
             }
         }
     }
@@ -65,17 +103,131 @@ impl Worker {
         txn_error(op, e)
     }
 
-    /// Makes everything so far durable; see the module docs.
+    /// Makes everything so far durable before returning (revoke, shutdown;
+    /// every checkpoint under `exactly_once`); see the module docs.
     pub(super) fn checkpoint(
         &mut self,
         consumer: &BaseConsumer<ConsumerCtx>,
     ) -> Result<(), ServiceError> {
-        let started = Instant::now();
-        if !self.eos {
-            self.flush()?;
+        if self.eos {
+            return self.checkpoint_transaction(consumer);
         }
+        self.settle_checkpoint(consumer)?;
+        self.begin_checkpoint()?;
+        self.settle_checkpoint(consumer)
+    }
+
+    /// Waits until the checkpoint in flight, if any, is complete.
+    fn settle_checkpoint(
+        &mut self,
+        consumer: &BaseConsumer<ConsumerCtx>,
+    ) -> Result<(), ServiceError> {
+        while self.pending.is_some() {
+            self.flush()?;
+            self.advance_checkpoint(consumer)?;
+        }
+        Ok(())
+    }
+
+    /// Starts an `at_least_once` checkpoint: the changed customers go to
+    /// the changelog, the markers and offsets wait for their epoch to be
+    /// acknowledged. Returns at once; nothing is waited for.
+    pub(super) fn begin_checkpoint(&mut self) -> Result<(), ServiceError> {
+        let started = Instant::now();
+        let (markers, offsets) = self.write_changes()?;
+        let consumed_at = std::mem::take(&mut self.consumed_at);
+        self.pending = Some(Pending {
+            epoch: self.epoch,
+            markers_sent: false,
+            markers,
+            offsets,
+            consumed_at,
+            started,
+        });
+        self.epoch += 1;
+        self.last_checkpoint = Instant::now();
+        self.metrics
+            .checkpoint_pause
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Moves the checkpoint in flight on once its epoch is acknowledged:
+    /// first its markers, then (those acknowledged) the group offsets.
+    pub(super) fn advance_checkpoint(
+        &mut self,
+        consumer: &BaseConsumer<ConsumerCtx>,
+    ) -> Result<(), ServiceError> {
+        let Some(p) = self.pending.as_ref() else {
+            return Ok(());
+        };
+        if self
+            .producer
+            .context()
+            .outstanding(p.epoch)
+            .load(Ordering::Acquire)
+            > 0
+        {
+            return Ok(());
+        }
+        self.fail_if_undelivered()?;
+        let Some(mut p) = self.pending.take() else {
+            return Ok(());
+        };
+        if !p.markers_sent && !p.markers.is_empty() {
+            self.send_markers(p.epoch, &p.markers)?;
+            p.markers_sent = true;
+            self.pending = Some(p);
+            return Ok(());
+        }
+        if p.offsets.count() > 0 {
+            if let Err(e) = consumer.commit(&p.offsets, CommitMode::Async) {
+                // Group offsets only feed lag; the changelog marker is authoritative.
+                warn!(%e, "Offset commit failed.");
+            }
+        }
+        self.complete(p.markers, &p.consumed_at, p.started);
+        Ok(())
+    }
+
+    /// An `exactly_once` checkpoint: the changed customers, the markers and
+    /// the input offsets commit in one transaction.
+    fn checkpoint_transaction(
+        &mut self,
+        consumer: &BaseConsumer<ConsumerCtx>,
+    ) -> Result<(), ServiceError> {
+        let started = Instant::now();
+        let (markers, offsets) = self.write_changes()?;
+        self.send_markers(self.epoch, &markers)?;
+        if self.in_txn {
+            if offsets.count() > 0 {
+                let gm = consumer
+                    .group_metadata()
+                    .ok_or_else(|| ServiceError::Fenced("no consumer group metadata".into()))?;
+                self.producer
+                    .send_offsets_to_transaction(&offsets, &gm, TIMEOUT)
+                    .map_err(|e| self.classify("send offsets to transaction", e))?;
+            }
+            self.producer
+                .commit_transaction(TIMEOUT)
+                .map_err(|e| self.classify("commit transaction", e))?;
+            self.in_txn = false;
+        }
+        let consumed_at = std::mem::take(&mut self.consumed_at);
+        self.complete(markers, &consumed_at, started);
+        self.last_checkpoint = Instant::now();
+        self.metrics
+            .checkpoint_pause
+            .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// Writes every task's changed customers (and repairs) to the
+    /// changelog; returns the markers to write once they are durable, and
+    /// the input offsets they cover.
+    fn write_changes(&mut self) -> Result<(Vec<PendingMarker>, TopicPartitionList), ServiceError> {
         let cl_topic = self.cfg.kafka.changelog_topic.clone();
-        let mut markers: Vec<(i32, Marker, i32)> = Vec::new();
+        let mut markers: Vec<PendingMarker> = Vec::new();
         let parts: Vec<i32> = self.tasks.keys().copied().collect();
         for p in parts {
             let Some(task) = self.tasks.get_mut(&p) else {
@@ -151,24 +303,13 @@ impl Worker {
                     meta,
                     inputs: positions,
                 };
-                markers.push((p, marker, cl_partition));
+                markers.push(PendingMarker {
+                    task: p,
+                    first,
+                    marker,
+                    cl_partition,
+                });
             }
-        }
-        if !self.eos {
-            self.flush()?;
-        }
-        for (p, m, cl_partition) in &markers {
-            let Some(first) = self.tasks.get(p).map(|t| t.core.inputs[0].topic.clone()) else {
-                continue;
-            };
-            let k = marker_key(&first);
-            let v = encode_marker(m);
-            self.send(
-                BaseRecord::to(&cl_topic)
-                    .key(k.as_slice())
-                    .payload(v.as_slice())
-                    .partition(*cl_partition),
-            )?;
         }
         let mut offsets = TopicPartitionList::new();
         for t in self.tasks.values() {
@@ -180,49 +321,65 @@ impl Worker {
                 }
             }
         }
-        if self.eos {
-            if self.in_txn {
-                if offsets.count() > 0 {
-                    let gm = consumer
-                        .group_metadata()
-                        .ok_or_else(|| ServiceError::Fenced("no consumer group metadata".into()))?;
-                    self.producer
-                        .send_offsets_to_transaction(&offsets, &gm, TIMEOUT)
-                        .map_err(|e| self.classify("send offsets to transaction", e))?;
-                }
-                self.producer
-                    .commit_transaction(TIMEOUT)
-                    .map_err(|e| self.classify("commit transaction", e))?;
-                self.in_txn = false;
-            }
-        } else {
-            self.flush()?;
-            if offsets.count() > 0 {
-                if let Err(e) = consumer.commit(&offsets, CommitMode::Async) {
-                    // Group offsets only feed lag; the changelog marker is authoritative.
-                    warn!(%e, "Offset commit failed.");
-                }
-            }
+        Ok((markers, offsets))
+    }
+
+    fn send_markers(&self, epoch: u64, markers: &[PendingMarker]) -> Result<(), ServiceError> {
+        let cl_topic = &self.cfg.kafka.changelog_topic;
+        for m in markers {
+            let k = marker_key(&m.first);
+            let v = encode_marker(&m.marker);
+            self.send_in(
+                epoch,
+                BaseRecord::to(cl_topic)
+                    .key(k.as_slice())
+                    .payload(v.as_slice())
+                    .partition(m.cl_partition),
+            )?;
         }
-        for (p, m, _) in markers {
-            if let Some(t) = self.tasks.get_mut(&p) {
+        Ok(())
+    }
+
+    /// A checkpoint is durable: the tasks remember its markers, evicted
+    /// customers' keys become due for tombstones, latencies are observed.
+    fn complete(&mut self, markers: Vec<PendingMarker>, consumed_at: &[Instant], started: Instant) {
+        for m in markers {
+            if let Some(t) = self.tasks.get_mut(&m.task) {
                 let core = &mut t.core;
-                core.marker = Some(m);
+                core.marker = Some(m.marker);
                 let covered = std::mem::take(&mut core.evicted_pending);
                 core.evicted_committed.extend(covered);
             }
         }
         let done = Instant::now();
-        for at in self.consumed_at.drain(..) {
+        for at in consumed_at {
             self.metrics
                 .processing_latency
-                .observe(done.duration_since(at).as_secs_f64());
+                .observe(done.duration_since(*at).as_secs_f64());
         }
         self.metrics
             .commit_duration
             .observe(started.elapsed().as_secs_f64());
-        self.last_checkpoint = done;
         self.update_gauges();
-        Ok(())
     }
+}
+
+/// A task's marker, to send once its checkpoint's records are durable.
+pub(super) struct PendingMarker {
+    task: i32,
+    /// The task's first input topic (the marker's key).
+    first: Arc<str>,
+    marker: Marker,
+    cl_partition: i32,
+}
+
+/// An `at_least_once` checkpoint in flight.
+pub(super) struct Pending {
+    /// The epoch whose records it covers.
+    epoch: u64,
+    markers_sent: bool,
+    markers: Vec<PendingMarker>,
+    offsets: TopicPartitionList,
+    consumed_at: Vec<Instant>,
+    started: Instant,
 }

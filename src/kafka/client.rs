@@ -10,6 +10,17 @@ use super::*;
 pub(super) struct ProducerCtx {
     pub(super) metrics: Arc<Metrics>,
     pub(super) failure: Mutex<Option<String>>,
+    /// Records sent and not acknowledged yet, per checkpoint epoch (a
+    /// ring: at most two epochs are in flight, see `checkpoint`).
+    pub(super) outstanding: [std::sync::atomic::AtomicU64; 4],
+    /// Woken when an epoch's last record is acknowledged.
+    pub(super) wake: Arc<Wake>,
+}
+
+impl ProducerCtx {
+    pub(super) fn outstanding(&self, epoch: u64) -> &std::sync::atomic::AtomicU64 {
+        &self.outstanding[(epoch % 4) as usize]
+    }
 }
 
 impl ClientContext for ProducerCtx {
@@ -27,8 +38,15 @@ impl ClientContext for ProducerCtx {
 }
 
 impl ProducerContext for ProducerCtx {
-    type DeliveryOpaque = ();
-    fn delivery(&self, result: &DeliveryResult<'_>, _: ()) {
+    type DeliveryOpaque = usize;
+    fn delivery(&self, result: &DeliveryResult<'_>, epoch: usize) {
+        if self
+            .outstanding(epoch as u64)
+            .fetch_sub(1, Ordering::AcqRel)
+            == 1
+        {
+            self.wake.notify();
+        }
         if let Err((e, msg)) = result {
             self.metrics
                 .kafka_errors

@@ -217,6 +217,10 @@ struct Worker {
     registry_waiting: bool,
     /// Readiness before the registry wait began.
     ready_before_registry: bool,
+    /// The epoch records are sent under now (see `checkpoint`).
+    epoch: u64,
+    /// The `at_least_once` checkpoint in flight.
+    pending: Option<Pending>,
 }
 
 struct ConsumerCtx {
@@ -241,6 +245,7 @@ fn start(
     rt: &tokio::runtime::Handle,
     metrics: &Arc<Metrics>,
     eos: bool,
+    wake: &Arc<Wake>,
 ) -> Result<Started, ServiceError> {
     let topics = ensure_topics(cfg, rt, metrics)?;
     let decoder = InputDecoder::new(cfg)?;
@@ -269,6 +274,8 @@ fn start(
         .create_with_context(ProducerCtx {
             metrics: metrics.clone(),
             failure: Mutex::new(None),
+            outstanding: Default::default(),
+            wake: wake.clone(),
         })
         .map_err(kafka("create producer"))?;
     if eos {
@@ -295,11 +302,12 @@ pub fn run(
     // Brokers, credentials and the registry may be unavailable or wrong for
     // a while: stay up and not ready, say why, and retry (no crash loop).
     let mut backoff = Duration::from_secs(1);
+    let wake = Arc::new(Wake::default());
     let (topics, decoder, encoder, producer) = loop {
         if shutdown.load(Ordering::Relaxed) {
             return Ok(());
         }
-        match start(&cfg, &rt, &metrics, eos) {
+        match start(&cfg, &rt, &metrics, eos, &wake) {
             Ok(parts) => break parts,
             Err(e @ (ServiceError::Config(_) | ServiceError::Schema(_))) => return Err(e),
             // A client that cannot even be created is misconfigured: retrying cannot help.
@@ -333,7 +341,6 @@ pub fn run(
         .iter()
         .map(|t| Arc::from(t.as_str()))
         .collect();
-    let wake = Arc::new(Wake::default());
     let worker = Arc::new(Mutex::new(Worker {
         cfg: cfg.clone(),
         engine_cfg,
@@ -361,6 +368,8 @@ pub fn run(
         shutdown: shutdown.clone(),
         registry_waiting: false,
         ready_before_registry: false,
+        epoch: 0,
+        pending: None,
     }));
 
     let cc = group_consumer_config(&cfg);
@@ -417,8 +426,15 @@ pub fn run(
             if tick {
                 w.idle_advance()?;
             }
+            if !w.eos {
+                w.advance_checkpoint(&consumer)?;
+            }
             if now.saturating_duration_since(w.last_checkpoint) >= interval {
-                w.checkpoint(&consumer)?;
+                if w.eos {
+                    w.checkpoint(&consumer)?;
+                } else if w.pending.is_none() {
+                    w.begin_checkpoint()?;
+                }
             }
             Ok(n)
         });

@@ -464,6 +464,9 @@ impl Worker {
         tp: &Touchpoint,
         to: Option<Option<i64>>,
     ) -> Result<(), ServiceError> {
+        // A record waiting in the merge may be taken after a checkpoint
+        // committed the transaction it was read in.
+        self.ensure_txn()?;
         let t = tp.timestamp;
         let wm = core.engine.watermark();
         let before = *core.engine.stats();
