@@ -57,50 +57,11 @@ impl Worker {
         epoch: u64,
         r: BaseRecord<'_, [u8], [u8]>,
     ) -> Result<(), ServiceError> {
-        let mut record = BaseRecord {
-            topic: r.topic,
-            partition: r.partition,
-            payload: r.payload,
-            key: r.key,
-            timestamp: r.timestamp,
-            headers: r.headers,
-            delivery_opaque: epoch as usize,
-        };
-        let ctx = self.producer.context();
-        ctx.outstanding(epoch).fetch_add(1, Ordering::AcqRel);
-        loop {
-            match self.producer.send(record) {
-                Ok(()) => return Ok(()),
-                Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                    // Backpressure: the consumer is not polled while we wait.
-                    record = r;
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Err((e, _)) => {
-                    ctx.outstanding(epoch).fetch_sub(1, Ordering::AcqRel);
-                    return Err(self.classify("produce", e));
-                }
-            }
-        }
+        send_with(&self.producer, epoch, r)
     }
 
-    /// Names the real cause of a producer failure: a fatal producer error
-    /// (e.g. fenced by a newer instance with the same transactional id)
-    /// surfaces as a generic error on the call that hit it.
     pub(super) fn classify(&self, op: &str, e: KafkaError) -> ServiceError {
-        if let Some((code, reason)) = self.producer.client().fatal_error() {
-            let fenced = matches!(
-                code,
-                RDKafkaErrorCode::Fenced
-                    | RDKafkaErrorCode::ProducerFenced
-                    | RDKafkaErrorCode::InvalidProducerEpoch
-            ) || reason.to_lowercase().contains("fenced");
-            if fenced {
-                return ServiceError::Fenced(format!("{op}: {reason}"));
-            }
-            return ServiceError::Delivery(format!("{op}: fatal producer error {code}: {reason}"));
-        }
-        txn_error(op, e)
+        classify(&self.producer, op, e)
     }
 
     /// Makes everything so far durable before returning (revoke, shutdown;
@@ -122,22 +83,53 @@ impl Worker {
         &mut self,
         consumer: &BaseConsumer<ConsumerCtx>,
     ) -> Result<(), ServiceError> {
-        while self.pending.is_some() {
+        while let Some(p) = self.pending.as_mut() {
+            if let Some(w) = p.writer.take() {
+                match w.join() {
+                    Ok(written) => written?,
+                    Err(_) => {
+                        return Err(ServiceError::Delivery(
+                            "the changelog writer panicked".into(),
+                        ))
+                    }
+                }
+            }
             self.flush()?;
             self.advance_checkpoint(consumer)?;
         }
         Ok(())
     }
 
-    /// Starts an `at_least_once` checkpoint: the changed customers go to
-    /// the changelog, the markers and offsets wait for their epoch to be
-    /// acknowledged. Returns at once; nothing is waited for.
+    /// Starts an `at_least_once` checkpoint: the changed customers are
+    /// taken from the engines here, then encoded and sent to the changelog
+    /// by a thread of their own; the markers and offsets wait for the
+    /// epoch to be acknowledged. Returns at once; nothing is waited for.
     pub(super) fn begin_checkpoint(&mut self) -> Result<(), ServiceError> {
         let started = Instant::now();
-        let (markers, offsets) = self.write_changes()?;
+        let (batches, markers, offsets) = self.collect_changes()?;
         let consumed_at = std::mem::take(&mut self.consumed_at);
+        let epoch = self.epoch;
+        let writer = if batches.is_empty() {
+            None
+        } else {
+            let producer = self.producer.clone();
+            let metrics = self.metrics.clone();
+            let topic = self.cfg.kafka.changelog_topic.clone();
+            let spawned = std::thread::Builder::new()
+                .name("changelog".into())
+                .spawn(move || write_batches(&producer, &metrics, &topic, epoch, batches));
+            match spawned {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    return Err(ServiceError::Delivery(format!(
+                        "cannot start the changelog writer: {e}"
+                    )))
+                }
+            }
+        };
         self.pending = Some(Pending {
-            epoch: self.epoch,
+            epoch,
+            writer,
             markers_sent: false,
             markers,
             offsets,
@@ -197,7 +189,18 @@ impl Worker {
         consumer: &BaseConsumer<ConsumerCtx>,
     ) -> Result<(), ServiceError> {
         let started = Instant::now();
-        let (markers, offsets) = self.write_changes()?;
+        let (batches, markers, offsets) = self.collect_changes()?;
+        if !batches.is_empty() || !markers.is_empty() {
+            self.ensure_txn()?;
+        }
+        let cl_topic = self.cfg.kafka.changelog_topic.clone();
+        write_batches(
+            &self.producer,
+            &self.metrics,
+            &cl_topic,
+            self.epoch,
+            batches,
+        )?;
         self.send_markers(self.epoch, &markers)?;
         if self.in_txn {
             if offsets.count() > 0 {
@@ -222,17 +225,17 @@ impl Worker {
         Ok(())
     }
 
-    /// Writes every task's changed customers (and repairs) to the
-    /// changelog; returns the markers to write once they are durable, and
-    /// the input offsets they cover.
-    fn write_changes(&mut self) -> Result<(Vec<PendingMarker>, TopicPartitionList), ServiceError> {
-        let cl_topic = self.cfg.kafka.changelog_topic.clone();
+    /// Takes every task's changed customers (and the keys to repair) for
+    /// the changelog; returns them with the markers to write once they are
+    /// durable, and the input offsets those cover.
+    #[allow(clippy::type_complexity)]
+    fn collect_changes(
+        &mut self,
+    ) -> Result<(Vec<TaskChanges>, Vec<PendingMarker>, TopicPartitionList), ServiceError> {
+        let mut batches = Vec::new();
         let mut markers: Vec<PendingMarker> = Vec::new();
-        let parts: Vec<i32> = self.tasks.keys().copied().collect();
-        for p in parts {
-            let Some(task) = self.tasks.get_mut(&p) else {
-                continue;
-            };
+        for (p, task) in self.tasks.iter_mut() {
+            let p = *p;
             let core = &mut task.core;
             let changes = core.engine.drain_changes();
             let meta = core.engine.meta();
@@ -254,62 +257,32 @@ impl Worker {
             }
             let gen = core.gen;
             core.gen += 1;
-            let mut evicted = Vec::new();
+            for ch in &changes {
+                if let StateChange::Delete { id, .. } = ch {
+                    core.evicted_pending.push(id.clone());
+                }
+            }
             let cl_partition = p % self.changelog_partitions.max(1);
-            self.ensure_txn()?;
-            let n = changes.len() + repairs.len();
-            for k in &repairs {
-                self.send(
-                    BaseRecord::<[u8], [u8]>::to(&cl_topic)
-                        .key(k.as_slice())
-                        .partition(cl_partition),
-                )?;
-            }
-            for ch in changes {
-                let (k, v) = match ch {
-                    StateChange::Upsert(c) => {
-                        let k = state_key(&first, c.id(), c.slot);
-                        (
-                            k,
-                            encode_state(&StateRecord {
-                                gen,
-                                state: Some(c),
-                            }),
-                        )
-                    }
-                    StateChange::Delete { id, slot } => {
-                        let k = state_key(&first, &id, slot);
-                        evicted.push(id);
-                        (k, encode_state(&StateRecord { gen, state: None }))
-                    }
-                };
-                self.send(
-                    BaseRecord::to(&cl_topic)
-                        .key(k.as_slice())
-                        .payload(v.as_slice())
-                        .partition(cl_partition),
-                )?;
-            }
-            if let Some(t) = self.tasks.get_mut(&p) {
-                t.core.evicted_pending.extend(evicted);
-            }
-            self.metrics
-                .checkpoint_records
-                .with_label_values(&[&p.to_string()])
-                .observe(n as f64);
             if !positions.is_empty() {
-                let marker = Marker {
-                    gen,
-                    meta,
-                    inputs: positions,
-                };
                 markers.push(PendingMarker {
                     task: p,
-                    first,
-                    marker,
+                    first: first.clone(),
+                    marker: Marker {
+                        gen,
+                        meta,
+                        inputs: positions,
+                    },
                     cl_partition,
                 });
             }
+            batches.push(TaskChanges {
+                task: p,
+                first,
+                gen,
+                cl_partition,
+                repairs,
+                changes,
+            });
         }
         let mut offsets = TopicPartitionList::new();
         for t in self.tasks.values() {
@@ -321,7 +294,11 @@ impl Worker {
                 }
             }
         }
-        Ok((markers, offsets))
+        Ok((
+            batches.into_iter().filter(|b| !b.is_empty()).collect(),
+            markers,
+            offsets,
+        ))
     }
 
     fn send_markers(&self, epoch: u64, markers: &[PendingMarker]) -> Result<(), ServiceError> {
@@ -364,6 +341,128 @@ impl Worker {
     }
 }
 
+/// A task's changed customers and keys to repair, for the changelog.
+pub(super) struct TaskChanges {
+    task: i32,
+    /// The task's first input topic (the keys' prefix).
+    first: Arc<str>,
+    gen: u64,
+    cl_partition: i32,
+    repairs: Vec<Vec<u8>>,
+    changes: Vec<StateChange>,
+}
+
+impl TaskChanges {
+    fn is_empty(&self) -> bool {
+        self.repairs.is_empty() && self.changes.is_empty()
+    }
+}
+
+/// Encodes and sends tasks' changes to the changelog under `epoch` (on the
+/// changelog writer's thread for `at_least_once`, inside the transaction
+/// for `exactly_once`).
+fn write_batches(
+    producer: &ThreadedProducer<ProducerCtx>,
+    metrics: &Metrics,
+    cl_topic: &str,
+    epoch: u64,
+    batches: Vec<TaskChanges>,
+) -> Result<(), ServiceError> {
+    for b in batches {
+        let n = b.changes.len() + b.repairs.len();
+        for k in &b.repairs {
+            send_with(
+                producer,
+                epoch,
+                BaseRecord::<[u8], [u8]>::to(cl_topic)
+                    .key(k.as_slice())
+                    .partition(b.cl_partition),
+            )?;
+        }
+        let gen = b.gen;
+        for ch in b.changes {
+            let (k, v) = match ch {
+                StateChange::Upsert(c) => (
+                    state_key(&b.first, c.id(), c.slot),
+                    encode_state(&StateRecord {
+                        gen,
+                        state: Some(c),
+                    }),
+                ),
+                StateChange::Delete { id, slot } => (
+                    state_key(&b.first, &id, slot),
+                    encode_state(&StateRecord { gen, state: None }),
+                ),
+            };
+            send_with(
+                producer,
+                epoch,
+                BaseRecord::to(cl_topic)
+                    .key(k.as_slice())
+                    .payload(v.as_slice())
+                    .partition(b.cl_partition),
+            )?;
+        }
+        metrics
+            .checkpoint_records
+            .with_label_values(&[&b.task.to_string()])
+            .observe(n as f64);
+    }
+    Ok(())
+}
+
+/// Sends a record counted under `epoch` until it is acknowledged.
+fn send_with(
+    producer: &ThreadedProducer<ProducerCtx>,
+    epoch: u64,
+    r: BaseRecord<'_, [u8], [u8]>,
+) -> Result<(), ServiceError> {
+    let mut record = BaseRecord {
+        topic: r.topic,
+        partition: r.partition,
+        payload: r.payload,
+        key: r.key,
+        timestamp: r.timestamp,
+        headers: r.headers,
+        delivery_opaque: epoch as usize,
+    };
+    let ctx = producer.context();
+    ctx.outstanding(epoch).fetch_add(1, Ordering::AcqRel);
+    loop {
+        match producer.send(record) {
+            Ok(()) => return Ok(()),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                // Backpressure: the consumer is not polled while we wait.
+                record = r;
+                std::thread::sleep(Duration::from_millis(2));
+            }
+            Err((e, _)) => {
+                ctx.outstanding(epoch).fetch_sub(1, Ordering::AcqRel);
+                return Err(classify(producer, "produce", e));
+            }
+        }
+    }
+}
+
+/// Names the real cause of a producer failure: a fatal producer error
+/// (e.g. fenced by a newer instance with the same transactional id)
+/// surfaces as a generic error on the call that hit it.
+fn classify(producer: &ThreadedProducer<ProducerCtx>, op: &str, e: KafkaError) -> ServiceError {
+    if let Some((code, reason)) = producer.client().fatal_error() {
+        let fenced = matches!(
+            code,
+            RDKafkaErrorCode::Fenced
+                | RDKafkaErrorCode::ProducerFenced
+                | RDKafkaErrorCode::InvalidProducerEpoch
+        ) || reason.to_lowercase().contains("fenced");
+        if fenced {
+            return ServiceError::Fenced(format!("{op}: {reason}"));
+        }
+        return ServiceError::Delivery(format!("{op}: fatal producer error {code}: {reason}"));
+    }
+    txn_error(op, e)
+}
+
 /// A task's marker, to send once its checkpoint's records are durable.
 pub(super) struct PendingMarker {
     task: i32,
@@ -377,6 +476,8 @@ pub(super) struct PendingMarker {
 pub(super) struct Pending {
     /// The epoch whose records it covers.
     epoch: u64,
+    /// The thread encoding and sending its changed customers.
+    writer: Option<std::thread::JoinHandle<Result<(), ServiceError>>>,
     markers_sent: bool,
     markers: Vec<PendingMarker>,
     offsets: TopicPartitionList,

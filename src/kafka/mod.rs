@@ -195,7 +195,7 @@ struct Worker {
     inputs: Vec<Arc<str>>,
     /// The number of tasks (misrouted records are counted against it).
     task_count: i32,
-    producer: ThreadedProducer<ProducerCtx>,
+    producer: Arc<ThreadedProducer<ProducerCtx>>,
     decoder: InputDecoder,
     encoder: OutputEncoder,
     metrics: Arc<Metrics>,
@@ -347,7 +347,7 @@ pub fn run(
         tasks: BTreeMap::new(),
         inputs,
         task_count: topics.tasks,
-        producer,
+        producer: Arc::new(producer),
         decoder,
         encoder,
         metrics: metrics.clone(),
