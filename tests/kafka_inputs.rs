@@ -234,6 +234,7 @@ fn replay_per_task(
     let tasks = split[0].len();
     let mut events = Vec::new();
     let mut rejected = BTreeMap::new();
+    #[allow(clippy::needless_range_loop)] // p is the partition number, not only an index
     for p in 0..tasks {
         let files: Vec<PathBuf> = SOURCES
             .iter()
@@ -1375,7 +1376,7 @@ fn inputs_with_different_partition_counts_are_refused() {
             && l.to_lowercase().contains("task")
     };
     assert!(
-        said.iter().any(|l| names_all(*l)),
+        said.iter().any(|l| names_all(l)),
         "no ERROR line says the inputs are not co-partitioned, naming `{web}` with 3 partitions, `{messaging}` with 2 and the number of tasks:\n{}",
         said.join("\n")
     );

@@ -292,20 +292,12 @@ impl Worker {
         let _entered = span.enter();
         let mut n = 0;
         while n < BATCH {
-            let msg = match q.poll(Duration::ZERO) {
-                None => break,
-                Some(Err(KafkaError::PartitionEOF(_))) => break,
-                Some(Err(e)) => {
-                    self.consumer_error(&e);
-                    continue;
-                }
-                Some(Ok(msg)) => msg,
+            let Fetched::Record(msg) = self.fetch(q) else {
+                break;
             };
             n += 1;
-            self.consumed_at.push(now);
             let input = &mut core.inputs[0];
-            input.consumed.inc();
-            input.last_input = now;
+            self.count_in(input, now);
             let Some(checked) = self.check(&msg, *partition, input) else {
                 break;
             };
@@ -339,24 +331,17 @@ impl Worker {
             for (i, q) in queues.iter().enumerate() {
                 let Some(q) = q else { continue };
                 while core.merge.wants(i) {
-                    let msg = match q.poll(Duration::ZERO) {
-                        None => break,
-                        Some(Err(KafkaError::PartitionEOF(_))) => {
+                    let msg = match self.fetch(q) {
+                        Fetched::Nothing => break,
+                        Fetched::End => {
                             core.merge.caught_up(i);
                             break;
                         }
-                        Some(Err(e)) => {
-                            self.consumer_error(&e);
-                            continue;
-                        }
-                        Some(Ok(msg)) => msg,
+                        Fetched::Record(msg) => msg,
                     };
                     n += 1;
-                    self.consumed_at.push(now);
                     core.merge.received(i);
-                    let input = &mut core.inputs[i];
-                    input.consumed.inc();
-                    input.last_input = now;
+                    self.count_in(&mut core.inputs[i], now);
                     let Some(checked) = self.check(&msg, *partition, &core.inputs[i]) else {
                         return Ok(n);
                     };
@@ -386,6 +371,25 @@ impl Worker {
             core.inputs[next.input].next_offset = Some(msg.offset() + 1);
             self.offer(core, &msg, &tp, Some(next.to))?;
         }
+    }
+
+    /// The next record of an input partition's queue, or its end.
+    fn fetch<'q>(&self, q: &'q PartitionQueue<ConsumerCtx>) -> Fetched<'q> {
+        loop {
+            match q.poll(Duration::ZERO) {
+                None => return Fetched::Nothing,
+                Some(Err(KafkaError::PartitionEOF(_))) => return Fetched::End,
+                Some(Err(e)) => self.consumer_error(&e),
+                Some(Ok(msg)) => return Fetched::Record(msg),
+            }
+        }
+    }
+
+    /// Counts a record received on `input` at `now`.
+    fn count_in(&mut self, input: &mut Input, now: Instant) {
+        self.consumed_at.push(now);
+        input.consumed.inc();
+        input.last_input = now;
     }
 
     pub(super) fn consumer_error(&self, e: &KafkaError) {
@@ -623,6 +627,15 @@ impl Worker {
         self.metrics.state_bytes.set(bytes as i64);
         self.metrics.pending_timers.set(timers as i64);
     }
+}
+
+/// What an input partition's queue holds next.
+enum Fetched<'q> {
+    Record(rdkafka::message::BorrowedMessage<'q>),
+    /// The end of the partition (nothing more to fetch for now).
+    End,
+    /// Nothing yet.
+    Nothing,
 }
 
 /// Records a task takes from its queues per turn of the poll loop.

@@ -937,35 +937,7 @@ pub fn replay(lines: &[String], config: &Path) -> ReplayOut {
         writeln!(f, "{l}").expect("write input");
     }
     drop(f);
-    let out = Command::new(BIN)
-        .arg("replay")
-        .arg(&input)
-        .arg("--config")
-        .arg(config)
-        .envs(clean_env())
-        .output()
-        .expect("run touchstream replay");
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert!(out.status.success(), "replay failed: {stderr}");
-    let events = String::from_utf8(out.stdout)
-        .expect("utf-8")
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("replay line {l}: {e}")))
-        .collect();
-    let rejected = stderr
-        .lines()
-        .filter_map(|l| {
-            let rest = l.strip_prefix("line ")?;
-            let (n, rest) = rest.split_once(": ")?;
-            let (reason, _) = rest.split_once(": ")?;
-            Some((n.parse().ok()?, reason.to_string()))
-        })
-        .collect();
-    ReplayOut {
-        events,
-        rejected,
-        stderr,
-    }
+    replay_files(&[input], config)
 }
 
 /// The engine after running `lines` uninterrupted (the same code as replay).
