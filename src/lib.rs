@@ -1,7 +1,8 @@
 //! touchstream: omnichannel customer touchpoints in, live per-customer
 //! signals out.
 //!
-//! The crate is a pure event-time [`engine`] with its [`signals`], and the
+//! The crate is a pure event-time [`engine`] with its [`signals`] over
+//! [`time`] (watermarks, the merge of inputs, timers), and the
 //! edges around it: [`codec`]s, [`validate`], the `replay`, `generate` and
 //! `fit-churn` commands (in [`cli`]), and the Kafka service.
 #![forbid(unsafe_code)]
@@ -19,4 +20,5 @@ pub mod kafka;
 pub mod metrics;
 pub mod model;
 pub mod signals;
+pub mod time;
 pub mod validate;

@@ -154,11 +154,7 @@ pub struct RawTouchpoint {
 /// Largest customer id in bytes.
 pub const MAX_CUSTOMER_ID_BYTES: usize = 256;
 
-/// Timestamps beyond ±2^43 ms of the Unix epoch (before 1691-04-06 or
-/// after 2248-09-26) cannot be represented by the engine's packed 6-byte
-/// time fields: an earlier one is a decode error, a later one is in the
-/// future of any real clock.
-pub const MAX_ABS_TIMESTAMP: i64 = 1 << 43;
+pub use crate::model::MAX_ABS_TIMESTAMP;
 
 /// Limits for the time rules.
 #[derive(Debug, Clone, Copy)]

@@ -18,9 +18,9 @@ use super::{parse_time_arg, wall_clock_ms, CliError};
 use crate::codec;
 use crate::codec::container::{ContainerError, Item};
 use crate::config::{Config, EngineConfig};
-use crate::engine::merge::Merge;
 use crate::engine::{Engine, Outcome};
 use crate::model::{DerivedEvent, Touchpoint};
+use crate::time::merge::Merge;
 use crate::validate::{validate, Clock, RawTouchpoint, RejectReason, Rejection};
 
 /// The example replayed when no file is given.
@@ -168,7 +168,7 @@ impl<'w, O: Write, E: Write> Replay<'w, O, E> {
 
     /// Offers a valid touchpoint to the engine. `to` is the task's
     /// watermark with it when the task has several inputs (see
-    /// [`crate::engine::watermark::InputWatermarks`]); `None` for a single input (SPEC 3).
+    /// [`crate::time::watermark::InputWatermarks`]); `None` for a single input (SPEC 3).
     fn offer(
         &mut self,
         location: &str,

@@ -10,27 +10,29 @@
 //! then the record is applied. Events one cause produces come out in the
 //! order of the SPEC table.
 
-pub mod dedup;
+pub mod config;
 pub mod kpi;
-pub mod merge;
 pub mod state;
 pub mod store;
-pub mod timers;
-pub mod watermark;
+
+// Where these lived before `time/` and `signals::dedup`: the public paths
+// stay (the engine re-exports what lies below it).
+pub use crate::signals::dedup;
+pub use crate::time::{merge, timers, watermark};
 
 use std::sync::Arc;
 
 use serde::Serialize;
 
-use crate::config::EngineConfig;
 use crate::model::{
     ChurnLevel, DerivedEvent, DerivedType, EventTime, JourneyStage, Payload, TouchType, Touchpoint,
 };
-use dedup::hash_id;
+use crate::signals::dedup::hash_id;
+use crate::time::timers::{PopAction, TimerKey, TimerKind, TimerQueue};
+use crate::time::watermark::Watermark;
+pub use config::EngineConfig;
 use kpi::{Kpi, Population};
 use state::Customer;
-use timers::{PopAction, TimerKey, TimerKind, TimerQueue};
-use watermark::Watermark;
 
 /// What happened to a touchpoint offered to the engine.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

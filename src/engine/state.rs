@@ -7,7 +7,7 @@
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::config::EngineConfig;
+use crate::engine::config::EngineConfig;
 use crate::model::EventTime;
 use crate::signals::cart::{CartForm, CartFormOwned, CartState};
 use crate::signals::churn::{Churn, ChurnState};
@@ -295,7 +295,7 @@ impl Customer {
 mod tests {
     use std::sync::Arc;
 
-    use crate::config::EngineConfig;
+    use crate::engine::config::EngineConfig;
     use crate::engine::Engine;
     use crate::model::{Channel, TouchType, Touchpoint, DAY_MS};
 
@@ -346,7 +346,7 @@ mod tests {
         assert_eq!(crossings[1], serde_json::json!(i64::MAX), "{crossings}");
         let mut back: Customer = serde_json::from_value(old).unwrap();
         let mut expected = c;
-        expected.churn.timer.queued = crate::engine::timers::TimerKey::NONE; // not persisted
+        expected.churn.timer.queued = crate::time::timers::TimerKey::NONE; // not persisted
         back.dirty = expected.dirty;
         assert_eq!(back, expected);
         assert_eq!(serde_json::to_value(&back).unwrap(), json);

@@ -351,7 +351,7 @@ impl RestoreBuilder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::watermark::Watermark;
+    use crate::time::watermark::Watermark;
 
     fn cust(id: &str, newest: i64, slot: u8) -> Customer {
         let mut c = Customer::new(id, newest);

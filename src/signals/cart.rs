@@ -9,10 +9,10 @@
 use serde::{Deserialize, Serialize};
 use thin_vec::ThinVec;
 
-use crate::config::EngineConfig;
-use crate::engine::timers::{LazyTimer, PopAction, TimerKey, TimerKind, TimerQueue, TimerTarget};
+use crate::engine::config::EngineConfig;
 use crate::model::{Channel, EventTime, Payload, TouchType, Touchpoint};
 use crate::signals::{Lane, Lanes, Packed};
+use crate::time::timers::{LazyTimer, PopAction, TimerKey, TimerKind, TimerQueue, TimerTarget};
 
 /// Carts kept per customer at most (a defence against unbounded cart ids
 /// from one customer). Beyond it a cart that was never eligible is dropped

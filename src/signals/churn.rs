@@ -9,13 +9,13 @@
 use serde::{Deserialize, Serialize};
 
 use crate::bgnbd;
-use crate::config::EngineConfig;
-use crate::engine::timers::{LazyTimer, TimerKind, TimerQueue, TimerTarget};
+use crate::engine::config::EngineConfig;
+use crate::model::MAX_ABS_TIMESTAMP;
 use crate::model::{
     ChurnLevel, ChurnReason, EventTime, Payload, Survey, TouchType, Touchpoint, DAY_MS,
 };
 use crate::signals::Packed;
-use crate::validate::MAX_ABS_TIMESTAMP;
+use crate::time::timers::{LazyTimer, TimerKind, TimerQueue, TimerTarget};
 
 /// p_alive below this is `high` risk.
 pub const P_HIGH: f64 = 0.3;
@@ -552,7 +552,7 @@ mod tests {
         later.reevaluate(&cfg, medium, &mut q, 0, EventTime::MAX);
         let v = serde_json::to_value(&later).unwrap();
         assert_eq!(v["crossings"], serde_json::json!([EventTime::MIN, high]));
-        later.timer.queued = crate::engine::timers::TimerKey::NONE; // not persisted
+        later.timer.queued = crate::time::timers::TimerKey::NONE; // not persisted
         assert_eq!(serde_json::from_value::<Churn>(v).unwrap(), later);
     }
 

@@ -11,7 +11,7 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::decay;
-use crate::config::EngineConfig;
+use crate::engine::config::EngineConfig;
 use crate::model::{Channel, ChannelSet, EventTime, Payload, TouchType, DAY_MS};
 
 /// The largest score: the float just below 100.

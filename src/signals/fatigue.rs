@@ -26,7 +26,7 @@
 //! disarmed; and a count before at or under the cap re-arms.
 
 use super::{distinct_channels, Lane, Lanes, Packed};
-use crate::config::EngineConfig;
+use crate::engine::config::EngineConfig;
 use crate::model::{Channel, EventTime, Payload, DAY_MS};
 
 /// The trailing window.

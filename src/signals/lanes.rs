@@ -294,7 +294,7 @@ struct Forms {
 impl<'de> Deserialize<'de> for Lanes {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let f = Forms::deserialize(d)?;
-        let window = crate::engine::dedup::WINDOW;
+        let window = crate::signals::dedup::WINDOW;
         let mut ring: Vec<Packed> = f
             .dedup
             .ring

@@ -11,6 +11,7 @@
 pub mod attribution;
 pub mod cart;
 pub mod churn;
+pub mod dedup;
 pub mod engagement;
 pub mod fatigue;
 pub mod journey;
@@ -30,7 +31,7 @@ use crate::model::{Channel, ChannelSet, EventTime};
 /// An event time and a 4-bit tag (a channel) in 6 bytes: `t * 16 + tag`
 /// as a 48-bit two's-complement integer. Valid for |t| < 2^43 ms (years
 /// 1691 to 2248), which decoding and validation guarantee
-/// ([`crate::validate::MAX_ABS_TIMESTAMP`]). Per-customer lists hold many
+/// ([`crate::model::MAX_ABS_TIMESTAMP`]). Per-customer lists hold many
 /// of these, so the two bytes an `i64` would add count.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, bytemuck::Pod, bytemuck::Zeroable)]
 #[repr(transparent)]
@@ -115,7 +116,7 @@ impl Serialize for Packed {
 impl<'de> Deserialize<'de> for Packed {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         let v = i64::deserialize(d)?.wrapping_sub(1);
-        let max = crate::validate::MAX_ABS_TIMESTAMP;
+        let max = crate::model::MAX_ABS_TIMESTAMP;
         if !(-max..max).contains(&(v >> 4)) || (v & 15) > 11 {
             return Err(serde::de::Error::custom(format!(
                 "packed time/channel {v} out of range"
@@ -164,7 +165,7 @@ mod tests {
     #[test]
     fn packed_roundtrip_including_negative_times() {
         // The range validation accepts: -2^43 <= t < 2^43.
-        let max = crate::validate::MAX_ABS_TIMESTAMP;
+        let max = crate::model::MAX_ABS_TIMESTAMP;
         for t in [
             -max,
             -max + 1,

@@ -9,9 +9,9 @@
 use serde::{Deserialize, Serialize};
 use thin_vec::ThinVec;
 
-use crate::config::EngineConfig;
-use crate::engine::timers::{TimerKey, TimerKind, TimerQueue, TimerTarget};
+use crate::engine::config::EngineConfig;
 use crate::model::{Channel, EventTime, Payload, Survey};
+use crate::time::timers::{TimerKey, TimerKind, TimerQueue, TimerTarget};
 
 /// Pending clicks kept per customer at most, a defence against abuse far
 /// above real use (beyond it the oldest pending click is dropped).

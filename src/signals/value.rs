@@ -12,7 +12,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::clv::Prediction;
-use crate::config::EngineConfig;
+use crate::engine::config::EngineConfig;
 use crate::model::{EventTime, Payload, Touchpoint, DAY_MS};
 use crate::signals::churn::Churn;
 

@@ -113,7 +113,7 @@ struct InputMark {
 ///
 /// # Examples
 /// ```
-/// use touchstream::engine::watermark::InputWatermarks;
+/// use touchstream::time::watermark::InputWatermarks;
 /// let mut w = InputWatermarks::new(2, 5);
 /// w.set_head(0, Some(100));
 /// w.set_head(1, Some(40));

@@ -42,7 +42,7 @@ pub struct Next<T> {
 ///
 /// # Examples
 /// ```
-/// use touchstream::engine::merge::Merge;
+/// use touchstream::time::merge::Merge;
 /// let mut m = Merge::new(2, 0);
 /// m.push(0, 20, "b");
 /// assert!(m.waiting(), "input 1 may still have an earlier record");
