@@ -6,7 +6,7 @@
 //! the first input runs out.
 
 use proptest::prelude::*;
-use touchstream::engine::merge::{Merge, Next};
+use touchstream::time::merge::{Merge, Next};
 
 const OOO: i64 = 5;
 
