@@ -17,12 +17,15 @@
 //!   engagement span channels of several topics;
 //! - literal touchpoints: a web cart closed by a store order, an
 //!   abandonment recovered in the store, attribution over three topics;
+//!   contact fatigue counting email and direct mail together; an email
+//!   campaign click converted by a store order (no survey);
 //! - kill -9 (at-least-once): nothing lost, re-sent copies byte-identical;
 //! - kill -9 (exactly-once) inside transactions: read_committed outputs
 //!   and dead letters exactly once, equal to replay;
 //! - two instances: each holds whole tasks (partition p of every input) at
 //!   every scrape of its metrics, also during the rebalance, and together
-//!   they hold every task once;
+//!   they hold every task once; so does every member in every description
+//!   of the group by its coordinator (Python admin client) meanwhile;
 //! - a record on the wrong partition of a co-partitioned input is counted
 //!   in `touchstream_misrouted_records_total{topic}` and still processed;
 //! - inputs with different partition counts are refused
@@ -32,7 +35,10 @@
 //!   the task's watermark (cart timers wait for it); one that goes quiet
 //!   holds it only until `idle_timeout`;
 //! - a changelog of the previous, single-input format (2) is restored and
-//!   migrated: the run goes on as an uninterrupted one and writes format 3.
+//!   migrated: the run goes on as an uninterrupted one and writes format 3;
+//! - an input topic added to a one-topic deployment: the state is kept,
+//!   the new topic is read from its beginning, and both runs together
+//!   equal replay of the two topics.
 //!
 //! Every run that is compared with replay finds its records already
 //! written: records produced while the service is caught up on some inputs
@@ -44,7 +50,9 @@
 mod kafka_support;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -616,6 +624,151 @@ fn cross_topic_cart_closed_by_store_order() {
     assert!(status.success(), "{status}\n{}", svc.log_tail(20));
 }
 
+/// Two more cases of one state across topics, literally; the outputs also
+/// equal replay task by task.
+///
+/// Task 0, contact fatigue counts every outbound message wherever it came
+/// from: a customer is sent 6 direct mails (the `offline` input) and 5
+/// emails (the `messaging` input), one an hour, alternating, the last a
+/// direct mail. Neither topic alone comes near `contact_cap` (10); together
+/// the 11th message takes the 7-day count above it: one `contact_fatigue`,
+/// caused by the last direct mail, counting 11 messages of both channels.
+///
+/// Task 1, a campaign click converted in the store: customer C clicks an
+/// email campaign (`messaging`) and orders in the store 5 h later
+/// (`offline`), within `conversion_window` (24 h): no `survey_trigger` for
+/// C once the click's timer has fired. Customer D clicks the same campaign
+/// and never orders: D's `survey_trigger` is due at click + 24 h, which
+/// shows the data carries the task's watermark past C's timer too (every
+/// input ends at T0 + 31 h). C's order counts as the campaign's one
+/// conversion and is attributed to the email click.
+#[test]
+#[ignore = "needs a Kafka broker: scripts/test starts one and runs it"]
+fn cross_topic_contact_fatigue_and_campaign_conversion() {
+    let Some(b) = broker("inputs-fatigue") else {
+        return;
+    };
+    let s = Scenario::new(&b, "inputs-fatigue");
+    let topics = create_inputs(&s, 2);
+    let f = customer_on("fatigued", 0, 2);
+    let (c, d) = (customer_on("converted", 1, 2), customer_on("clicked", 1, 2));
+    let (f, c, d) = (f.as_str(), c.as_str(), d.as_str());
+    let mut split = empty_split(2);
+
+    // Task 0: 11 messages in 10 h, direct mail at even hours, email at odd.
+    for i in 0..=10i64 {
+        let channel = if i % 2 == 0 { "direct_mail" } else { "email" };
+        split[source_of(channel)][0].push(tpl(
+            &format!("sent{i}"),
+            f,
+            channel,
+            "message_sent",
+            T0 + i * HOUR,
+        ));
+    }
+    assert_eq!(
+        (split[1][0].len(), split[2][0].len()),
+        (5, 6),
+        "5 emails on the messaging input, 6 direct mails on the offline input"
+    );
+
+    // Task 1: two clicks on one campaign; only C orders, in the store.
+    let click = |id: &str, customer: &str| {
+        with(
+            tp(id, customer, "email", "message_clicked", T0 + HOUR),
+            &[("campaign_id", json!("autumn"))],
+        )
+        .to_string()
+    };
+    split[1][1] = vec![click("click-c", c), click("click-d", d)];
+    split[2][1] = vec![with(
+        tp("order-c", c, "store", "order_placed", T0 + 6 * HOUR),
+        &[("order_id", json!("oc")), ("value", json!(70.0))],
+    )
+    .to_string()];
+
+    // Every input partition ends at T0 + 31 h: the clicks' timers (T0 + 25 h)
+    // are reached.
+    close_inputs(&mut split, T0 + 31 * HOUR, "end");
+
+    produce_split(&b, &topics, &split);
+    let cfg = s.write_config("svc", &config_for(&s, &topics));
+    let expected = expected_per_task(&s, "fatigue", &split, &cfg);
+
+    let mut svc = s.start(&cfg, "fatigue");
+    svc.wait_ready(Duration::from_secs(60));
+    let outs = collect_outputs(&s, expected.len());
+    check_outputs(&outs, &expected, &s.prefix, Copies::Forbidden);
+
+    let got = distinct(&outs);
+    let of = |ty: &str, who: &str| {
+        got.iter()
+            .copied()
+            .filter(|e| e["type"] == ty && e["customer_id"] == who)
+            .collect::<Vec<&Value>>()
+    };
+
+    // Fatigue: 11 messages of both topics, from the 11th (a direct mail).
+    let fatigue = of("contact_fatigue", f);
+    assert_eq!(
+        fatigue.len(),
+        1,
+        "contact_fatigue of a customer sent 5 emails and 6 direct mails: {fatigue:?}"
+    );
+    assert_eq!(fatigue[0]["messages_7d"], json!(11), "{}", fatigue[0]);
+    assert_eq!(
+        fatigue[0]["channels"],
+        json!(["direct_mail", "email"]),
+        "{}",
+        fatigue[0]
+    );
+    assert_eq!(fatigue[0]["at"], json!(T0 + 10 * HOUR), "{}", fatigue[0]);
+
+    // The survey: none for C, whose store order converted the click; D's
+    // at the click's due time.
+    assert!(
+        of("survey_trigger", c).is_empty(),
+        "a survey for a click converted by a store order 5 h later: {:?}",
+        of("survey_trigger", c)
+    );
+    let survey = of("survey_trigger", d);
+    assert_eq!(survey.len(), 1, "{survey:?}");
+    assert_eq!(
+        survey[0]["at"],
+        json!(T0 + HOUR + 24 * HOUR),
+        "{}",
+        survey[0]
+    );
+    assert_eq!(survey[0]["clicked_at"], json!(T0 + HOUR), "{}", survey[0]);
+    assert_eq!(survey[0]["campaign_id"], json!("autumn"), "{}", survey[0]);
+    assert_eq!(survey[0]["channel"], json!("email"), "{}", survey[0]);
+    assert_eq!(survey[0]["survey"], json!("nps"), "{}", survey[0]);
+    let attributed = of("order_attributed", c);
+    assert_eq!(attributed.len(), 1, "{attributed:?}");
+    assert_eq!(
+        attributed[0]["models"]["last_touch"],
+        json!({"email": 1.0}),
+        "the store order is attributed to the email click: {}",
+        attributed[0]
+    );
+
+    let metrics = svc.metrics();
+    let email = [("channel", "email")];
+    assert_eq!(
+        metric_sum(&metrics, "touchstream_campaign_clicks_total", &email),
+        2.0,
+        "campaign clicks:\n{metrics}"
+    );
+    assert_eq!(
+        metric_sum(&metrics, "touchstream_campaign_conversions_total", &email),
+        1.0,
+        "campaign conversions (C's store order):\n{metrics}"
+    );
+
+    let (status, _) = svc.sigterm(Duration::from_secs(20));
+    assert!(status.success(), "{status}\n{}", svc.log_tail(20));
+}
+
 // ---------------------------------------------------------------------------
 // 3. kill -9
 
@@ -1090,12 +1243,204 @@ fn whole_tasks(who: &str, metrics: &str, topics: &[String]) -> BTreeSet<i32> {
     held.keys().copied().collect()
 }
 
+/// Describes a consumer group every 50 ms with confluent-kafka's
+/// `AdminClient.describe_consumer_groups` (the coordinator's view: each
+/// member and the partitions it is assigned), one JSON line per answer
+/// (`{"at", "state", "members": [{"member_id", "client_id", "partitions":
+/// [[topic, partition], ...]}]}`, or `{"at", "error"}`), until its stdin
+/// closes or `max_seconds` pass. Arguments: bootstrap, group, max_seconds.
+const GROUP_WATCH_PY: &str = r#"
+import json, sys, threading, time
+from confluent_kafka.admin import AdminClient
+
+bootstrap, group, max_seconds = sys.argv[1], sys.argv[2], float(sys.argv[3])
+admin = AdminClient({"bootstrap.servers": bootstrap})
+stop = threading.Event()
+
+def watch_stdin():
+    sys.stdin.read()
+    stop.set()
+
+threading.Thread(target=watch_stdin, daemon=True).start()
+deadline = time.monotonic() + max_seconds
+while not stop.is_set() and time.monotonic() < deadline:
+    at = time.time()
+    try:
+        d = admin.describe_consumer_groups([group], request_timeout=5)[group].result()
+        snap = {
+            "at": at,
+            "state": getattr(d.state, "name", str(d.state)),
+            "members": [
+                {
+                    "member_id": m.member_id,
+                    "client_id": m.client_id,
+                    "partitions": [
+                        [tp.topic, tp.partition]
+                        for tp in (m.assignment.topic_partitions if m.assignment else [])
+                    ],
+                }
+                for m in d.members
+            ],
+        }
+    except Exception as e:
+        snap = {"at": at, "error": repr(e)}
+    print(json.dumps(snap), flush=True)
+    stop.wait(0.05)
+"#;
+
+/// A Python process running [`GROUP_WATCH_PY`] on one group; its
+/// snapshots as they come.
+struct GroupWatch {
+    child: Child,
+    snaps: Arc<Mutex<Vec<Value>>>,
+    reader: Option<std::thread::JoinHandle<()>>,
+}
+
+impl GroupWatch {
+    fn start(b: &str, group: &str) -> GroupWatch {
+        let python = python().expect("a Python with confluent-kafka");
+        let mut child = Command::new(&python)
+            .arg("-c")
+            .arg(GROUP_WATCH_PY)
+            .args([b, group, "120"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .unwrap_or_else(|e| panic!("run {python}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let snaps = Arc::new(Mutex::new(Vec::<Value>::new()));
+        let reader = {
+            let snaps = snaps.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines() {
+                    let Ok(line) = line else { break };
+                    let v: Value = serde_json::from_str(&line)
+                        .unwrap_or_else(|e| json!({ "error": format!("not JSON ({e}): {line}") }));
+                    snaps.lock().unwrap().push(v);
+                }
+            })
+        };
+        GroupWatch {
+            child,
+            snaps,
+            reader: Some(reader),
+        }
+    }
+
+    fn snapshots(&self) -> Vec<Value> {
+        self.snaps.lock().unwrap().clone()
+    }
+
+    /// Waits until `done` holds for the snapshots so far; panics after
+    /// `timeout` saying `what`, or when the watcher has exited.
+    fn wait_for(&mut self, timeout: Duration, what: &str, done: impl Fn(&[Value]) -> bool) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let snaps = self.snapshots();
+            if done(&snaps) {
+                return;
+            }
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("the group watcher exited ({st}) before {what}");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{what}: not within {timeout:?}; the last snapshots: {:?}",
+                &snaps[snaps.len().saturating_sub(3)..]
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Closes the watcher's stdin (it stops), waits for it; every snapshot.
+    fn stop(mut self) -> Vec<Value> {
+        drop(self.child.stdin.take());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let status = loop {
+            if let Some(st) = self.child.try_wait().expect("try_wait") {
+                break st;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the group watcher did not stop within 20 s"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        if let Some(r) = self.reader.take() {
+            r.join().expect("the watcher's reader thread");
+        }
+        assert!(status.success(), "the group watcher failed: {status}");
+        self.snapshots()
+    }
+}
+
+impl Drop for GroupWatch {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// The members of a group snapshot (None: the describe failed), each as
+/// member id → (partition → input topics it is assigned); asserts that
+/// every member is assigned input topics only and whole tasks, and that
+/// no partition is assigned twice.
+fn coordinator_tasks(
+    snap: &Value,
+    topics: &[String],
+) -> Option<BTreeMap<String, BTreeMap<i32, BTreeSet<String>>>> {
+    let members = snap["members"].as_array()?;
+    let all: BTreeSet<String> = topics.iter().cloned().collect();
+    let mut out = BTreeMap::new();
+    let mut owner: BTreeMap<(String, i64), String> = BTreeMap::new();
+    for m in members {
+        let id = str_field(m, "member_id").to_string();
+        let mut held: BTreeMap<i32, BTreeSet<String>> = BTreeMap::new();
+        for tp in m["partitions"]
+            .as_array()
+            .unwrap_or_else(|| panic!("no partitions in {m}"))
+        {
+            let (t, p) = (tp[0].as_str(), tp[1].as_i64());
+            let (Some(t), Some(p)) = (t, p) else {
+                panic!("a topic-partition {tp} in {snap}");
+            };
+            assert!(
+                all.contains(t),
+                "the coordinator assigns {t}[{p}], not an input, to {id}: {snap}"
+            );
+            if let Some(other) = owner.insert((t.to_string(), p), id.clone()) {
+                panic!("the coordinator assigns {t}[{p}] to {other} and {id}: {snap}");
+            }
+            held.entry(p as i32).or_default().insert(t.to_string());
+        }
+        for (p, t) in &held {
+            assert_eq!(
+                t, &all,
+                "the coordinator reports member {id} ({}) holding partition {p} of {t:?} only, in state {}: a task is partition {p} of every input\n{snap}",
+                m["client_id"], snap["state"]
+            );
+        }
+        out.insert(id, held);
+    }
+    Some(out)
+}
+
 /// Two instances in one group over three 3-partition topics (an odd
 /// count: `roundrobin` would then split tasks, `range` keeps them whole). From the
 /// moment the second starts, every scrape of either instance's metrics
 /// shows whole tasks; once the group has settled they hold disjoint sets of
 /// tasks that cover all three; the outputs equal replay task by task
-/// (at-least-once: re-sent copies byte-identical).
+/// (at-least-once: re-sent copies byte-identical). The group coordinator
+/// agrees: described every 50 ms from before the second instance joins
+/// until the group has settled (A alone with every task first, then two
+/// members with disjoint whole tasks covering all three), every member in
+/// every description is assigned whole tasks, also in the descriptions
+/// taken while the rebalance is in progress (the coordinator then still
+/// reports the previous generation's assignments: A with every task, B
+/// with none).
 #[test]
 #[ignore = "needs a Kafka broker: scripts/test starts one and runs it"]
 fn rebalance_keeps_tasks_whole() {
@@ -1112,11 +1457,32 @@ fn rebalance_keeps_tasks_whole() {
 
     let mut a = s.start(&cfg, "ra");
     a.wait_ready(Duration::from_secs(60));
+
+    // The coordinator's view, described every 50 ms from before B joins
+    // until the group has settled: every answer is checked to show whole
+    // tasks, disjoint ([`coordinator_tasks`]).
+    let every: BTreeSet<i32> = (0..3).collect();
+    let tasks_of = |snap: &Value| coordinator_tasks(snap, &topics);
+    let held_by = |m: &BTreeMap<String, BTreeMap<i32, BTreeSet<String>>>| {
+        m.values()
+            .map(|h| h.keys().copied().collect::<BTreeSet<i32>>())
+            .collect::<Vec<_>>()
+    };
+    let mut watch = GroupWatch::start(&b, &s.group);
+    watch.wait_for(
+        Duration::from_secs(30),
+        "the coordinator reports A alone, holding every task",
+        |snaps| {
+            snaps
+                .iter()
+                .filter_map(&tasks_of)
+                .any(|m| held_by(&m) == [every.clone()])
+        },
+    );
     let mut bb = s.start(&cfg, "rb");
 
     // Scrape both until the group has settled: A and B hold disjoint,
     // non-empty sets of tasks covering all three.
-    let every: BTreeSet<i32> = (0..3).collect();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut scrapes = 0;
     let (mut last_a, mut last_b) = (None, None);
@@ -1154,6 +1520,48 @@ fn rebalance_keeps_tasks_whole() {
         std::thread::sleep(Duration::from_millis(100));
     }
     bb.wait_ready(Duration::from_secs(60));
+
+    // The coordinator agrees once it has settled too; up to then, every
+    // answer showed whole tasks.
+    watch.wait_for(
+        Duration::from_secs(30),
+        "the coordinator reports two members holding disjoint whole tasks covering 0..3",
+        |snaps| {
+            snaps.iter().filter_map(&tasks_of).any(|m| {
+                let held = held_by(&m);
+                held.len() == 2
+                    && held.iter().all(|h| !h.is_empty())
+                    && held.iter().flatten().copied().collect::<BTreeSet<i32>>() == every
+            })
+        },
+    );
+    let snaps = watch.stop();
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    let mut failed = 0;
+    for x in &snaps {
+        match tasks_of(x) {
+            Some(m) => {
+                let key = format!(
+                    "{} with {} member(s) holding {:?}",
+                    x["state"].as_str().unwrap_or("?"),
+                    m.len(),
+                    held_by(&m)
+                );
+                *seen.entry(key).or_default() += 1;
+            }
+            None => failed += 1,
+        }
+    }
+    eprintln!(
+        "the coordinator described the group {} times ({failed} failed): {seen:#?}",
+        snaps.len()
+    );
+    assert!(
+        failed * 2 < snaps.len(),
+        "{failed} of {} descriptions of the group failed, e.g. {:?}",
+        snaps.len(),
+        snaps.iter().find(|x| x.get("error").is_some())
+    );
 
     let outs = collect_outputs(&s, expected.len());
     let resent = check_outputs(&outs, &expected, &s.prefix, Copies::ByteIdentical);
@@ -2023,4 +2431,372 @@ fn a_changelog_of_the_previous_format_restores_and_the_run_goes_on_equal() {
     );
     let restored = restore_changelog(&b, &old_changelog, 0, &s.input, false);
     assert_state_equal(&restored, &engine_after(&lines, &cfg), lines.len() as i64);
+}
+
+// ---------------------------------------------------------------------------
+// 9. An input topic added to a deployment
+
+/// The lines of `source` whose event time `keep` accepts, in their order.
+fn lines_of(lines: &[String], source: usize, keep: impl Fn(i64) -> bool) -> Vec<String> {
+    lines
+        .iter()
+        .filter(|l| {
+            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}"));
+            source_of(str_field(&v, "channel")) == source && keep(ts_of(l))
+        })
+        .cloned()
+        .collect()
+}
+
+/// A deployment with one input topic, `web` (one partition), runs the
+/// first part of generated web/app traffic and stops (SIGTERM: a clean
+/// checkpoint whose marker names `web` only). Then a topic `offline` is
+/// created and filled with the same customers' store, call-centre, ...
+/// records, all after the first part, more web records are produced, and
+/// the service restarts with `input_topics = [web, offline]` (web first:
+/// the changelog is keyed by it), same group and changelog. It restores
+/// the state (customers > 0), resumes `web` after the marker and reads
+/// `offline`, which the marker does not name, from its beginning (no
+/// committed offset; `auto_offset_reset` earliest).
+///
+/// Both runs together emit exactly `touchstream replay web offline` (each
+/// file in produce order), each event once, and the first run exactly
+/// replay of its part of `web`. Exact, by SPEC 8: every offline record is
+/// later than every first-part web record, so in the replay the offline
+/// file's first record, its input's next record, keeps that input's
+/// watermark above the web's throughout the first part: the task's
+/// watermark there is the web's alone, as in the single-input run, and no
+/// record is taken from `offline` before the first part has ended. After
+/// it, the replay fires the timers up to the next record's time before
+/// taking it, as the restarted task does after restoring the first run's
+/// watermark; from there both merge the same two backlogs by the same
+/// rules, and both inputs end at one instant. (Were an offline record
+/// older than the first part's end, the replay would merge it before web
+/// records the first run had already processed, while the service takes
+/// it late, after them: then only the events up to its time would agree.)
+///
+/// Literal cases across the restart and the topics: Y's web cart is
+/// abandoned in the first run, and recovered by an order at the call
+/// centre in the second; X's app cart, at the first run's end, is closed
+/// by a store order 20 minutes later (never abandoned, while the data goes
+/// on for days), which is attributed to the app touch the restored state
+/// remembers (a lost state would attribute it to the store).
+#[test]
+#[ignore = "needs a Kafka broker: scripts/test starts one and runs it"]
+fn adding_an_input_topic_keeps_the_state_and_starts_the_new_topic() {
+    let name = "inputs-added";
+    let Some(b) = broker(name) else { return };
+    let s = Scenario::new(&b, name);
+    let (web, offline) = (format!("{}.web", s.id), format!("{}.offline", s.id));
+    create_topic(&b, &web, 1, &[]);
+    s.track(&web);
+    s.track(&offline);
+    create_topic(&b, &s.changelog, 1, &[("cleanup.policy", "compact")]);
+
+    let lines = generate(&[
+        "--seed",
+        "111",
+        "--customers",
+        "400",
+        "--days",
+        "8",
+        "--start",
+        &T0.to_string(),
+    ]);
+    let a = (min_ts(&lines) + max_ts(&lines)) / 2 / MIN * MIN;
+    let end = max_ts(&lines) + HOUR;
+    let (x, y) = ("added-x", "added-y");
+    let (cart_y, cart_x) = (a + MIN, a + 2 * HOUR);
+    let (order_x, order_y) = (cart_x + 20 * MIN, cart_x + 30 * MIN);
+
+    // The first part: web records before A, then Y's cart (abandoned at
+    // A + 1h1min, once X's cart at A + 2h carries the watermark past it).
+    let mut web_first = lines_of(&lines, 0, |t| t < a);
+    web_first.push(
+        with(
+            tp("cart-y", y, "web", "add_to_cart", cart_y),
+            &[("cart_id", json!("ky")), ("value", json!(35.0))],
+        )
+        .to_string(),
+    );
+    web_first.push(
+        with(
+            tp("cart-x", x, "mobile_app", "add_to_cart", cart_x),
+            &[("cart_id", json!("kx")), ("value", json!(60.0))],
+        )
+        .to_string(),
+    );
+    // The second part: later web records; the offline input opens with X's
+    // and Y's orders, then the generated records after them; both inputs
+    // end at one instant.
+    let mut web_second = lines_of(&lines, 0, |t| t > cart_x);
+    web_second.push(tpl("close-web", "added-closer", "web", "page_view", end));
+    let mut offline_lines = vec![
+        with(
+            tp("order-x", x, "store", "order_placed", order_x),
+            &[("order_id", json!("ox")), ("value", json!(60.0))],
+        )
+        .to_string(),
+        with(
+            tp("order-y", y, "call_center", "order_placed", order_y),
+            &[("order_id", json!("oy")), ("value", json!(35.0))],
+        )
+        .to_string(),
+    ];
+    offline_lines.extend(lines_of(&lines, 2, |t| t > order_y));
+    offline_lines.push(tpl(
+        "close-offline",
+        "added-closer",
+        "store",
+        "store_visit",
+        end,
+    ));
+    assert!(
+        max_ts(&web_first) < min_ts(&offline_lines),
+        "every offline record is later than the first part"
+    );
+    let web_all: Vec<String> = web_first.iter().chain(&web_second).cloned().collect();
+    // The same customers: most of the offline input's customers touched
+    // the web in the first part.
+    fn customers(ls: &[String]) -> BTreeSet<String> {
+        ls.iter().filter_map(|l| customer_of(l)).collect()
+    }
+    let (first_customers, offline_customers) = (customers(&web_first), customers(&offline_lines));
+    let shared = offline_customers.intersection(&first_customers).count();
+    eprintln!(
+        "web: {} + {} records; offline: {} records, {} customers, {shared} of them in the first part",
+        web_first.len(),
+        web_second.len(),
+        offline_lines.len(),
+        offline_customers.len()
+    );
+    assert!(
+        shared >= 20 && web_second.len() > 100 && offline_lines.len() > 50,
+        "too little data: {shared} shared customers, {} web records in the second part, {} offline records",
+        web_second.len(),
+        offline_lines.len()
+    );
+
+    let cfg1 = s.write_config("svc-web", &config_for(&s, std::slice::from_ref(&web)));
+    let topics = [web.clone(), offline.clone()];
+    let cfg2 = s.write_config("svc-web-offline", &config_for(&s, &topics));
+    let expected_first = replay(&web_first, &cfg1);
+    let files = [
+        write_lines(s.dir.path(), "web.jsonl", &web_all),
+        write_lines(s.dir.path(), "offline.jsonl", &offline_lines),
+    ];
+    let expected = replay_files(&files, &cfg2);
+    assert!(
+        expected_first.rejected.is_empty() && expected.rejected.is_empty(),
+        "replay rejected {:?} / {:?}",
+        expected_first.rejected,
+        expected.rejected
+    );
+    let want_first: BTreeSet<String> = expected_first
+        .events
+        .iter()
+        .map(|e| str_field(e, "event_id").to_string())
+        .collect();
+
+    // Run 1: `web` only.
+    produce(&b, &web, &json_records(&web_first, 0));
+    let mut svc = s.start(&cfg1, "web-only");
+    svc.wait_ready(Duration::from_secs(60));
+    let mut out = s.outputs(false);
+    out.settle(
+        want_first.len(),
+        Duration::from_secs(60),
+        Duration::from_secs(15),
+    );
+    let consumed = |m: &str, topic: &str| {
+        metric_sum(m, "touchstream_records_consumed_total", &[("topic", topic)])
+    };
+    scrape_until(
+        &mut svc,
+        Duration::from_secs(30),
+        "run 1 consumed the first part",
+        |m| consumed(m, &web) >= web_first.len() as f64,
+    );
+    let (st, _) = svc.sigterm(Duration::from_secs(20));
+    assert!(st.success(), "{st}\n{}", svc.log_tail(20));
+    out.poll_for(Duration::from_secs(2));
+    let run1 = out.records.len();
+    let run1_ids = out.ids.clone();
+    assert_eq!(
+        run1_ids.iter().cloned().collect::<BTreeSet<String>>(),
+        want_first,
+        "run 1's events vs replay of the first part"
+    );
+    let after_run1 = restore_changelog(&b, &s.changelog, 0, &web, false);
+    let marker = after_run1
+        .marker
+        .as_ref()
+        .unwrap_or_else(|| panic!("run 1 wrote no marker"));
+    let named: Vec<(&str, i64)> = marker
+        .inputs
+        .iter()
+        .map(|i| (i.topic.as_str(), i.offset))
+        .collect();
+    assert_eq!(
+        named,
+        [(web.as_str(), web_first.len() as i64)],
+        "run 1's last marker"
+    );
+    assert!(
+        !after_run1.customers.is_empty(),
+        "run 1 persisted no customer"
+    );
+
+    // The new topic, and more web records, while no instance runs.
+    create_topic(&b, &offline, 1, &[]);
+    produce(&b, &offline, &json_records(&offline_lines, 0));
+    produce(&b, &web, &json_records(&web_second, 0));
+
+    // Run 2: `web` and `offline`.
+    let mut svc = s.start(&cfg2, "web-offline");
+    svc.wait_ready(Duration::from_secs(60));
+    let log = svc.log_text();
+    assert_eq!(
+        restored_customers(&log),
+        vec![after_run1.customers.len() as u64],
+        "customers= of \"Task restored.\" (run 1 persisted {}):\n{}",
+        after_run1.customers.len(),
+        svc.log_tail(20)
+    );
+    let (resume_web, resume_offline) = (
+        format!("({web:?}, Some({}))", web_first.len()),
+        format!("({offline:?}, None)"),
+    );
+    assert!(
+        log.lines().any(|l| l.contains("Task restored.")
+            && l.contains(&resume_web)
+            && l.contains(&resume_offline)),
+        "the task does not resume {resume_web} and {resume_offline}:\n{}",
+        svc.log_tail(20)
+    );
+    out.settle(
+        expected.events.len(),
+        Duration::from_secs(60),
+        Duration::from_secs(15),
+    );
+    out.poll_for(Duration::from_secs(2));
+    // Run 2 read the offline topic from its beginning, and web from the
+    // marker on.
+    let m = scrape_until(
+        &mut svc,
+        Duration::from_secs(30),
+        "run 2 consumed both inputs",
+        |m| {
+            consumed(m, &offline) >= offline_lines.len() as f64
+                && consumed(m, &web) >= web_second.len() as f64
+        },
+    );
+    assert_eq!(
+        consumed(&m, &offline),
+        offline_lines.len() as f64,
+        "records consumed from the added topic {offline}"
+    );
+    assert_eq!(
+        consumed(&m, &web),
+        web_second.len() as f64,
+        "records consumed from {web} in run 2 (it resumes after run 1's marker)"
+    );
+    let (st, _) = svc.sigterm(Duration::from_secs(20));
+    assert!(st.success(), "{st}\n{}", svc.log_tail(20));
+    out.poll_for(Duration::from_secs(2));
+
+    // Both runs together: the replay of both files, each event once.
+    let outs = decode_outputs(&out.records, &s.prefix, &OutputSchemas::defaults());
+    check_outputs(&outs, &expected.events, &s.prefix, Copies::Forbidden);
+    check_order_per_partition(&outs, &expected.events);
+    let run2_ids: BTreeSet<String> = out.records[run1..]
+        .iter()
+        .filter_map(|r| r.header("event_id"))
+        .collect();
+    assert!(
+        run2_ids.len() > 100,
+        "only {} events in run 2",
+        run2_ids.len()
+    );
+    eprintln!(
+        "run 1: {} events; run 2 restored {} customers and emitted {} events; replay: {}",
+        run1_ids.len(),
+        after_run1.customers.len(),
+        run2_ids.len(),
+        expected.events.len()
+    );
+
+    // The last marker names both inputs at their ends; the group committed
+    // the added topic's offsets.
+    let marker = restore_changelog(&b, &s.changelog, 0, &web, false)
+        .marker
+        .unwrap_or_else(|| panic!("no marker after run 2"));
+    let named: Vec<(&str, i64)> = marker
+        .inputs
+        .iter()
+        .map(|i| (i.topic.as_str(), i.offset))
+        .collect();
+    assert_eq!(
+        named,
+        [
+            (web.as_str(), web_all.len() as i64),
+            (offline.as_str(), offline_lines.len() as i64)
+        ],
+        "run 2's last marker"
+    );
+    assert_eq!(
+        committed_offset(&b, &s.group, &offline, 0),
+        Some(offline_lines.len() as i64),
+        "the group's committed offset of {offline}"
+    );
+
+    // The literal cases.
+    let got = distinct(&outs);
+    let of = |ty: &str, who: &str| {
+        got.iter()
+            .copied()
+            .filter(|e| e["type"] == ty && e["customer_id"] == who)
+            .collect::<Vec<&Value>>()
+    };
+    let in_run = |e: &Value| {
+        if run1_ids.contains(str_field(e, "event_id")) {
+            1
+        } else {
+            2
+        }
+    };
+    // Y: abandoned in run 1, recovered by the call centre in run 2.
+    let abandoned = of("cart_abandoned", y);
+    assert_eq!(abandoned.len(), 1, "{abandoned:?}");
+    assert_eq!(abandoned[0]["at"], json!(cart_y + HOUR), "{}", abandoned[0]);
+    assert_eq!(abandoned[0]["cart_id"], json!("ky"), "{}", abandoned[0]);
+    assert_eq!(in_run(abandoned[0]), 1, "Y's abandonment: {}", abandoned[0]);
+    let recovered = of("cart_recovered", y);
+    assert_eq!(recovered.len(), 1, "{recovered:?}");
+    assert_eq!(recovered[0]["at"], json!(order_y), "{}", recovered[0]);
+    assert_eq!(recovered[0]["order_id"], json!("oy"), "{}", recovered[0]);
+    assert_eq!(recovered[0]["cart_id"], json!("ky"), "{}", recovered[0]);
+    assert_eq!(
+        recovered[0]["abandoned_at"],
+        json!(cart_y + HOUR),
+        "{}",
+        recovered[0]
+    );
+    assert_eq!(in_run(recovered[0]), 2, "Y's recovery: {}", recovered[0]);
+    // X: the store order closed the app cart of run 1 (the data goes on
+    // for days), and is attributed to it.
+    assert!(
+        of("cart_abandoned", x).is_empty(),
+        "X's cart, closed by a store order 20 min later, was abandoned: {:?}",
+        of("cart_abandoned", x)
+    );
+    let attributed = of("order_attributed", x);
+    assert_eq!(attributed.len(), 1, "{attributed:?}");
+    assert_eq!(in_run(attributed[0]), 2, "{}", attributed[0]);
+    assert_eq!(
+        attributed[0]["models"]["linear"],
+        json!({"mobile_app": 1.0}),
+        "X's store order, attributed to the app cart run 1 saw: {}",
+        attributed[0]
+    );
 }
