@@ -10,7 +10,6 @@
 //! then the record is applied. Events one cause produces come out in the
 //! order of the SPEC table.
 
-pub mod config;
 pub mod kpi;
 pub mod state;
 pub mod store;
@@ -27,10 +26,10 @@ use serde::Serialize;
 use crate::model::{
     ChurnLevel, DerivedEvent, DerivedType, EventTime, JourneyStage, Payload, TouchType, Touchpoint,
 };
+pub use crate::signals::config::{self, EngineConfig};
 use crate::signals::dedup::hash_id;
 use crate::time::timers::{PopAction, TimerKey, TimerKind, TimerQueue};
 use crate::time::watermark::Watermark;
-pub use config::EngineConfig;
 use kpi::{Kpi, Population};
 use state::Customer;
 

@@ -7,10 +7,10 @@
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use crate::engine::config::EngineConfig;
 use crate::model::EventTime;
 use crate::signals::cart::{CartForm, CartFormOwned, CartState};
 use crate::signals::churn::{Churn, ChurnState};
+use crate::signals::config::EngineConfig;
 use crate::signals::engagement::EngagementState;
 use crate::signals::journey::JourneyState;
 use crate::signals::survey::SurveyState;
@@ -295,9 +295,9 @@ impl Customer {
 mod tests {
     use std::sync::Arc;
 
-    use crate::engine::config::EngineConfig;
     use crate::engine::Engine;
     use crate::model::{Channel, TouchType, Touchpoint, DAY_MS};
+    use crate::signals::config::EngineConfig;
 
     use super::Customer;
 

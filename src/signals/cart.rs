@@ -9,8 +9,8 @@
 use serde::{Deserialize, Serialize};
 use thin_vec::ThinVec;
 
-use crate::engine::config::EngineConfig;
 use crate::model::{Channel, EventTime, Payload, TouchType, Touchpoint};
+use crate::signals::config::EngineConfig;
 use crate::signals::{Lane, Lanes, Packed};
 use crate::time::timers::{LazyTimer, PopAction, TimerKey, TimerKind, TimerQueue, TimerTarget};
 

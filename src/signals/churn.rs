@@ -9,11 +9,11 @@
 use serde::{Deserialize, Serialize};
 
 use crate::bgnbd;
-use crate::engine::config::EngineConfig;
 use crate::model::MAX_ABS_TIMESTAMP;
 use crate::model::{
     ChurnLevel, ChurnReason, EventTime, Payload, Survey, TouchType, Touchpoint, DAY_MS,
 };
+use crate::signals::config::EngineConfig;
 use crate::signals::Packed;
 use crate::time::timers::{LazyTimer, TimerKind, TimerQueue, TimerTarget};
 

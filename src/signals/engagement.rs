@@ -11,8 +11,8 @@
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::decay;
-use crate::engine::config::EngineConfig;
 use crate::model::{Channel, ChannelSet, EventTime, Payload, TouchType, DAY_MS};
+use crate::signals::config::EngineConfig;
 
 /// The largest score: the float just below 100.
 const BELOW_100: f64 = 99.999_999_999_999_99;

@@ -26,8 +26,8 @@
 //! disarmed; and a count before at or under the cap re-arms.
 
 use super::{distinct_channels, Lane, Lanes, Packed};
-use crate::engine::config::EngineConfig;
 use crate::model::{Channel, EventTime, Payload, DAY_MS};
+use crate::signals::config::EngineConfig;
 
 /// The trailing window.
 pub const WINDOW: i64 = 7 * DAY_MS;

@@ -11,6 +11,7 @@
 pub mod attribution;
 pub mod cart;
 pub mod churn;
+pub mod config;
 pub mod dedup;
 pub mod engagement;
 pub mod fatigue;

@@ -9,8 +9,8 @@
 use serde::{Deserialize, Serialize};
 use thin_vec::ThinVec;
 
-use crate::engine::config::EngineConfig;
 use crate::model::{Channel, EventTime, Payload, Survey};
+use crate::signals::config::EngineConfig;
 use crate::time::timers::{TimerKey, TimerKind, TimerQueue, TimerTarget};
 
 /// Pending clicks kept per customer at most, a defence against abuse far

@@ -12,9 +12,9 @@
 use serde::{Deserialize, Serialize};
 
 use crate::clv::Prediction;
-use crate::engine::config::EngineConfig;
 use crate::model::{EventTime, Payload, Touchpoint, DAY_MS};
 use crate::signals::churn::Churn;
+use crate::signals::config::EngineConfig;
 
 /// The money side of a customer's orders.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

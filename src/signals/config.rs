@@ -1,6 +1,8 @@
-//! The engine's settings: everything the pure engine needs, in
-//! milliseconds and plain numbers. `crate::config` reads them from TOML
-//! and the environment ([`crate::config::Config::engine`]).
+//! The settings of the engine and its signals: everything they need, in
+//! milliseconds and plain numbers. It lives with the signals, the lowest
+//! layer that reads it; the engine re-exports it (`engine::EngineConfig`).
+//! `crate::config` reads it from TOML and the environment
+//! ([`crate::config::Config::engine`]).
 
 /// Everything the pure engine needs, in milliseconds and plain numbers.
 #[derive(Debug, Clone, PartialEq)]
