@@ -25,6 +25,12 @@ impl ClientContext for ConsumerCtx {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        // The end of a partition (`enable.partition.eof`, several inputs)
+        // is news for the merge, which reads it from the partition's queue;
+        // librdkafka also reports it here. It is no error.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            return;
+        }
         self.metrics
             .kafka_errors
             .with_label_values(&[kind_of(&error)])
