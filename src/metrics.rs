@@ -83,6 +83,10 @@ pub struct Metrics {
     pub input_idle: IntGaugeVec,
     /// Records whose customer id does not hash to the partition they came on.
     pub misrouted: IntCounterVec,
+    /// Records the router wrote to a repartition topic, by input topic.
+    pub repartitioned: IntCounterVec,
+    /// Records a repartition topic's partition holds (high − low offset).
+    pub repartition_retained: IntGaugeVec,
     /// Customers held in memory.
     pub customers: IntGauge,
     /// Estimated bytes of customer state.
@@ -265,6 +269,8 @@ impl Metrics {
             ),
             task_watermark: gauge_vec(&r, "touchstream_task_watermark_seconds", "A task's event-time watermark (epoch seconds): the minimum over its non-idle inputs.", &["task"]),
             input_idle: int_gauge_vec(&r, "touchstream_input_idle", "1 while the input partition has received nothing for time.idle_timeout (left out of its task's watermark).", &[TOPIC, PARTITION]),
+            repartitioned: counter_vec(&r, "touchstream_repartitioned_records_total", "Records of a re-keyed input topic the router wrote to its repartition topic (SPEC 8).", &[TOPIC]),
+            repartition_retained: int_gauge_vec(&r, "touchstream_repartition_retained_records", "Records a repartition topic's partition still holds (its end offset minus its start offset); records are deleted once the task has checkpointed past them.", &[TOPIC, PARTITION]),
             misrouted: counter_vec(&r, "touchstream_misrouted_records_total", "Records of a co-partitioned input whose customer id does not hash (murmur2) to the partition they came on; processed by the task that received them.", &[TOPIC]),
             customers: gauge(&r, "touchstream_customers", "Customers held in memory."),
             state_bytes: gauge(&r, "touchstream_state_bytes", "Estimated bytes of customer state in memory."),

@@ -240,7 +240,7 @@ impl Worker {
             let changes = core.engine.drain_changes();
             let meta = core.engine.meta();
             let positions = core.positions();
-            let first = core.inputs[0].topic.clone();
+            let first = self.state_prefix.clone();
             let mut repairs = std::mem::take(&mut core.repairs);
             for id in std::mem::take(&mut core.evicted_committed) {
                 if core.engine.customer(&id).is_none() {
@@ -294,6 +294,7 @@ impl Worker {
                 }
             }
         }
+        self.router.offsets(&mut offsets)?;
         Ok((
             batches.into_iter().filter(|b| !b.is_empty()).collect(),
             markers,
@@ -320,6 +321,19 @@ impl Worker {
     /// A checkpoint is durable: the tasks remember its markers, evicted
     /// customers' keys become due for tombstones, latencies are observed.
     fn complete(&mut self, markers: Vec<PendingMarker>, consumed_at: &[Instant], started: Instant) {
+        let covered: Vec<(Arc<str>, i32, i64)> = markers
+            .iter()
+            .flat_map(|m| {
+                m.marker
+                    .inputs
+                    .iter()
+                    .filter(|i| self.router.is_repartition_topic(&i.topic))
+                    .map(move |i| (Arc::from(i.topic.as_str()), m.task, i.offset))
+            })
+            .collect();
+        if !covered.is_empty() {
+            self.purge_repartitioned(&covered);
+        }
         for m in markers {
             if let Some(t) = self.tasks.get_mut(&m.task) {
                 let core = &mut t.core;

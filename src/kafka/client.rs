@@ -113,7 +113,8 @@ pub(super) fn apply_client(c: &mut ClientConfig, cfg: &Config, role: Role) {
 
 /// The group consumer's settings: touchstream's defaults, then
 /// `[kafka.client]` and `[kafka.consumer]`.
-pub(super) fn group_consumer_config(cfg: &Config) -> ClientConfig {
+/// `routed`: some input is re-keyed (the router merges its partitions).
+pub(super) fn group_consumer_config(cfg: &Config, routed: bool) -> ClientConfig {
     let mut cc = client_config(cfg);
     cc.set("group.id", &cfg.kafka.group_id)
         .set("enable.auto.commit", "false")
@@ -146,7 +147,7 @@ pub(super) fn group_consumer_config(cfg: &Config) -> ClientConfig {
         };
         cc.set("partition.assignment.strategy", strategy);
     }
-    if cfg.kafka.input_topics.len() > 1 {
+    if cfg.kafka.input_topics.len() > 1 || routed {
         // The end of each input's partition is what the merge must know:
         // it does not wait for an input that is caught up.
         cc.set("enable.partition.eof", "true");
@@ -348,7 +349,7 @@ mod tests {
     #[test]
     fn group_consumer_defaults_yield_to_either_section() {
         let plain = Config::from_parts("t", "", &[]).unwrap();
-        let c = group_consumer_config(&plain);
+        let c = group_consumer_config(&plain, false);
         assert_eq!(
             c.get("session.timeout.ms"),
             Some(DEFAULT_SESSION_TIMEOUT_MS)
@@ -366,14 +367,14 @@ mod tests {
 "group.instance.id" = "touchstream-0"
 "#;
         let tuned = Config::from_parts("t", text, &[]).unwrap();
-        let c = group_consumer_config(&tuned);
+        let c = group_consumer_config(&tuned, false);
         assert_eq!(c.get("session.timeout.ms"), Some("30000"));
         assert_eq!(c.get("partition.assignment.strategy"), Some("range"));
         assert_eq!(c.get("group.instance.id"), Some("touchstream-0"));
         // An explicit classic protocol keeps the defaults.
         let text = "[kafka.client]\n\"group.protocol\" = \"classic\"\n";
         let classic = Config::from_parts("t", text, &[]).unwrap();
-        let c = group_consumer_config(&classic);
+        let c = group_consumer_config(&classic, false);
         assert_eq!(
             c.get("session.timeout.ms"),
             Some(DEFAULT_SESSION_TIMEOUT_MS)
@@ -381,7 +382,7 @@ mod tests {
         // The broker-side protocol owns the session and the assignor.
         let text = "[kafka.consumer]\n\"group.protocol\" = \"consumer\"\n";
         let kip848 = Config::from_parts("t", text, &[]).unwrap();
-        let c = group_consumer_config(&kip848);
+        let c = group_consumer_config(&kip848, false);
         assert_eq!(c.get("session.timeout.ms"), None);
         assert_eq!(c.get("partition.assignment.strategy"), None);
         assert_eq!(c.get("group.protocol"), Some("consumer"));

@@ -75,8 +75,22 @@ impl Worker {
         msg: &impl Message,
         rejection: &Rejection,
     ) -> Result<(), ServiceError> {
-        let partition = msg.partition().to_string();
-        let offset = msg.offset().to_string();
+        // A record of a repartition topic names the record it was routed
+        // from (SPEC 8): the dead letter keeps that provenance.
+        let routed = |key: &str| -> Option<String> {
+            if !self.router.is_repartition_topic(msg.topic()) {
+                return None;
+            }
+            msg.headers()?
+                .iter()
+                .find(|h| h.key == key)
+                .and_then(|h| h.value)
+                .and_then(|v| std::str::from_utf8(v).ok())
+                .map(str::to_string)
+        };
+        let source_topic = routed("source.topic").unwrap_or_else(|| msg.topic().to_string());
+        let partition = routed("source.partition").unwrap_or_else(|| msg.partition().to_string());
+        let offset = routed("source.offset").unwrap_or_else(|| msg.offset().to_string());
         let error = cut_str(&rejection.message, 1024);
         // A record near the broker's size limit plus our headers would not
         // fit the producer's: the dead letter then keeps what fits, says so
@@ -97,7 +111,7 @@ impl Worker {
             })
             .insert(Header {
                 key: "source.topic",
-                value: Some(msg.topic()),
+                value: Some(source_topic.as_str()),
             })
             .insert(Header {
                 key: "source.partition",

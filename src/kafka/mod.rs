@@ -28,15 +28,21 @@ mod checkpoint;
 mod client;
 mod dead_letter;
 mod error;
+mod layout;
 pub mod registry;
 mod restore;
+mod router;
 mod topics;
 mod worker;
 
 pub use client::instance_id;
 pub use error::ServiceError;
+pub(crate) use layout::repartition_topic;
 #[allow(unused_imports)]
-use {checkpoint::*, client::*, dead_letter::*, error::*, restore::*, topics::*, worker::*};
+use {
+    checkpoint::*, client::*, dead_letter::*, error::*, layout::*, restore::*, router::*,
+    topics::*, worker::*,
+};
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,7 +57,7 @@ use rdkafka::consumer::{
     RebalanceProtocol,
 };
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
@@ -85,6 +91,8 @@ struct Input {
     consumed: prometheus::IntCounter,
     /// `touchstream_misrouted_records_total` of its topic.
     misrouted: prometheus::IntCounter,
+    /// For a repartition topic: what the router announced of its sources.
+    upstream: Option<Upstream>,
 }
 
 /// An input's next valid record, fetched but not processed yet (a task
@@ -191,8 +199,18 @@ struct Worker {
     engine_cfg: Arc<EngineConfig>,
     /// Tasks by partition number.
     tasks: BTreeMap<i32, Task>,
-    /// The input topics, in `input_topics` order.
+    /// The topics the tasks read, in `input_topics` order (a re-keyed
+    /// input's repartition topic in its place).
     inputs: Vec<Arc<str>>,
+    /// The first configured input topic: the prefix of the changelog keys
+    /// (whether or not it is re-keyed).
+    state_prefix: Arc<str>,
+    /// The repartition router (SPEC 8).
+    router: Router,
+    admin: Arc<AdminClient<DefaultClientContext>>,
+    rt: tokio::runtime::Handle,
+    /// Per repartition partition, the offset its records are deleted up to.
+    purged: std::collections::HashMap<(Arc<str>, i32), i64>,
     /// The number of tasks (misrouted records are counted against it).
     task_count: i32,
     producer: Arc<ThreadedProducer<ProducerCtx>>,
@@ -230,6 +248,8 @@ struct ConsumerCtx {
     /// rebalance callback (set once it is created).
     consumer: std::sync::OnceLock<std::sync::Weak<BaseConsumer<ConsumerCtx>>>,
     wake: Arc<Wake>,
+    /// `<group_id>.repartition.`: the repartition topics' names begin so.
+    repartition_prefix: String,
 }
 
 type Started = (
@@ -247,8 +267,8 @@ fn start(
     eos: bool,
     wake: &Arc<Wake>,
 ) -> Result<Started, ServiceError> {
-    let topics = ensure_topics(cfg, rt, metrics)?;
-    let decoder = InputDecoder::new(cfg)?;
+    let mut decoder = InputDecoder::new(cfg)?;
+    let topics = ensure_topics(cfg, rt, metrics, &mut decoder)?;
     let encoder = OutputEncoder::new(cfg)?;
     let mut pc = client_config(cfg);
     pc.set("enable.idempotence", "true")
@@ -335,18 +355,23 @@ pub fn run(
         }
     };
 
-    let inputs: Vec<Arc<str>> = cfg
-        .kafka
-        .input_topics
-        .iter()
-        .map(|t| Arc::from(t.as_str()))
-        .collect();
+    let layout = topics.layout.clone();
+    let admin: AdminClient<DefaultClientContext> = client_config(&cfg)
+        .create()
+        .map_err(kafka("create admin client"))?;
+    let state_prefix: Arc<str> =
+        Arc::from(cfg.kafka.input_topics.first().map_or("", String::as_str));
     let worker = Arc::new(Mutex::new(Worker {
         cfg: cfg.clone(),
-        engine_cfg,
+        engine_cfg: engine_cfg.clone(),
         tasks: BTreeMap::new(),
-        inputs,
-        task_count: topics.tasks,
+        inputs: layout.task_inputs.clone(),
+        state_prefix,
+        router: Router::new(layout.rekeyed.clone(), engine_cfg.max_out_of_orderness),
+        admin: Arc::new(admin),
+        rt: rt.clone(),
+        purged: Default::default(),
+        task_count: layout.tasks,
         producer: Arc::new(producer),
         decoder,
         encoder,
@@ -372,13 +397,14 @@ pub fn run(
         pending: None,
     }));
 
-    let cc = group_consumer_config(&cfg);
+    let cc = group_consumer_config(&cfg, !layout.rekeyed.is_empty());
     let mut consumer: BaseConsumer<ConsumerCtx> = cc
         .create_with_context(ConsumerCtx {
             worker: worker.clone(),
             metrics: metrics.clone(),
             consumer: std::sync::OnceLock::new(),
             wake: wake.clone(),
+            repartition_prefix: repartition_topic(&cfg.kafka.group_id, ""),
         })
         .map_err(kafka("create consumer"))?;
     {
@@ -387,7 +413,8 @@ pub fn run(
     }
     let consumer = Arc::new(consumer);
     let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
-    let topics: Vec<&str> = cfg.kafka.input_topics.iter().map(String::as_str).collect();
+    let subscription = layout.subscription();
+    let topics: Vec<&str> = subscription.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).map_err(kafka("subscribe"))?;
     info!(topics = ?topics, tasks = lock(&worker).task_count, group = cfg.kafka.group_id, delivery = ?cfg.kafka.delivery, "touchstream is running.");
 
@@ -422,22 +449,28 @@ pub fn run(
             }
             None => Ok(()),
         };
-        let step = step.and_then(|()| w.pump(now)).and_then(|n| {
-            if tick {
-                w.idle_advance()?;
-            }
-            if !w.eos {
-                w.advance_checkpoint(&consumer)?;
-            }
-            if now.saturating_duration_since(w.last_checkpoint) >= interval {
-                if w.eos {
-                    w.checkpoint(&consumer)?;
-                } else if w.pending.is_none() {
-                    w.begin_checkpoint()?;
+        let step = step
+            .and_then(|()| {
+                let routed = w.pump_router(now)?;
+                w.announce(now)?;
+                Ok(routed + w.pump(now)?)
+            })
+            .and_then(|n| {
+                if tick {
+                    w.idle_advance()?;
                 }
-            }
-            Ok(n)
-        });
+                if !w.eos {
+                    w.advance_checkpoint(&consumer)?;
+                }
+                if now.saturating_duration_since(w.last_checkpoint) >= interval {
+                    if w.eos {
+                        w.checkpoint(&consumer)?;
+                    } else if w.pending.is_none() {
+                        w.begin_checkpoint()?;
+                    }
+                }
+                Ok(n)
+            });
         drop(w);
         match step {
             Ok(0) if !busy => wake.wait(TICK),
@@ -465,6 +498,7 @@ pub fn run(
         w.phase = Phase::Stopping;
         // The tasks' queues hold the consumer: drop them first.
         w.tasks.clear();
+        w.router.clear();
         health.ready.store(false, Ordering::Relaxed);
     }
     consumer.unsubscribe();

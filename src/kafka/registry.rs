@@ -290,6 +290,13 @@ impl InputDecoder {
         })
     }
 
+    /// Decodes records of `alias` (a repartition topic) as those of
+    /// `topic`, whose bytes it carries.
+    pub fn alias(&mut self, alias: &str, topic: &str) {
+        let f = self.formats.get(topic).copied().unwrap_or(self.format);
+        self.formats.insert(alias.to_string(), f);
+    }
+
     /// Decodes one record value. `Err(Ok(rejection))` is bad data; the
     /// registry being unreachable is `Err(Err(..))` (retry, do not reject).
     pub fn decode(

@@ -12,11 +12,7 @@ impl Worker {
     /// Restores task `partition` (not consumed yet: its queues are empty).
     pub(super) fn restore(&mut self, partition: i32) -> Result<(), ServiceError> {
         let started = Instant::now();
-        let topic = self
-            .inputs
-            .first()
-            .cloned()
-            .unwrap_or_else(|| Arc::from(""));
+        let topic = self.state_prefix.clone();
         let topic = &*topic;
         let restore_err = |message: String| ServiceError::Restore {
             topic: topic.to_string(),
@@ -114,6 +110,7 @@ impl Worker {
                     last_input: now,
                     consumed: self.metrics.records_consumed.with_label_values(&[t]),
                     misrouted: self.metrics.misrouted.with_label_values(&[t]),
+                    upstream: self.router.source_partitions(t).map(Upstream::new),
                 }
             })
             .collect();

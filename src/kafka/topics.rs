@@ -9,8 +9,8 @@ pub(super) const STARTUP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What startup learns of the topics.
 pub(super) struct TopicFacts {
-    /// The number of tasks (SPEC 8).
-    pub(super) tasks: i32,
+    /// The tasks and what they read (SPEC 8).
+    pub(super) layout: Layout,
     pub(super) changelog_partitions: i32,
     /// The dead-letter topic's `max.message.bytes`, when it could be read.
     pub(super) dlq_max_bytes: Option<usize>,
@@ -20,6 +20,7 @@ pub(super) fn ensure_topics(
     cfg: &Config,
     rt: &tokio::runtime::Handle,
     metrics: &Arc<Metrics>,
+    decoder: &mut InputDecoder,
 ) -> Result<TopicFacts, ServiceError> {
     let ctx = StartupCtx {
         metrics: metrics.clone(),
@@ -49,7 +50,8 @@ pub(super) fn ensure_topics(
         }
         counts.push((t.clone(), n));
     }
-    let partitions = co_partitioned(cfg, &counts)?;
+    let layout = decide_layout(cfg, rt, &meta_client, decoder, &counts)?;
+    let partitions = layout.tasks;
     let cl = meta_client
         .fetch_metadata(Some(&cfg.kafka.changelog_topic), STARTUP_TIMEOUT)
         .map_err(kafka("fetch metadata"))?;
@@ -64,7 +66,7 @@ pub(super) fn ensure_topics(
                 cfg.kafka.changelog_topic
             )));
         }
-        return check_topics(cfg, rt, &admin, partitions, cl_partitions);
+        return check_topics(cfg, rt, &admin, layout, cl_partitions);
     }
     let rf = cfg.kafka.replication_factor;
     let mut names: Vec<String> = DerivedType::ALL
@@ -108,18 +110,16 @@ pub(super) fn ensure_topics(
         cl_partitions
     };
     wait_for_leaders(&meta_client, &cfg.kafka.changelog_topic, n);
-    check_topics(cfg, rt, &admin, partitions, n)
+    check_topics(cfg, rt, &admin, layout, n)
 }
 
-/// The number of tasks: `kafka.tasks`, else the first input topic's
-/// partition count; every input must have that many partitions (SPEC 8).
-pub(super) fn co_partitioned(cfg: &Config, counts: &[(String, i32)]) -> Result<i32, ServiceError> {
-    let tasks = cfg
-        .kafka
-        .tasks
-        .filter(|n| *n > 0)
-        .or_else(|| counts.first().map(|(_, n)| *n))
-        .unwrap_or(1);
+/// With `kafka.repartition = "never"`: every input must have one
+/// partition per task, and none may be listed to re-key (SPEC 8).
+pub(super) fn co_partitioned(
+    cfg: &Config,
+    counts: &[(String, i32)],
+    tasks: i32,
+) -> Result<(), ServiceError> {
     let forced: Vec<&String> = cfg
         .kafka
         .repartition_topics
@@ -127,19 +127,12 @@ pub(super) fn co_partitioned(cfg: &Config, counts: &[(String, i32)]) -> Result<i
         .filter(|t| cfg.kafka.input_topics.contains(t))
         .collect();
     if counts.iter().all(|(_, n)| *n == tasks) && forced.is_empty() {
-        return Ok(tasks);
+        return Ok(());
     }
     let listed: Vec<String> = counts
         .iter()
         .map(|(t, n)| format!("`{t}` has {n} partitions"))
         .collect();
-    let why = match cfg.kafka.repartition {
-        crate::config::Repartition::Never => "kafka.repartition = \"never\" refuses them".to_string(),
-        crate::config::Repartition::Auto => {
-            "this build has no repartition router yet (kafka.repartition = \"auto\" cannot re-key them)"
-                .to_string()
-        }
-    };
     let forced = if forced.is_empty() {
         String::new()
     } else {
@@ -154,7 +147,8 @@ pub(super) fn co_partitioned(cfg: &Config, counts: &[(String, i32)]) -> Result<i
     };
     Err(ServiceError::NotCoPartitioned(format!(
         "input topics are not co-partitioned: {}; there are {tasks} tasks (kafka.tasks, else the \
-         first input topic's partition count){forced}; {why}. Give every input topic {tasks} \
+         first input topic's partition count){forced}; kafka.repartition = \"never\" refuses \
+         them (\"auto\" re-keys them through the repartition router). Give every input topic {tasks} \
          partitions, keyed by customer id with the Java client's partitioner (murmur2)",
         listed.join(", ")
     )))
@@ -168,9 +162,10 @@ pub(super) fn check_topics(
     cfg: &Config,
     rt: &tokio::runtime::Handle,
     admin: &AdminClient<DefaultClientContext>,
-    input_partitions: i32,
+    layout: Layout,
     changelog_partitions: i32,
 ) -> Result<TopicFacts, ServiceError> {
+    let input_partitions = layout.tasks;
     let changelog = cfg.kafka.changelog_topic.as_str();
     if changelog_partitions < input_partitions {
         return Err(ServiceError::Topics(format!(
@@ -212,7 +207,7 @@ pub(super) fn check_topics(
     }
     let dlq_max_bytes = value(1, "max.message.bytes").and_then(|v| v.parse().ok());
     Ok(TopicFacts {
-        tasks: input_partitions,
+        layout,
         changelog_partitions,
         dlq_max_bytes,
     })

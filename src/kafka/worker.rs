@@ -20,6 +20,16 @@ impl ClientContext for ConsumerCtx {
                         .with_label_values(&[topic.as_str(), &p.to_string()])
                         .set(lag);
                 }
+                if topic.starts_with(&self.repartition_prefix)
+                    && part.partition >= 0
+                    && part.lo_offset >= 0
+                    && part.hi_offset >= part.lo_offset
+                {
+                    self.metrics
+                        .repartition_retained
+                        .with_label_values(&[topic.as_str(), &p.to_string()])
+                        .set(part.hi_offset - part.lo_offset);
+                }
             }
         }
     }
@@ -85,6 +95,10 @@ impl ConsumerContext for ConsumerCtx {
                     .collect();
                 let arc = self.consumer.get().and_then(std::sync::Weak::upgrade);
                 for (topic, partition) in &parts {
+                    if let Some(target) = w.router.target(topic) {
+                        w.route_from(topic, *partition, target, arc.as_ref(), &self.wake);
+                        continue;
+                    }
                     let Some(i) = w.inputs.iter().position(|t| **t == **topic) else {
                         continue;
                     };
@@ -95,11 +109,19 @@ impl ConsumerContext for ConsumerCtx {
                             continue;
                         }
                     }
+                    let repartition = w.router.is_repartition_topic(topic);
                     let Some(task) = w.tasks.get_mut(partition) else {
                         continue;
                     };
-                    if let Some(o) = task.core.inputs[i].next_offset {
-                        let _ = tpl.set_partition_offset(topic, *partition, Offset::Offset(o));
+                    let start = match task.core.inputs[i].next_offset {
+                        Some(o) => Some(Offset::Offset(o)),
+                        // A repartition partition no marker covers yet:
+                        // every record in it is still to be processed.
+                        None if repartition => Some(Offset::Beginning),
+                        None => None,
+                    };
+                    if let Some(o) = start {
+                        let _ = tpl.set_partition_offset(topic, *partition, o);
                     }
                     // Split before assigning: the partition's records (and
                     // its end) then come on its own queue only.
@@ -206,7 +228,8 @@ impl Worker {
         self.tasks
             .values()
             .map(|t| t.queues.iter().flatten().count() as i64)
-            .sum()
+            .sum::<i64>()
+            + self.router.lanes.len() as i64
     }
 
     /// Tasks of which only some input partitions are assigned here.
@@ -227,6 +250,14 @@ impl Worker {
         let _ = self.metrics.watermark_lag.remove_label_values(&labels);
         let _ = self.metrics.consumer_lag.remove_label_values(&labels);
         let _ = self.metrics.input_idle.remove_label_values(&labels);
+        let _ = self
+            .metrics
+            .repartition_retained
+            .remove_label_values(&labels);
+        if self.router.remove(topic, partition) {
+            info!(topic, partition, "Routing of partition revoked.");
+            return;
+        }
         let Some(task) = self.tasks.get_mut(&partition) else {
             return;
         };
@@ -303,14 +334,21 @@ impl Worker {
             };
             n += 1;
             let input = &mut core.inputs[0];
+            if input.upstream.as_mut().is_some_and(|u| u.note(&msg)) {
+                input.next_offset = Some(msg.offset() + 1);
+                continue;
+            }
             self.count_in(input, now);
-            let Some(checked) = self.check(&msg, *partition, input) else {
+            let Some(checked) = self.check(&msg) else {
                 break;
             };
             core.inputs[0].next_offset = Some(msg.offset() + 1);
             match checked {
                 Err(rejection) => self.dead_letter(&msg, &rejection)?,
-                Ok(tp) => self.offer(core, &msg, &tp, None)?,
+                Ok(tp) => {
+                    self.count_misrouted(&tp, *partition, &core.inputs[0]);
+                    self.offer(core, &msg, &tp, None)?
+                }
             }
         }
         Ok(n)
@@ -340,15 +378,25 @@ impl Worker {
                     let msg = match self.fetch(q) {
                         Fetched::Nothing => break,
                         Fetched::End => {
-                            core.merge.caught_up(i);
+                            // A repartition input is caught up once the
+                            // router has also routed its sources to their end.
+                            let upstream = core.inputs[i].upstream.as_ref();
+                            if upstream.is_none_or(Upstream::all_caught_up) {
+                                core.merge.caught_up(i);
+                            }
                             break;
                         }
                         Fetched::Record(msg) => msg,
                     };
                     n += 1;
+                    let input = &mut core.inputs[i];
+                    if input.upstream.as_mut().is_some_and(|u| u.note(&msg)) {
+                        input.next_offset = Some(msg.offset() + 1);
+                        continue;
+                    }
                     core.merge.received(i);
                     self.count_in(&mut core.inputs[i], now);
-                    let Some(checked) = self.check(&msg, *partition, &core.inputs[i]) else {
+                    let Some(checked) = self.check(&msg) else {
                         return Ok(n);
                     };
                     match checked {
@@ -357,6 +405,7 @@ impl Worker {
                             self.dead_letter(&msg, &rejection)?;
                         }
                         Ok(tp) => {
+                            self.count_misrouted(&tp, *partition, &core.inputs[i]);
                             let t = tp.timestamp;
                             let head = Head {
                                 msg: msg.detach(),
@@ -380,7 +429,7 @@ impl Worker {
     }
 
     /// The next record of an input partition's queue, or its end.
-    fn fetch<'q>(&self, q: &'q PartitionQueue<ConsumerCtx>) -> Fetched<'q> {
+    pub(super) fn fetch<'q>(&self, q: &'q PartitionQueue<ConsumerCtx>) -> Fetched<'q> {
         loop {
             match q.poll(Duration::ZERO) {
                 None => return Fetched::Nothing,
@@ -406,16 +455,10 @@ impl Worker {
         warn!(%e, "Consumer error.");
     }
 
-    /// Decodes a record and checks the rules of SPEC 2 that need no state;
-    /// counts it when its customer id does not hash to its partition.
+    /// Decodes a record and checks the rules of SPEC 2 that need no state.
     /// `None`: a stop was requested while the registry was awaited (the
     /// record is read again after the restart: its offset is not covered).
-    fn check(
-        &mut self,
-        msg: &impl Message,
-        partition: i32,
-        input: &Input,
-    ) -> Option<Result<Touchpoint, Rejection>> {
+    pub(super) fn check(&mut self, msg: &impl Message) -> Option<Result<Touchpoint, Rejection>> {
         self.ensure_txn_or_fail()?;
         let decoded = loop {
             match self.decoder.decode(msg.topic(), msg.payload()) {
@@ -444,13 +487,15 @@ impl Worker {
             now: crate::validate::wall_clock_ms(),
             max_future: self.cfg.time.max_future.0,
         };
-        let checked = decoded.and_then(|raw| validate(raw, clock));
-        if let Ok(tp) = &checked {
-            if kafka_partition(tp.customer_id.as_bytes(), self.task_count) != partition {
-                input.misrouted.inc();
-            }
+        Some(decoded.and_then(|raw| validate(raw, clock)))
+    }
+
+    /// Counts a valid record whose customer id does not hash to the
+    /// partition (task) it came on.
+    fn count_misrouted(&self, tp: &Touchpoint, partition: i32, input: &Input) {
+        if kafka_partition(tp.customer_id.as_bytes(), self.task_count) != partition {
+            input.misrouted.inc();
         }
-        Some(checked)
     }
 
     /// Begins the transaction if needed; a failure is kept as fatal.
@@ -547,6 +592,7 @@ impl Worker {
         let now_ms = crate::validate::wall_clock_ms();
         let wall = now_ms - self.engine_cfg.max_out_of_orderness;
         let mut fired = false;
+        self.router.set_idle(idle);
         let mut buf = std::mem::take(&mut self.buf);
         for task in self.tasks.values_mut() {
             let core = &mut task.core;
@@ -636,7 +682,7 @@ impl Worker {
 }
 
 /// What an input partition's queue holds next.
-enum Fetched<'q> {
+pub(super) enum Fetched<'q> {
     Record(rdkafka::message::BorrowedMessage<'q>),
     /// The end of the partition (nothing more to fetch for now).
     End,
@@ -645,4 +691,4 @@ enum Fetched<'q> {
 }
 
 /// Records a task takes from its queues per turn of the poll loop.
-const BATCH: usize = 1024;
+pub(super) const BATCH: usize = 1024;

@@ -146,6 +146,20 @@ impl<T> Merge<T> {
         self.lanes.get(i).is_some_and(|l| l.idle)
     }
 
+    /// Whether input `i` has nothing more to fetch for now.
+    pub fn is_caught_up(&self, i: usize) -> bool {
+        self.lanes.get(i).is_some_and(|l| l.caught_up)
+    }
+
+    /// Takes input `i`'s waiting record back, with its event time (to move
+    /// it into another merge).
+    pub fn take(&mut self, i: usize) -> Option<(EventTime, T)> {
+        let t = self.marks.head(i)?;
+        let item = self.lanes.get_mut(i)?.head.take()?;
+        self.marks.set_head(i, None);
+        Some((t, item))
+    }
+
     /// Whether every input is idle (the wall-clock rule of SPEC 3 applies).
     pub fn all_idle(&self) -> bool {
         self.lanes.iter().all(|l| l.idle)
