@@ -197,6 +197,10 @@ pub struct KafkaConfig {
     /// Input topics to re-key whatever they look like.
     #[serde(deserialize_with = "string_list")]
     pub repartition_topics: Vec<String>,
+    /// How far (event time) a router instance may run ahead of the other
+    /// instances routing the same topic (default: half of
+    /// `time.allowed_lateness`).
+    pub router_max_drift: Option<Millis>,
 }
 
 impl Default for KafkaConfig {
@@ -224,6 +228,7 @@ impl Default for KafkaConfig {
             tasks: None,
             repartition: Repartition::Auto,
             repartition_topics: Vec::new(),
+            router_max_drift: None,
         }
     }
 }

@@ -87,6 +87,8 @@ pub struct Metrics {
     pub repartitioned: IntCounterVec,
     /// Records a repartition topic's partition holds (high − low offset).
     pub repartition_retained: IntGaugeVec,
+    /// 1 while the router holds a re-keyed topic back for another instance.
+    pub router_aligning: IntGaugeVec,
     /// Customers held in memory.
     pub customers: IntGauge,
     /// Estimated bytes of customer state.
@@ -270,6 +272,7 @@ impl Metrics {
             task_watermark: gauge_vec(&r, "touchstream_task_watermark_seconds", "A task's event-time watermark (epoch seconds): the minimum over its non-idle inputs.", &["task"]),
             input_idle: int_gauge_vec(&r, "touchstream_input_idle", "1 while the input partition has received nothing for time.idle_timeout (left out of its task's watermark).", &[TOPIC, PARTITION]),
             repartitioned: counter_vec(&r, "touchstream_repartitioned_records_total", "Records of a re-keyed input topic the router wrote to its repartition topic (SPEC 8).", &[TOPIC]),
+            router_aligning: int_gauge_vec(&r, "touchstream_router_aligning", "1 while the router holds back a re-keyed topic's partitions because another instance routing the same topic is further behind than kafka.router_max_drift (watermark alignment).", &[TOPIC]),
             repartition_retained: int_gauge_vec(&r, "touchstream_repartition_retained_records", "Records a repartition topic's partition still holds (its end offset minus its start offset); records are deleted once the task has checkpointed past them.", &[TOPIC, PARTITION]),
             misrouted: counter_vec(&r, "touchstream_misrouted_records_total", "Records of a co-partitioned input whose customer id does not hash (murmur2) to the partition they came on; processed by the task that received them.", &[TOPIC]),
             customers: gauge(&r, "touchstream_customers", "Customers held in memory."),

@@ -95,7 +95,10 @@ impl Worker {
                 }
             }
             self.flush()?;
-            self.advance_checkpoint(consumer)?;
+            // Synchronous: on revoke, the next owner of a routed partition
+            // resumes at the committed offset (an older one would make it
+            // route records again, late behind newer ones).
+            self.advance_checkpoint(consumer, CommitMode::Sync)?;
         }
         Ok(())
     }
@@ -149,6 +152,7 @@ impl Worker {
     pub(super) fn advance_checkpoint(
         &mut self,
         consumer: &BaseConsumer<ConsumerCtx>,
+        mode: CommitMode,
     ) -> Result<(), ServiceError> {
         let Some(p) = self.pending.as_ref() else {
             return Ok(());
@@ -173,8 +177,10 @@ impl Worker {
             return Ok(());
         }
         if p.offsets.count() > 0 {
-            if let Err(e) = consumer.commit(&p.offsets, CommitMode::Async) {
-                // Group offsets only feed lag; the changelog marker is authoritative.
+            if let Err(e) = consumer.commit(&p.offsets, mode) {
+                // The changelog marker is authoritative for the tasks; for
+                // the router a failed commit routes records again (copies
+                // the tasks' duplicate window drops).
                 warn!(%e, "Offset commit failed.");
             }
         }

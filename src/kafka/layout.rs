@@ -58,6 +58,12 @@ pub(crate) fn repartition_topic(group_id: &str, input: &str) -> String {
     format!("{group_id}.repartition.{input}")
 }
 
+/// The topic where router instances tell each other how far each source
+/// partition is routed (watermark alignment across instances).
+pub(crate) fn progress_topic(group_id: &str) -> String {
+    format!("{group_id}.repartition-progress")
+}
+
 /// Why a topic is re-keyed or read as it is (logged with the decision).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum Decision {
@@ -140,6 +146,12 @@ pub(super) fn decide_layout(
                     partitions: *n,
                 });
             }
+        }
+    }
+    if !layout.rekeyed.is_empty() {
+        let progress = progress_topic(group);
+        if partitions_of(meta_client, &progress)? == 0 {
+            create.push(progress);
         }
     }
     if !create.is_empty() {
@@ -303,9 +315,16 @@ fn create_repartition_topics(
         .create()
         .map_err(kafka("create admin client"))?;
     let rf = cfg.kafka.replication_factor;
+    let progress = progress_topic(&cfg.kafka.group_id);
     let new: Vec<NewTopic<'_>> = names
         .iter()
         .map(|n| {
+            if *n == progress {
+                // One record per router instance and topic: compacted.
+                return NewTopic::new(n, 1, TopicReplication::Fixed(rf))
+                    .set("cleanup.policy", "compact")
+                    .set("segment.ms", "600000");
+            }
             NewTopic::new(n, tasks, TopicReplication::Fixed(rf))
                 .set("cleanup.policy", "delete")
                 .set("retention.ms", "-1")
@@ -327,7 +346,7 @@ fn create_repartition_topics(
         }
     }
     for n in names {
-        wait_for_leaders(meta_client, n, tasks);
+        wait_for_leaders(meta_client, n, if *n == progress { 1 } else { tasks });
     }
     Ok(())
 }

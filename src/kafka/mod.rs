@@ -361,13 +361,23 @@ pub fn run(
         .map_err(kafka("create admin client"))?;
     let state_prefix: Arc<str> =
         Arc::from(cfg.kafka.input_topics.first().map_or("", String::as_str));
+    let router = Router::new(
+        layout.rekeyed.clone(),
+        engine_cfg.max_out_of_orderness,
+        cfg.kafka
+            .router_max_drift
+            .map_or(engine_cfg.allowed_lateness / 2, |d| d.0),
+        &metrics,
+        &cfg,
+        &wake,
+    )?;
     let worker = Arc::new(Mutex::new(Worker {
         cfg: cfg.clone(),
         engine_cfg: engine_cfg.clone(),
         tasks: BTreeMap::new(),
         inputs: layout.task_inputs.clone(),
         state_prefix,
-        router: Router::new(layout.rekeyed.clone(), engine_cfg.max_out_of_orderness),
+        router,
         admin: Arc::new(admin),
         rt: rt.clone(),
         purged: Default::default(),
@@ -460,7 +470,7 @@ pub fn run(
                     w.idle_advance()?;
                 }
                 if !w.eos {
-                    w.advance_checkpoint(&consumer)?;
+                    w.advance_checkpoint(&consumer, CommitMode::Async)?;
                 }
                 if now.saturating_duration_since(w.last_checkpoint) >= interval {
                     if w.eos {

@@ -11,15 +11,25 @@
 //! A task reads a repartition partition as one input whose records come
 //! from every partition of the source topic. It may not take that input
 //! as caught up at the end of the partition while the router still has
-//! records of the source to route: so the router announces, in every
-//! repartition partition and after the records it routed, which source
-//! partitions it has routed to their end (a *frontier*: a record with no
-//! key, header `touchstream.control = caught_up`, value
-//! `"<partition>,<partition>,..."`). A task takes a repartition input as
-//! caught up at its end only once every source partition's last news is
-//! such an announcement, not a record routed after it. Announcements are
-//! repeated every second while nothing changes, for tasks that start
-//! reading after the last one.
+//! records of the source to route: so the router *announces*, in every
+//! repartition partition and after the records it routed, where each
+//! source partition it holds stands (a control record: no key, header
+//! `touchstream.control = frontier`, value
+//! `"<partition>:<progress>:<1 if routed to its end>,..."`, the progress
+//! being the event time of its next record, else of the last one routed,
+//! `-` if none). A task takes a repartition input as caught up at its end
+//! only once every source partition's last news is "routed to its end",
+//! not a record routed after it. Announcements are made when a partition
+//! reaches its end, and repeated every second while nothing changes, for
+//! tasks that start reading after the last one.
+//!
+//! Several instances route one topic when its partitions are spread over
+//! the group; their writes interleave in every repartition partition. Each
+//! instance learns from the announcements its tasks read where the others
+//! stand, and holds a lane back while its next record is more than
+//! `kafka.router_max_drift` ahead of the slowest lane another instance
+//! routes that is not at its end (watermark alignment, as Flink's across
+//! source subtasks); meanwhile announcements are made as the lanes move.
 //!
 //! The router's input offsets are committed with the checkpoint that
 //! covers its writes: after they are acknowledged (`at_least_once`; a crash
@@ -35,11 +45,11 @@ use super::*;
 pub(super) struct RouteLane {
     pub(super) topic: Arc<str>,
     pub(super) partition: i32,
-    /// Its repartition topic.
-    target: Arc<str>,
     queue: PartitionQueue<ConsumerCtx>,
     /// Next offset to route: everything before it is sent.
     next_offset: Option<i64>,
+    /// The event time of the last record routed.
+    latest: Option<i64>,
     /// Records routed since its end was last announced (or never announced).
     unannounced: bool,
     last_input: Instant,
@@ -47,62 +57,34 @@ pub(super) struct RouteLane {
     repartitioned: prometheus::IntCounter,
 }
 
-/// The router's lanes and their merge.
-pub(super) struct Router {
-    /// The re-keyed input topics.
-    pub(super) targets: Vec<Rekeyed>,
-    pub(super) lanes: Vec<RouteLane>,
-    merge: Merge<Head>,
-    out_of_orderness: i64,
-    /// When the lanes' ends were last announced.
-    announced_at: Option<Instant>,
+/// What another instance announced of a source partition it routes.
+#[derive(Debug, Clone, Copy)]
+struct Peer {
+    /// Its next record's event time, else the last routed one's.
+    progress: Option<i64>,
+    caught_up: bool,
 }
 
-/// The header naming a control record of a repartition topic.
-pub(super) const CONTROL_HEADER: &str = "touchstream.control";
-/// Its value for an announcement of source partitions routed to their end.
-const CAUGHT_UP: &str = "caught_up";
-/// How often the lanes' ends are announced again while nothing changes.
-const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
-/// The least time between two announcements.
-const ANNOUNCE_GAP: Duration = Duration::from_millis(10);
+/// The lanes of one re-keyed topic held here, their merge, and what the
+/// other instances routing the same topic announced.
+pub(super) struct RouteGroup {
+    pub(super) topic: Rekeyed,
+    pub(super) lanes: Vec<RouteLane>,
+    merge: Merge<Head>,
+    /// Per source partition held elsewhere, its last announcement.
+    peers: BTreeMap<i32, Peer>,
+    announced_at: Option<Instant>,
+    /// Records routed or fetched since the last announcement.
+    moved: bool,
+    /// `touchstream_router_aligning{topic}`.
+    aligning: prometheus::IntGauge,
+}
 
-impl Router {
-    pub(super) fn new(targets: Vec<Rekeyed>, out_of_orderness: i64) -> Self {
-        Router {
-            targets,
-            lanes: Vec::new(),
-            merge: Merge::new(0, out_of_orderness),
-            out_of_orderness,
-            announced_at: None,
-        }
-    }
-
-    /// The repartition topic of `topic`, when the router re-keys it.
-    pub(super) fn target(&self, topic: &str) -> Option<Arc<str>> {
-        self.targets
-            .iter()
-            .find(|r| *r.source == *topic)
-            .map(|r| r.internal.clone())
-    }
-
-    /// Whether `topic` is one of the repartition topics.
-    pub(super) fn is_repartition_topic(&self, topic: &str) -> bool {
-        self.source_partitions(topic).is_some()
-    }
-
-    /// The partition count of the topic a repartition topic re-keys.
-    pub(super) fn source_partitions(&self, internal: &str) -> Option<i32> {
-        self.targets
-            .iter()
-            .find(|r| *r.internal == *internal)
-            .map(|r| r.partitions)
-    }
-
+impl RouteGroup {
     /// Rebuilds the merge for the lanes `keep` (old indices) followed by
     /// `added` new ones; waiting records and lane states move along.
-    fn rebuild(&mut self, keep: &[usize], added: usize) {
-        let mut merge = Merge::new(keep.len() + added, self.out_of_orderness);
+    fn rebuild(&mut self, keep: &[usize], added: usize, out_of_orderness: i64) {
+        let mut merge = Merge::new(keep.len() + added, out_of_orderness);
         for (j, &i) in keep.iter().enumerate() {
             merge.restore_latest(j, self.merge.marks().latest(i));
             if let Some((t, head)) = self.merge.take(i) {
@@ -117,37 +99,220 @@ impl Router {
         self.merge = merge;
     }
 
+    /// How far this instance's lanes may route: the lowest progress among
+    /// the source partitions other instances route that are not at their
+    /// end (`Some(None)`: none such), or `None` while one of them has not
+    /// announced where it stands (then nothing is routed: as a task's input
+    /// that has delivered nothing holds its watermark).
+    fn peer_limit(&self) -> Option<Option<i64>> {
+        let mut lowest: Option<i64> = None;
+        for p in 0..self.topic.partitions {
+            if self.lanes.iter().any(|l| l.partition == p) {
+                continue;
+            }
+            let peer = self.peers.get(&p)?;
+            if peer.caught_up {
+                continue;
+            }
+            let progress = peer.progress?;
+            lowest = Some(lowest.map_or(progress, |l| l.min(progress)));
+        }
+        Some(lowest)
+    }
+
+    /// `"<partition>:<progress or ->:<1 if routed to its end>,..."` for
+    /// every lane held here.
+    fn announcement(&self) -> String {
+        self.lanes
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let progress = self.merge.head_time(i).or(l.latest);
+                format!(
+                    "{}:{}:{}",
+                    l.partition,
+                    progress.map_or_else(|| "-".to_string(), |t| t.to_string()),
+                    u8::from(self.merge.is_caught_up(i))
+                )
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// The router: one group per re-keyed topic.
+pub(super) struct Router {
+    pub(super) groups: Vec<RouteGroup>,
+    out_of_orderness: i64,
+    /// How far ahead of the slowest other instance a lane may route.
+    drift: i64,
+    /// Reads the progress topic (every instance's announcements).
+    progress: Option<BaseConsumer>,
+    progress_topic: String,
+    /// This instance's key prefix in the progress topic.
+    instance: String,
+}
+
+/// The header naming a control record of a repartition topic.
+pub(super) const CONTROL_HEADER: &str = "touchstream.control";
+/// Its value for an announcement of the source partitions' progress.
+const FRONTIER: &str = "frontier";
+/// How often the lanes are announced again while nothing changes.
+const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
+/// The least time between two announcements of a topic's lanes.
+const ANNOUNCE_GAP: Duration = Duration::from_millis(10);
+
+impl Router {
+    pub(super) fn new(
+        targets: Vec<Rekeyed>,
+        out_of_orderness: i64,
+        drift: i64,
+        metrics: &Metrics,
+        cfg: &Config,
+        wake: &Arc<Wake>,
+    ) -> Result<Self, ServiceError> {
+        let progress_topic = progress_topic(&cfg.kafka.group_id);
+        let progress = if targets.is_empty() {
+            None
+        } else {
+            let mut cc = client_config(cfg);
+            cc.set("group.id", format!("{}-progress", cfg.kafka.group_id))
+                .set("enable.auto.commit", "false")
+                .set("isolation.level", "read_uncommitted");
+            apply_client(&mut cc, cfg, Role::Consumer);
+            cc.remove("group.instance.id");
+            let mut c: BaseConsumer = cc.create().map_err(kafka("create progress consumer"))?;
+            // A lane held back waits for news from the other instances.
+            let wake = wake.clone();
+            c.set_nonempty_callback(move || wake.notify());
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&progress_topic, 0, Offset::Beginning)
+                .map_err(kafka("progress assignment"))?;
+            c.assign(&tpl).map_err(kafka("assign progress topic"))?;
+            Some(c)
+        };
+        Ok(Router {
+            progress,
+            progress_topic,
+            instance: instance_id(cfg),
+            groups: targets
+                .into_iter()
+                .map(|t| RouteGroup {
+                    aligning: metrics.router_aligning.with_label_values(&[&t.source]),
+                    topic: t,
+                    lanes: Vec::new(),
+                    merge: Merge::new(0, out_of_orderness),
+                    peers: BTreeMap::new(),
+                    announced_at: None,
+                    moved: false,
+                })
+                .collect(),
+            out_of_orderness,
+            drift,
+        })
+    }
+
+    /// Takes in what the instances announced in the progress topic since
+    /// the last look.
+    pub(super) fn read_progress(&mut self) {
+        let Some(c) = self.progress.as_ref() else {
+            return;
+        };
+        let mut news = Vec::new();
+        for _ in 0..1000 {
+            match c.poll(Duration::ZERO) {
+                Some(Ok(m)) => {
+                    let source = m
+                        .key()
+                        .and_then(|k| std::str::from_utf8(k).ok())
+                        .and_then(|k| k.rsplit_once('|'))
+                        .map(|(source, _)| source.to_string());
+                    if let Some(source) = source {
+                        news.push((source, parse_announcement(m.payload().unwrap_or_default())));
+                    }
+                }
+                Some(Err(e)) => {
+                    warn!(%e, "Cannot read the repartition progress topic.");
+                    break;
+                }
+                None => break,
+            }
+        }
+        for (source, announced) in news {
+            self.note_peers(&source, &announced);
+        }
+    }
+
+    /// The repartition topic of `topic`, when the router re-keys it.
+    pub(super) fn target(&self, topic: &str) -> Option<Arc<str>> {
+        self.groups
+            .iter()
+            .find(|g| *g.topic.source == *topic)
+            .map(|g| g.topic.internal.clone())
+    }
+
+    /// Whether `topic` is one of the repartition topics.
+    pub(super) fn is_repartition_topic(&self, topic: &str) -> bool {
+        self.source_partitions(topic).is_some()
+    }
+
+    /// The partition count of the topic a repartition topic re-keys.
+    pub(super) fn source_partitions(&self, internal: &str) -> Option<i32> {
+        self.groups
+            .iter()
+            .find(|g| *g.topic.internal == *internal)
+            .map(|g| g.topic.partitions)
+    }
+
+    /// Partitions routed here.
+    pub(super) fn lane_count(&self) -> usize {
+        self.groups.iter().map(|g| g.lanes.len()).sum()
+    }
+
     fn add(&mut self, lane: RouteLane) {
-        let keep: Vec<usize> = (0..self.lanes.len()).collect();
-        self.rebuild(&keep, 1);
-        self.lanes.push(lane);
+        let ooo = self.out_of_orderness;
+        if let Some(g) = self
+            .groups
+            .iter_mut()
+            .find(|g| *g.topic.source == *lane.topic)
+        {
+            let keep: Vec<usize> = (0..g.lanes.len()).collect();
+            g.rebuild(&keep, 1, ooo);
+            g.lanes.push(lane);
+        }
     }
 
     /// Drops a revoked lane (its unrouted records are read again by the
     /// partition's next owner: its offset is not committed past them).
     pub(super) fn remove(&mut self, topic: &str, partition: i32) -> bool {
-        let Some(gone) = self
-            .lanes
-            .iter()
-            .position(|l| *l.topic == *topic && l.partition == partition)
-        else {
-            return false;
-        };
-        let keep: Vec<usize> = (0..self.lanes.len()).filter(|i| *i != gone).collect();
-        self.rebuild(&keep, 0);
-        self.lanes.remove(gone);
-        true
+        let ooo = self.out_of_orderness;
+        for g in &mut self.groups {
+            let Some(gone) = g
+                .lanes
+                .iter()
+                .position(|l| *l.topic == *topic && l.partition == partition)
+            else {
+                continue;
+            };
+            let keep: Vec<usize> = (0..g.lanes.len()).filter(|i| *i != gone).collect();
+            g.rebuild(&keep, 0, ooo);
+            g.lanes.remove(gone);
+            return true;
+        }
+        false
     }
 
     /// Drops every lane (their queues hold the consumer).
     pub(super) fn clear(&mut self) {
-        self.lanes.clear();
-        self.merge = Merge::new(0, self.out_of_orderness);
+        for g in &mut self.groups {
+            g.lanes.clear();
+            g.merge = Merge::new(0, self.out_of_orderness);
+        }
     }
 
     /// The router's input offsets, for the checkpoint.
     pub(super) fn offsets(&self, tpl: &mut TopicPartitionList) -> Result<(), ServiceError> {
-        for l in &self.lanes {
+        for l in self.groups.iter().flat_map(|g| &g.lanes) {
             if let Some(o) = l.next_offset {
                 tpl.add_partition_offset(&l.topic, l.partition, Offset::Offset(o))
                     .map_err(kafka("offset list"))?;
@@ -159,10 +324,48 @@ impl Router {
     /// Marks lanes idle that received nothing for `idle` (the merge no
     /// longer waits for them).
     pub(super) fn set_idle(&mut self, idle: Duration) {
-        for (i, l) in self.lanes.iter().enumerate() {
-            self.merge.set_idle(i, l.last_input.elapsed() >= idle);
+        for g in &mut self.groups {
+            for (i, l) in g.lanes.iter().enumerate() {
+                g.merge.set_idle(i, l.last_input.elapsed() >= idle);
+            }
         }
     }
+
+    /// Notes an announcement of the progress topic: where an instance's
+    /// lanes of the re-keyed topic `source` stand.
+    fn note_peers(&mut self, source: &str, announcement: &[(i32, Option<i64>, bool)]) {
+        let Some(g) = self.groups.iter_mut().find(|g| *g.topic.source == *source) else {
+            return;
+        };
+        for (p, progress, caught_up) in announcement {
+            if g.lanes.iter().any(|l| l.partition == *p) {
+                continue;
+            }
+            g.peers.insert(
+                *p,
+                Peer {
+                    progress: *progress,
+                    caught_up: *caught_up,
+                },
+            );
+        }
+    }
+}
+
+/// Reads an announcement's value: per source partition, its progress and
+/// whether it is routed to its end.
+pub(super) fn parse_announcement(value: &[u8]) -> Vec<(i32, Option<i64>, bool)> {
+    std::str::from_utf8(value)
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|entry| {
+            let mut f = entry.split(':');
+            let p = f.next()?.parse().ok()?;
+            let progress = f.next()?.parse().ok();
+            let caught_up = f.next()? == "1";
+            Some((p, progress, caught_up))
+        })
+        .collect()
 }
 
 /// What a task knows of the source partitions behind one of its
@@ -185,18 +388,16 @@ impl Upstream {
         self.caught_up.iter().all(|c| *c)
     }
 
-    /// Takes a record of the repartition partition: true when it is an
-    /// announcement (not a touchpoint), which it notes; a routed record
-    /// makes its source partition not caught up.
-    pub(super) fn note(&mut self, msg: &impl Message) -> bool {
-        let Some(headers) = msg.headers() else {
-            return false;
-        };
+    /// Takes a record of the repartition partition: for an announcement
+    /// (not a touchpoint), what it announces, noted; a routed record makes
+    /// its source partition not caught up (`None`).
+    pub(super) fn note(&mut self, msg: &impl Message) -> Option<Vec<(i32, Option<i64>, bool)>> {
+        let headers = msg.headers()?;
         let mut control = None;
         let mut source = None;
         for h in headers.iter() {
             if h.key == CONTROL_HEADER {
-                control = Some(h.value == Some(CAUGHT_UP.as_bytes()));
+                control = Some(h.value == Some(FRONTIER.as_bytes()));
             } else if h.key == "source.partition" {
                 source = h
                     .value
@@ -204,26 +405,28 @@ impl Upstream {
                     .and_then(|v| v.parse::<usize>().ok());
             }
         }
-        if let Some(caught_up) = control {
-            if !caught_up {
-                return true;
-            }
-            let listed = msg.payload().and_then(|v| std::str::from_utf8(v).ok());
-            for p in listed.unwrap_or_default().split(',') {
-                if let Some(c) = p
-                    .parse::<usize>()
-                    .ok()
-                    .and_then(|p| self.caught_up.get_mut(p))
-                {
-                    *c = true;
+        match control {
+            // A control record of another kind (a later version's): skipped.
+            Some(false) => Some(Vec::new()),
+            Some(true) => {
+                let announced = parse_announcement(msg.payload().unwrap_or_default());
+                for (p, _, caught_up) in &announced {
+                    if let Some(c) = usize::try_from(*p)
+                        .ok()
+                        .and_then(|p| self.caught_up.get_mut(p))
+                    {
+                        *c = *caught_up;
+                    }
                 }
+                Some(announced)
             }
-            return true;
+            None => {
+                if let Some(c) = source.and_then(|p| self.caught_up.get_mut(p)) {
+                    *c = false;
+                }
+                None
+            }
         }
-        if let Some(c) = source.and_then(|p| self.caught_up.get_mut(p)) {
-            *c = false;
-        }
-        false
     }
 }
 
@@ -234,7 +437,6 @@ impl Worker {
         &mut self,
         topic: &str,
         partition: i32,
-        target: Arc<str>,
         consumer: Option<&Arc<BaseConsumer<ConsumerCtx>>>,
         wake: &Arc<Wake>,
     ) {
@@ -247,48 +449,65 @@ impl Worker {
         let wake = wake.clone();
         q.set_nonempty_callback(move || wake.notify());
         let topic: Arc<str> = Arc::from(topic);
-        info!(topic = %topic, partition, repartition_topic = %target, "Routing partition.");
+        info!(topic = %topic, partition, "Routing partition.");
         let lane = RouteLane {
             consumed: self.metrics.records_consumed.with_label_values(&[&topic]),
             repartitioned: self.metrics.repartitioned.with_label_values(&[&topic]),
             topic,
             partition,
-            target,
             queue: q,
             next_offset: None,
+            latest: None,
             unannounced: true,
             last_input: Instant::now(),
         };
         self.router.add(lane);
     }
 
-    /// Routes what the router's queues hold, in event-time order; returns
-    /// the records taken.
+    /// Routes what the router's queues hold, each re-keyed topic in
+    /// event-time order; returns the records taken.
     pub(super) fn pump_router(&mut self, now: Instant) -> Result<usize, ServiceError> {
-        if self.router.lanes.is_empty() {
-            return Ok(0);
+        let mut n = 0;
+        for gi in 0..self.router.groups.len() {
+            if self.router.groups[gi].lanes.is_empty() {
+                continue;
+            }
+            // The group leaves the router while it runs: its queues lend
+            // the records, the worker sends them.
+            let placeholder = RouteGroup {
+                topic: self.router.groups[gi].topic.clone(),
+                lanes: Vec::new(),
+                merge: Merge::new(0, 0),
+                peers: BTreeMap::new(),
+                announced_at: None,
+                moved: false,
+                aligning: self.router.groups[gi].aligning.clone(),
+            };
+            let mut g = std::mem::replace(&mut self.router.groups[gi], placeholder);
+            let r = self.route_group(&mut g, now);
+            self.router.groups[gi] = g;
+            n += r?;
         }
-        let mut router = std::mem::replace(&mut self.router, Router::new(Vec::new(), 0));
-        let r = self.route_batch(&mut router, now);
-        self.router = router;
-        r
+        Ok(n)
     }
 
-    fn route_batch(&mut self, r: &mut Router, now: Instant) -> Result<usize, ServiceError> {
+    fn route_group(&mut self, g: &mut RouteGroup, now: Instant) -> Result<usize, ServiceError> {
+        let drift = self.router.drift;
         let mut n = 0;
         loop {
-            for (i, lane) in r.lanes.iter_mut().enumerate() {
-                while r.merge.wants(i) {
+            for (i, lane) in g.lanes.iter_mut().enumerate() {
+                while g.merge.wants(i) {
                     let msg = match self.fetch(&lane.queue) {
                         Fetched::Nothing => break,
                         Fetched::End => {
-                            r.merge.caught_up(i);
+                            g.merge.caught_up(i);
                             break;
                         }
                         Fetched::Record(msg) => msg,
                     };
                     n += 1;
-                    r.merge.received(i);
+                    g.moved = true;
+                    g.merge.received(i);
                     lane.consumed.inc();
                     lane.last_input = now;
                     let Some(checked) = self.check(&msg) else {
@@ -301,14 +520,11 @@ impl Worker {
                         }
                         Ok(tp) => {
                             let t = tp.timestamp;
-                            r.merge.push(
-                                i,
-                                t,
-                                Head {
-                                    msg: msg.detach(),
-                                    tp,
-                                },
-                            );
+                            let head = Head {
+                                msg: msg.detach(),
+                                tp,
+                            };
+                            g.merge.push(i, t, head);
                         }
                     }
                 }
@@ -316,18 +532,40 @@ impl Worker {
             if n >= BATCH {
                 return Ok(n);
             }
-            let Some(next) = r.merge.pop() else {
+            // Watermark alignment across instances: a lane does not run
+            // further ahead than `drift` of the slowest lane another
+            // instance routes into the same partitions.
+            let Some(t) = g.merge.peek() else {
                 return Ok(n);
             };
-            let Some(lane) = r.lanes.get_mut(next.input) else {
+            let aligned = match g.peer_limit() {
+                None => false,
+                Some(None) => true,
+                Some(Some(slowest)) => t <= slowest.saturating_add(drift),
+            };
+            g.aligning.set(i64::from(!aligned));
+            if !aligned {
+                return Ok(n);
+            }
+            let Some(next) = g.merge.pop() else {
                 return Ok(n);
             };
-            self.route(lane, &next.item)?;
+            let internal = g.topic.internal.clone();
+            let Some(lane) = g.lanes.get_mut(next.input) else {
+                return Ok(n);
+            };
+            self.route(lane, &internal, &next.item)?;
+            g.moved = true;
         }
     }
 
     /// Writes one valid record to its repartition partition.
-    fn route(&mut self, lane: &mut RouteLane, head: &Head) -> Result<(), ServiceError> {
+    fn route(
+        &mut self,
+        lane: &mut RouteLane,
+        internal: &str,
+        head: &Head,
+    ) -> Result<(), ServiceError> {
         // A record waiting in the merge may be routed after a checkpoint
         // committed the transaction it was read in.
         self.ensure_txn()?;
@@ -355,7 +593,7 @@ impl Worker {
                 key: "source.offset",
                 value: Some(source_offset.as_str()),
             });
-        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&lane.target)
+        let mut rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(internal)
             .key(key)
             .partition(partition)
             .headers(headers);
@@ -368,52 +606,74 @@ impl Worker {
         self.send(rec)?;
         lane.repartitioned.inc();
         lane.next_offset = Some(msg.offset() + 1);
+        lane.latest = Some(head.tp.timestamp);
         lane.unannounced = true;
         Ok(())
     }
 
-    /// Announces in every repartition partition which source partitions
-    /// held here are routed to their end: when one reached its end since
-    /// the last announcement (at most every [`ANNOUNCE_GAP`]), and again
-    /// every [`ANNOUNCE_EVERY`].
+    /// Announces in every repartition partition where the source
+    /// partitions routed here stand (module docs): when one reached its
+    /// end since the last announcement, or, while other instances route
+    /// the same topic, when the lanes moved (at most every
+    /// [`ANNOUNCE_GAP`]); and every [`ANNOUNCE_EVERY`].
     pub(super) fn announce(&mut self, now: Instant) -> Result<(), ServiceError> {
-        let r = &self.router;
-        let since = r.announced_at.map(|t| now.saturating_duration_since(t));
-        let news = r
-            .lanes
-            .iter()
-            .enumerate()
-            .any(|(i, l)| l.unannounced && r.merge.is_caught_up(i));
-        let due = match since {
-            None => true,
-            Some(d) => (news && d >= ANNOUNCE_GAP) || d >= ANNOUNCE_EVERY,
-        };
-        if r.lanes.is_empty() || !due {
-            return Ok(());
-        }
-        let mut messages: Vec<(Arc<str>, String)> = Vec::new();
-        for t in &r.targets {
-            let caught: Vec<String> = r
+        self.router.read_progress();
+        // (repartition topic, progress key, value, to the tasks too)
+        let mut messages: Vec<(Arc<str>, String, String, bool)> = Vec::new();
+        for g in &mut self.router.groups {
+            if g.lanes.is_empty() {
+                continue;
+            }
+            let since = g.announced_at.map(|t| now.saturating_duration_since(t));
+            let news = g
                 .lanes
                 .iter()
                 .enumerate()
-                .filter(|(i, l)| *l.topic == *t.source && r.merge.is_caught_up(*i))
-                .map(|(_, l)| l.partition.to_string())
-                .collect();
-            if !caught.is_empty() {
-                messages.push((t.internal.clone(), caught.join(",")));
+                .any(|(i, l)| l.unannounced && g.merge.is_caught_up(i));
+            let shared = (g.lanes.len() as i32) < g.topic.partitions;
+            let (tasks, peers) = match since {
+                None => (true, true),
+                Some(d) if d >= ANNOUNCE_EVERY => (true, true),
+                Some(d) if d >= ANNOUNCE_GAP => (news, news || (shared && g.moved)),
+                Some(_) => (false, false),
+            };
+            if !peers {
+                continue;
+            }
+            messages.push((
+                g.topic.internal.clone(),
+                format!("{}|{}", g.topic.source, self.router.instance),
+                g.announcement(),
+                tasks,
+            ));
+            g.announced_at = Some(now);
+            g.moved = false;
+            if tasks {
+                for i in 0..g.lanes.len() {
+                    if g.merge.is_caught_up(i) {
+                        g.lanes[i].unannounced = false;
+                    }
+                }
             }
         }
-        self.router.announced_at = Some(now);
         if messages.is_empty() {
             return Ok(());
         }
         self.ensure_txn()?;
-        for (internal, value) in &messages {
+        let progress = self.router.progress_topic.clone();
+        for (internal, key, value, tasks) in &messages {
+            self.send(
+                BaseRecord::<[u8], [u8]>::to(&progress)
+                    .key(key.as_bytes())
+                    .payload(value.as_bytes()),
+            )?;
+            if !tasks {
+                continue;
+            }
             for p in 0..self.task_count {
                 let headers = OwnedHeaders::new().insert(Header {
                     key: CONTROL_HEADER,
-                    value: Some(CAUGHT_UP),
+                    value: Some(FRONTIER),
                 });
                 self.send(
                     BaseRecord::<[u8], [u8]>::to(internal)
@@ -421,12 +681,6 @@ impl Worker {
                         .payload(value.as_bytes())
                         .headers(headers),
                 )?;
-            }
-        }
-        let r = &mut self.router;
-        for i in 0..r.lanes.len() {
-            if r.merge.is_caught_up(i) {
-                r.lanes[i].unannounced = false;
             }
         }
         Ok(())

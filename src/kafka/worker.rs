@@ -95,8 +95,8 @@ impl ConsumerContext for ConsumerCtx {
                     .collect();
                 let arc = self.consumer.get().and_then(std::sync::Weak::upgrade);
                 for (topic, partition) in &parts {
-                    if let Some(target) = w.router.target(topic) {
-                        w.route_from(topic, *partition, target, arc.as_ref(), &self.wake);
+                    if w.router.target(topic).is_some() {
+                        w.route_from(topic, *partition, arc.as_ref(), &self.wake);
                         continue;
                     }
                     let Some(i) = w.inputs.iter().position(|t| **t == **topic) else {
@@ -229,7 +229,7 @@ impl Worker {
             .values()
             .map(|t| t.queues.iter().flatten().count() as i64)
             .sum::<i64>()
-            + self.router.lanes.len() as i64
+            + self.router.lane_count() as i64
     }
 
     /// Tasks of which only some input partitions are assigned here.
@@ -334,7 +334,7 @@ impl Worker {
             };
             n += 1;
             let input = &mut core.inputs[0];
-            if input.upstream.as_mut().is_some_and(|u| u.note(&msg)) {
+            if input.upstream.as_mut().and_then(|u| u.note(&msg)).is_some() {
                 input.next_offset = Some(msg.offset() + 1);
                 continue;
             }
@@ -390,7 +390,7 @@ impl Worker {
                     };
                     n += 1;
                     let input = &mut core.inputs[i];
-                    if input.upstream.as_mut().is_some_and(|u| u.note(&msg)) {
+                    if input.upstream.as_mut().and_then(|u| u.note(&msg)).is_some() {
                         input.next_offset = Some(msg.offset() + 1);
                         continue;
                     }

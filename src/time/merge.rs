@@ -180,6 +180,19 @@ impl<T> Merge<T> {
         }
     }
 
+    /// The event time of the record [`Merge::pop`] would give next.
+    pub fn peek(&self) -> Option<EventTime> {
+        if self.waiting() {
+            return None;
+        }
+        self.marks.head(self.marks.next()?)
+    }
+
+    /// Input `i`'s waiting record's event time.
+    pub fn head_time(&self, i: usize) -> Option<EventTime> {
+        self.marks.head(i)
+    }
+
     /// The next record in the task's order, with the task's watermark to
     /// process it at; `None` while the merge waits or nothing is waiting.
     pub fn pop(&mut self) -> Option<Next<T>> {
