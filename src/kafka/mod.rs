@@ -23,6 +23,7 @@
 //! `checkpoint` (sending, flush/commit or the transaction), `dead_letter`,
 //! `topics`, `client` (client settings, secrets, instance id) and `error`.
 
+mod announce;
 pub mod changelog;
 mod checkpoint;
 mod client;
@@ -40,8 +41,8 @@ pub use error::ServiceError;
 pub(crate) use layout::repartition_topic;
 #[allow(unused_imports)]
 use {
-    checkpoint::*, client::*, dead_letter::*, error::*, layout::*, restore::*, router::*,
-    topics::*, worker::*,
+    announce::*, checkpoint::*, client::*, dead_letter::*, error::*, layout::*, restore::*,
+    router::*, topics::*, worker::*,
 };
 
 use std::collections::BTreeMap;

@@ -8,25 +8,13 @@
 //! with its original bytes, timestamp and headers plus `source.topic`,
 //! `source.partition` and `source.offset`.
 //!
-//! A task reads a repartition partition as one input whose records come
-//! from every partition of the source topic. It may not take that input
-//! as caught up at the end of the partition while the router still has
-//! records of the source to route: so the router *announces*, in every
-//! repartition partition and after the records it routed, where each
-//! source partition it holds stands (a control record: no key, header
-//! `touchstream.control = frontier`, value
-//! `"<partition>:<progress>:<1 if routed to its end>,..."`, the progress
-//! being the event time of its next record, else of the last one routed,
-//! `-` if none). A task takes a repartition input as caught up at its end
-//! only once every source partition's last news is "routed to its end",
-//! not a record routed after it. Announcements are made when a partition
-//! reaches its end, and repeated every second while nothing changes, for
-//! tasks that start reading after the last one.
+//! Announcements (`announce.rs`) tell the tasks when a repartition input
+//! is caught up, and the other instances where each lane stands.
 //!
 //! Several instances route one topic when its partitions are spread over
 //! the group; their writes interleave in every repartition partition. Each
-//! instance learns from the announcements its tasks read where the others
-//! stand, and holds a lane back while its next record is more than
+//! instance learns from the progress topic where the others stand, and
+//! holds a lane back while its next record is more than
 //! `kafka.router_max_drift` ahead of the slowest lane another instance
 //! routes that is not at its end (watermark alignment, as Flink's across
 //! source subtasks); meanwhile announcements are made as the lanes move.
@@ -51,7 +39,7 @@ pub(super) struct RouteLane {
     /// The event time of the last record routed.
     latest: Option<i64>,
     /// Records routed since its end was last announced (or never announced).
-    unannounced: bool,
+    pub(super) unannounced: bool,
     last_input: Instant,
     consumed: prometheus::IntCounter,
     repartitioned: prometheus::IntCounter,
@@ -70,12 +58,12 @@ struct Peer {
 pub(super) struct RouteGroup {
     pub(super) topic: Rekeyed,
     pub(super) lanes: Vec<RouteLane>,
-    merge: Merge<Head>,
+    pub(super) merge: Merge<Head>,
     /// Per source partition held elsewhere, its last announcement.
     peers: BTreeMap<i32, Peer>,
-    announced_at: Option<Instant>,
+    pub(super) announced_at: Option<Instant>,
     /// Records routed or fetched since the last announcement.
-    moved: bool,
+    pub(super) moved: bool,
     /// `touchstream_router_aligning{topic}`.
     aligning: prometheus::IntGauge,
 }
@@ -122,7 +110,7 @@ impl RouteGroup {
 
     /// `"<partition>:<progress or ->:<1 if routed to its end>,..."` for
     /// every lane held here.
-    fn announcement(&self) -> String {
+    pub(super) fn announcement(&self) -> String {
         self.lanes
             .iter()
             .enumerate()
@@ -148,19 +136,19 @@ pub(super) struct Router {
     drift: i64,
     /// Reads the progress topic (every instance's announcements).
     progress: Option<BaseConsumer>,
-    progress_topic: String,
+    pub(super) progress_topic: String,
     /// This instance's key prefix in the progress topic.
-    instance: String,
+    pub(super) instance: String,
 }
 
 /// The header naming a control record of a repartition topic.
 pub(super) const CONTROL_HEADER: &str = "touchstream.control";
 /// Its value for an announcement of the source partitions' progress.
-const FRONTIER: &str = "frontier";
+pub(super) const FRONTIER: &str = "frontier";
 /// How often the lanes are announced again while nothing changes.
-const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
+pub(super) const ANNOUNCE_EVERY: Duration = Duration::from_secs(1);
 /// The least time between two announcements of a topic's lanes.
-const ANNOUNCE_GAP: Duration = Duration::from_millis(10);
+pub(super) const ANNOUNCE_GAP: Duration = Duration::from_millis(10);
 
 impl Router {
     pub(super) fn new(
@@ -352,84 +340,6 @@ impl Router {
     }
 }
 
-/// Reads an announcement's value: per source partition, its progress and
-/// whether it is routed to its end.
-pub(super) fn parse_announcement(value: &[u8]) -> Vec<(i32, Option<i64>, bool)> {
-    std::str::from_utf8(value)
-        .unwrap_or_default()
-        .split(',')
-        .filter_map(|entry| {
-            let mut f = entry.split(':');
-            let p = f.next()?.parse().ok()?;
-            let progress = f.next()?.parse().ok();
-            let caught_up = f.next()? == "1";
-            Some((p, progress, caught_up))
-        })
-        .collect()
-}
-
-/// What a task knows of the source partitions behind one of its
-/// repartition inputs.
-#[derive(Debug, Clone)]
-pub(super) struct Upstream {
-    /// Per source partition: its end is announced and nothing routed since.
-    caught_up: Vec<bool>,
-}
-
-impl Upstream {
-    pub(super) fn new(partitions: i32) -> Self {
-        Upstream {
-            caught_up: vec![false; partitions.max(0) as usize],
-        }
-    }
-
-    /// Every source partition is routed to its end.
-    pub(super) fn all_caught_up(&self) -> bool {
-        self.caught_up.iter().all(|c| *c)
-    }
-
-    /// Takes a record of the repartition partition: for an announcement
-    /// (not a touchpoint), what it announces, noted; a routed record makes
-    /// its source partition not caught up (`None`).
-    pub(super) fn note(&mut self, msg: &impl Message) -> Option<Vec<(i32, Option<i64>, bool)>> {
-        let headers = msg.headers()?;
-        let mut control = None;
-        let mut source = None;
-        for h in headers.iter() {
-            if h.key == CONTROL_HEADER {
-                control = Some(h.value == Some(FRONTIER.as_bytes()));
-            } else if h.key == "source.partition" {
-                source = h
-                    .value
-                    .and_then(|v| std::str::from_utf8(v).ok())
-                    .and_then(|v| v.parse::<usize>().ok());
-            }
-        }
-        match control {
-            // A control record of another kind (a later version's): skipped.
-            Some(false) => Some(Vec::new()),
-            Some(true) => {
-                let announced = parse_announcement(msg.payload().unwrap_or_default());
-                for (p, _, caught_up) in &announced {
-                    if let Some(c) = usize::try_from(*p)
-                        .ok()
-                        .and_then(|p| self.caught_up.get_mut(p))
-                    {
-                        *c = *caught_up;
-                    }
-                }
-                Some(announced)
-            }
-            None => {
-                if let Some(c) = source.and_then(|p| self.caught_up.get_mut(p)) {
-                    *c = false;
-                }
-                None
-            }
-        }
-    }
-}
-
 impl Worker {
     /// Takes a partition of a re-keyed topic: its own fetch queue, at the
     /// group's committed offset (or per `auto_offset_reset`).
@@ -608,81 +518,6 @@ impl Worker {
         lane.next_offset = Some(msg.offset() + 1);
         lane.latest = Some(head.tp.timestamp);
         lane.unannounced = true;
-        Ok(())
-    }
-
-    /// Announces in every repartition partition where the source
-    /// partitions routed here stand (module docs): when one reached its
-    /// end since the last announcement, or, while other instances route
-    /// the same topic, when the lanes moved (at most every
-    /// [`ANNOUNCE_GAP`]); and every [`ANNOUNCE_EVERY`].
-    pub(super) fn announce(&mut self, now: Instant) -> Result<(), ServiceError> {
-        self.router.read_progress();
-        // (repartition topic, progress key, value, to the tasks too)
-        let mut messages: Vec<(Arc<str>, String, String, bool)> = Vec::new();
-        for g in &mut self.router.groups {
-            if g.lanes.is_empty() {
-                continue;
-            }
-            let since = g.announced_at.map(|t| now.saturating_duration_since(t));
-            let news = g
-                .lanes
-                .iter()
-                .enumerate()
-                .any(|(i, l)| l.unannounced && g.merge.is_caught_up(i));
-            let shared = (g.lanes.len() as i32) < g.topic.partitions;
-            let (tasks, peers) = match since {
-                None => (true, true),
-                Some(d) if d >= ANNOUNCE_EVERY => (true, true),
-                Some(d) if d >= ANNOUNCE_GAP => (news, news || (shared && g.moved)),
-                Some(_) => (false, false),
-            };
-            if !peers {
-                continue;
-            }
-            messages.push((
-                g.topic.internal.clone(),
-                format!("{}|{}", g.topic.source, self.router.instance),
-                g.announcement(),
-                tasks,
-            ));
-            g.announced_at = Some(now);
-            g.moved = false;
-            if tasks {
-                for i in 0..g.lanes.len() {
-                    if g.merge.is_caught_up(i) {
-                        g.lanes[i].unannounced = false;
-                    }
-                }
-            }
-        }
-        if messages.is_empty() {
-            return Ok(());
-        }
-        self.ensure_txn()?;
-        let progress = self.router.progress_topic.clone();
-        for (internal, key, value, tasks) in &messages {
-            self.send(
-                BaseRecord::<[u8], [u8]>::to(&progress)
-                    .key(key.as_bytes())
-                    .payload(value.as_bytes()),
-            )?;
-            if !tasks {
-                continue;
-            }
-            for p in 0..self.task_count {
-                let headers = OwnedHeaders::new().insert(Header {
-                    key: CONTROL_HEADER,
-                    value: Some(FRONTIER),
-                });
-                self.send(
-                    BaseRecord::<[u8], [u8]>::to(internal)
-                        .partition(p)
-                        .payload(value.as_bytes())
-                        .headers(headers),
-                )?;
-            }
-        }
         Ok(())
     }
 

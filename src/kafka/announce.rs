@@ -1,0 +1,181 @@
+//! Announcements (SPEC 8): how the router tells the tasks, and the other
+//! router instances, where the source partitions it routes stand.
+//!
+//! A task reads a repartition partition as one input whose records come
+//! from every partition of the source topic. It may not take that input
+//! as caught up at the end of the partition while the router still has
+//! records of the source to route: so the router *announces*, in every
+//! repartition partition and after the records it routed, where each
+//! source partition it holds stands (a control record: no key, header
+//! `touchstream.control = frontier`, value
+//! `"<partition>:<progress>:<1 if routed to its end>,..."`, the progress
+//! being the event time of its next record, else of the last one routed,
+//! `-` if none). A task takes a repartition input as caught up at its end
+//! only once every source partition's last news is "routed to its end",
+//! not a record routed after it ([`Upstream`]). Announcements are made
+//! when a partition reaches its end, and repeated every second while
+//! nothing changes, for tasks that start reading after the last one.
+//!
+//! The same announcements go to `<group_id>.repartition-progress` (keyed
+//! by topic and instance, compacted), read by every instance: there the
+//! routers of several instances learn where the others stand, promptly,
+//! for the watermark alignment of `router.rs`; while other instances route
+//! the same topic they are also made as the lanes move.
+
+#[allow(unused_imports)]
+use super::*;
+
+/// Reads an announcement's value: per source partition, its progress and
+/// whether it is routed to its end.
+pub(super) fn parse_announcement(value: &[u8]) -> Vec<(i32, Option<i64>, bool)> {
+    std::str::from_utf8(value)
+        .unwrap_or_default()
+        .split(',')
+        .filter_map(|entry| {
+            let mut f = entry.split(':');
+            let p = f.next()?.parse().ok()?;
+            let progress = f.next()?.parse().ok();
+            let caught_up = f.next()? == "1";
+            Some((p, progress, caught_up))
+        })
+        .collect()
+}
+
+/// What a task knows of the source partitions behind one of its
+/// repartition inputs.
+#[derive(Debug, Clone)]
+pub(super) struct Upstream {
+    /// Per source partition: its end is announced and nothing routed since.
+    caught_up: Vec<bool>,
+}
+
+impl Upstream {
+    pub(super) fn new(partitions: i32) -> Self {
+        Upstream {
+            caught_up: vec![false; partitions.max(0) as usize],
+        }
+    }
+
+    /// Every source partition is routed to its end.
+    pub(super) fn all_caught_up(&self) -> bool {
+        self.caught_up.iter().all(|c| *c)
+    }
+
+    /// Takes a record of the repartition partition: for an announcement
+    /// (not a touchpoint), what it announces, noted; a routed record makes
+    /// its source partition not caught up (`None`).
+    pub(super) fn note(&mut self, msg: &impl Message) -> Option<Vec<(i32, Option<i64>, bool)>> {
+        let headers = msg.headers()?;
+        let mut control = None;
+        let mut source = None;
+        for h in headers.iter() {
+            if h.key == CONTROL_HEADER {
+                control = Some(h.value == Some(FRONTIER.as_bytes()));
+            } else if h.key == "source.partition" {
+                source = h
+                    .value
+                    .and_then(|v| std::str::from_utf8(v).ok())
+                    .and_then(|v| v.parse::<usize>().ok());
+            }
+        }
+        match control {
+            // A control record of another kind (a later version's): skipped.
+            Some(false) => Some(Vec::new()),
+            Some(true) => {
+                let announced = parse_announcement(msg.payload().unwrap_or_default());
+                for (p, _, caught_up) in &announced {
+                    if let Some(c) = usize::try_from(*p)
+                        .ok()
+                        .and_then(|p| self.caught_up.get_mut(p))
+                    {
+                        *c = *caught_up;
+                    }
+                }
+                Some(announced)
+            }
+            None => {
+                if let Some(c) = source.and_then(|p| self.caught_up.get_mut(p)) {
+                    *c = false;
+                }
+                None
+            }
+        }
+    }
+}
+
+impl Worker {
+    /// Announces in every repartition partition where the source
+    /// partitions routed here stand (module docs): when one reached its
+    /// end since the last announcement, or, while other instances route
+    /// the same topic, when the lanes moved (at most every
+    /// [`ANNOUNCE_GAP`]); and every [`ANNOUNCE_EVERY`].
+    pub(super) fn announce(&mut self, now: Instant) -> Result<(), ServiceError> {
+        self.router.read_progress();
+        // (repartition topic, progress key, value, to the tasks too)
+        let mut messages: Vec<(Arc<str>, String, String, bool)> = Vec::new();
+        for g in &mut self.router.groups {
+            if g.lanes.is_empty() {
+                continue;
+            }
+            let since = g.announced_at.map(|t| now.saturating_duration_since(t));
+            let news = g
+                .lanes
+                .iter()
+                .enumerate()
+                .any(|(i, l)| l.unannounced && g.merge.is_caught_up(i));
+            let shared = (g.lanes.len() as i32) < g.topic.partitions;
+            let (tasks, peers) = match since {
+                None => (true, true),
+                Some(d) if d >= ANNOUNCE_EVERY => (true, true),
+                Some(d) if d >= ANNOUNCE_GAP => (news, news || (shared && g.moved)),
+                Some(_) => (false, false),
+            };
+            if !peers {
+                continue;
+            }
+            messages.push((
+                g.topic.internal.clone(),
+                format!("{}|{}", g.topic.source, self.router.instance),
+                g.announcement(),
+                tasks,
+            ));
+            g.announced_at = Some(now);
+            g.moved = false;
+            if tasks {
+                for i in 0..g.lanes.len() {
+                    if g.merge.is_caught_up(i) {
+                        g.lanes[i].unannounced = false;
+                    }
+                }
+            }
+        }
+        if messages.is_empty() {
+            return Ok(());
+        }
+        self.ensure_txn()?;
+        let progress = self.router.progress_topic.clone();
+        for (internal, key, value, tasks) in &messages {
+            self.send(
+                BaseRecord::<[u8], [u8]>::to(&progress)
+                    .key(key.as_bytes())
+                    .payload(value.as_bytes()),
+            )?;
+            if !tasks {
+                continue;
+            }
+            for p in 0..self.task_count {
+                let headers = OwnedHeaders::new().insert(Header {
+                    key: CONTROL_HEADER,
+                    value: Some(FRONTIER),
+                });
+                self.send(
+                    BaseRecord::<[u8], [u8]>::to(internal)
+                        .partition(p)
+                        .payload(value.as_bytes())
+                        .headers(headers),
+                )?;
+            }
+        }
+        Ok(())
+    }
+}
