@@ -179,3 +179,64 @@ impl Worker {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rdkafka::Timestamp;
+
+    fn record(headers: &[(&str, &str)], payload: &str) -> OwnedMessage {
+        let mut h = OwnedHeaders::new();
+        for (k, v) in headers {
+            h = h.insert(Header {
+                key: k,
+                value: Some(*v),
+            });
+        }
+        OwnedMessage::new(
+            Some(payload.as_bytes().to_vec()),
+            None,
+            "g.repartition.web".into(),
+            Timestamp::NotAvailable,
+            0,
+            7,
+            Some(h),
+        )
+    }
+
+    #[test]
+    fn announcements_are_parsed() {
+        assert_eq!(
+            parse_announcement(b"0:1767234337954:1,2:-:0,x:1:1,3:5"),
+            vec![(0, Some(1_767_234_337_954), true), (2, None, false)]
+        );
+        assert!(parse_announcement(b"").is_empty());
+    }
+
+    /// A repartition input is caught up only once every source partition's
+    /// last news is "routed to its end"; a routed record after it undoes
+    /// that for its partition; control records are not touchpoints.
+    #[test]
+    fn a_task_knows_when_every_source_partition_is_routed_to_its_end() {
+        let mut up = Upstream::new(3);
+        assert!(!up.all_caught_up());
+        let ann = record(&[(CONTROL_HEADER, FRONTIER)], "0:10:1,1:20:1");
+        assert_eq!(up.note(&ann).map(|a| a.len()), Some(2));
+        assert!(!up.all_caught_up(), "partition 2 has said nothing");
+        let ann = record(&[(CONTROL_HEADER, FRONTIER)], "2:-:1");
+        assert!(up.note(&ann).is_some());
+        assert!(up.all_caught_up());
+        let routed = record(&[("source.partition", "1")], "{}");
+        assert!(
+            up.note(&routed).is_none(),
+            "a routed record is a touchpoint"
+        );
+        assert!(!up.all_caught_up(), "partition 1 routed a record since");
+        let other = record(&[(CONTROL_HEADER, "something-newer")], "1:30:1");
+        assert_eq!(up.note(&other).map(|a| a.len()), Some(0), "skipped");
+        assert!(!up.all_caught_up());
+        let ann = record(&[(CONTROL_HEADER, FRONTIER)], "1:30:1");
+        assert!(up.note(&ann).is_some());
+        assert!(up.all_caught_up());
+    }
+}
