@@ -47,12 +47,40 @@ pub(super) fn parse_announcement(value: &[u8]) -> Vec<(i32, Option<i64>, bool)> 
 pub(super) struct Upstream {
     /// Per source partition: its end is announced and nothing routed since.
     caught_up: Vec<bool>,
+    /// Per source partition: the highest offset of a record routed from it
+    /// that the task has handled (-1: none); kept in the marker.
+    handled: Vec<i64>,
+    /// Wall-clock ms when the task started reading: an announcement made
+    /// before it (by a router that may have died since) says nothing of
+    /// what is routed now.
+    since: i64,
+}
+
+/// What a record of a repartition topic is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Routed {
+    /// An announcement (noted), not a touchpoint.
+    Control,
+    /// A record the router sent again (after a crash, under
+    /// `at_least_once`) that the task has handled already.
+    Copy,
+    /// A touchpoint, routed from this source partition and offset (when
+    /// its headers say so).
+    Record(Option<(usize, i64)>),
 }
 
 impl Upstream {
-    pub(super) fn new(partitions: i32) -> Self {
+    /// `partitions` source partitions; `handled` from the task's marker.
+    pub(super) fn new(partitions: i32, handled: &[i64], since: i64) -> Self {
+        let n = partitions.max(0) as usize;
+        let mut h = vec![-1; n];
+        for (slot, o) in h.iter_mut().zip(handled) {
+            *slot = *o;
+        }
         Upstream {
-            caught_up: vec![false; partitions.max(0) as usize],
+            caught_up: vec![false; n],
+            handled: h,
+            since,
         }
     }
 
@@ -61,43 +89,70 @@ impl Upstream {
         self.caught_up.iter().all(|c| *c)
     }
 
-    /// Takes a record of the repartition partition: for an announcement
-    /// (not a touchpoint), what it announces, noted; a routed record makes
-    /// its source partition not caught up (`None`).
-    pub(super) fn note(&mut self, msg: &impl Message) -> Option<Vec<(i32, Option<i64>, bool)>> {
-        let headers = msg.headers()?;
+    /// Per source partition, the highest offset handled.
+    pub(super) fn handled(&self) -> &[i64] {
+        &self.handled
+    }
+
+    /// The record routed from `source` is handled.
+    pub(super) fn done(&mut self, source: Option<(usize, i64)>) {
+        if let Some(h) = source.and_then(|(p, o)| Some((self.handled.get_mut(p)?, o))) {
+            *h.0 = (*h.0).max(h.1);
+        }
+    }
+
+    /// Takes a record of the repartition partition. An announcement made
+    /// since the task started is noted (where each source partition
+    /// stands); a routed record makes its source partition not caught up,
+    /// and is a copy when its source offset is handled already (the router
+    /// routes each source partition in offset order, so a copy is the only
+    /// way an offset comes again).
+    pub(super) fn note(&mut self, msg: &impl Message) -> Routed {
+        let Some(headers) = msg.headers() else {
+            return Routed::Record(None);
+        };
         let mut control = None;
-        let mut source = None;
+        let mut partition = None;
+        let mut offset = None;
+        let number = |v: Option<&[u8]>| v.and_then(|v| std::str::from_utf8(v).ok())?.parse().ok();
         for h in headers.iter() {
-            if h.key == CONTROL_HEADER {
-                control = Some(h.value == Some(FRONTIER.as_bytes()));
-            } else if h.key == "source.partition" {
-                source = h
-                    .value
-                    .and_then(|v| std::str::from_utf8(v).ok())
-                    .and_then(|v| v.parse::<usize>().ok());
+            match h.key {
+                CONTROL_HEADER => control = Some(h.value == Some(FRONTIER.as_bytes())),
+                "source.partition" => partition = number(h.value),
+                "source.offset" => offset = number(h.value),
+                _ => {}
             }
         }
         match control {
             // A control record of another kind (a later version's): skipped.
-            Some(false) => Some(Vec::new()),
+            Some(false) => Routed::Control,
             Some(true) => {
-                let announced = parse_announcement(msg.payload().unwrap_or_default());
-                for (p, _, caught_up) in &announced {
-                    if let Some(c) = usize::try_from(*p)
-                        .ok()
-                        .and_then(|p| self.caught_up.get_mut(p))
-                    {
-                        *c = *caught_up;
+                let at = msg.timestamp().to_millis().unwrap_or(i64::MIN);
+                if at >= self.since {
+                    let announced = parse_announcement(msg.payload().unwrap_or_default());
+                    for (p, _, caught_up) in announced {
+                        let slot = usize::try_from(p)
+                            .ok()
+                            .and_then(|p| self.caught_up.get_mut(p));
+                        if let Some(c) = slot {
+                            *c = caught_up;
+                        }
                     }
                 }
-                Some(announced)
+                Routed::Control
             }
             None => {
-                if let Some(c) = source.and_then(|p| self.caught_up.get_mut(p)) {
+                let Some(p) = partition.and_then(|p: i64| usize::try_from(p).ok()) else {
+                    return Routed::Record(None);
+                };
+                if let Some(c) = self.caught_up.get_mut(p) {
                     *c = false;
                 }
-                None
+                match offset {
+                    Some(o) if self.handled.get(p).is_some_and(|h| o <= *h) => Routed::Copy,
+                    Some(o) => Routed::Record(Some((p, o))),
+                    None => Routed::Record(None),
+                }
             }
         }
     }
@@ -185,7 +240,7 @@ mod tests {
     use super::*;
     use rdkafka::Timestamp;
 
-    fn record(headers: &[(&str, &str)], payload: &str) -> OwnedMessage {
+    fn record(headers: &[(&str, &str)], payload: &str, at: i64) -> OwnedMessage {
         let mut h = OwnedHeaders::new();
         for (k, v) in headers {
             h = h.insert(Header {
@@ -197,10 +252,22 @@ mod tests {
             Some(payload.as_bytes().to_vec()),
             None,
             "g.repartition.web".into(),
-            Timestamp::NotAvailable,
+            Timestamp::CreateTime(at),
             0,
             7,
             Some(h),
+        )
+    }
+
+    fn frontier(value: &str, at: i64) -> OwnedMessage {
+        record(&[(CONTROL_HEADER, FRONTIER)], value, at)
+    }
+
+    fn routed(partition: &str, offset: &str) -> OwnedMessage {
+        record(
+            &[("source.partition", partition), ("source.offset", offset)],
+            "{}",
+            0,
         )
     }
 
@@ -214,29 +281,49 @@ mod tests {
     }
 
     /// A repartition input is caught up only once every source partition's
-    /// last news is "routed to its end"; a routed record after it undoes
-    /// that for its partition; control records are not touchpoints.
+    /// last news is "routed to its end", announced since the task started;
+    /// a routed record after it undoes that for its partition; control
+    /// records are not touchpoints.
     #[test]
     fn a_task_knows_when_every_source_partition_is_routed_to_its_end() {
-        let mut up = Upstream::new(3);
+        let mut up = Upstream::new(3, &[], 100);
         assert!(!up.all_caught_up());
-        let ann = record(&[(CONTROL_HEADER, FRONTIER)], "0:10:1,1:20:1");
-        assert_eq!(up.note(&ann).map(|a| a.len()), Some(2));
-        assert!(!up.all_caught_up(), "partition 2 has said nothing");
-        let ann = record(&[(CONTROL_HEADER, FRONTIER)], "2:-:1");
-        assert!(up.note(&ann).is_some());
-        assert!(up.all_caught_up());
-        let routed = record(&[("source.partition", "1")], "{}");
-        assert!(
-            up.note(&routed).is_none(),
-            "a routed record is a touchpoint"
+        assert_eq!(
+            up.note(&frontier("0:10:1,1:20:1,2:-:1", 99)),
+            Routed::Control
         );
-        assert!(!up.all_caught_up(), "partition 1 routed a record since");
-        let other = record(&[(CONTROL_HEADER, "something-newer")], "1:30:1");
-        assert_eq!(up.note(&other).map(|a| a.len()), Some(0), "skipped");
-        assert!(!up.all_caught_up());
-        let ann = record(&[(CONTROL_HEADER, FRONTIER)], "1:30:1");
-        assert!(up.note(&ann).is_some());
+        assert!(!up.all_caught_up(), "announced before the task started");
+        assert_eq!(up.note(&frontier("0:10:1,1:20:1", 100)), Routed::Control);
+        assert!(!up.all_caught_up(), "partition 2 has said nothing since");
+        up.note(&frontier("2:-:1", 101));
         assert!(up.all_caught_up());
+        assert_eq!(up.note(&routed("1", "5")), Routed::Record(Some((1, 5))));
+        assert!(!up.all_caught_up(), "partition 1 routed a record since");
+        let other = record(&[(CONTROL_HEADER, "something-newer")], "1:30:1", 102);
+        assert_eq!(up.note(&other), Routed::Control, "skipped");
+        assert!(!up.all_caught_up());
+        up.note(&frontier("1:30:1", 103));
+        assert!(up.all_caught_up());
+    }
+
+    /// A record whose source offset is handled already is a copy the
+    /// router sent again; the handled offsets come back from the marker.
+    #[test]
+    fn copies_sent_again_are_known_by_their_source_offset() {
+        let mut up = Upstream::new(2, &[4], 0);
+        assert_eq!(up.note(&routed("0", "4")), Routed::Copy);
+        assert_eq!(up.note(&routed("0", "5")), Routed::Record(Some((0, 5))));
+        assert_eq!(
+            up.note(&routed("0", "5")),
+            Routed::Record(Some((0, 5))),
+            "not handled yet"
+        );
+        up.done(Some((0, 5)));
+        assert_eq!(up.note(&routed("0", "5")), Routed::Copy);
+        assert_eq!(up.note(&routed("1", "0")), Routed::Record(Some((1, 0))));
+        up.done(Some((1, 0)));
+        assert_eq!(up.handled(), &[5, 0]);
+        let plain = record(&[], "{}", 0);
+        assert_eq!(up.note(&plain), Routed::Record(None));
     }
 }

@@ -128,6 +128,11 @@ pub struct InputPosition {
     /// stateless rules (its watermark is this − `max_out_of_orderness`).
     #[serde(default)]
     pub latest: Option<crate::model::EventTime>,
+    /// For a repartition topic: per partition of the topic it re-keys, the
+    /// highest offset of a record routed from it that is handled (-1:
+    /// none), so that records the router sends again are known as copies.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routed: Vec<i64>,
 }
 
 /// The marker that closes a generation.
@@ -168,6 +173,7 @@ impl Marker {
                     topic: topic.to_string(),
                     offset: m.offset,
                     latest: m.meta.watermark.max_event(),
+                    routed: Vec::new(),
                 }],
                 meta: m.meta,
             });
@@ -364,6 +370,7 @@ mod tests {
             topic: t.to_string(),
             offset,
             latest: None,
+            routed: Vec::new(),
         }
     }
 
@@ -504,7 +511,8 @@ mod tests {
             vec![InputPosition {
                 topic: t.to_string(),
                 offset: 31,
-                latest: Some(1000)
+                latest: Some(1000),
+                routed: Vec::new(),
             }]
         );
         assert_eq!(r.next_gen, 5);

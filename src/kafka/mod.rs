@@ -101,6 +101,9 @@ struct Input {
 struct Head {
     msg: OwnedMessage,
     tp: Touchpoint,
+    /// For a record of a repartition topic: the partition and offset it
+    /// was routed from.
+    source: Option<(usize, i64)>,
 }
 
 /// A task (SPEC 8): partition p of every input topic, with one engine and
@@ -153,6 +156,11 @@ impl TaskCore {
                     } else {
                         self.merge.marks().latest(i)
                     },
+                    routed: inp
+                        .upstream
+                        .as_ref()
+                        .map(|u| u.handled().to_vec())
+                        .unwrap_or_default(),
                 })
             })
             .collect()

@@ -110,7 +110,10 @@ impl Worker {
                     last_input: now,
                     consumed: self.metrics.records_consumed.with_label_values(&[t]),
                     misrouted: self.metrics.misrouted.with_label_values(&[t]),
-                    upstream: self.router.source_partitions(t).map(Upstream::new),
+                    upstream: self.router.source_partitions(t).map(|n| {
+                        let handled = pos.map(|p| p.routed.as_slice()).unwrap_or_default();
+                        Upstream::new(n, handled, crate::validate::wall_clock_ms())
+                    }),
                 }
             })
             .collect();

@@ -433,6 +433,7 @@ impl Worker {
                             let head = Head {
                                 msg: msg.detach(),
                                 tp,
+                                source: None,
                             };
                             g.merge.push(i, t, head);
                         }

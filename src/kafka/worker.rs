@@ -334,15 +334,18 @@ impl Worker {
             };
             n += 1;
             let input = &mut core.inputs[0];
-            if input.upstream.as_mut().and_then(|u| u.note(&msg)).is_some() {
-                input.next_offset = Some(msg.offset() + 1);
+            let Some(source) = self.routed(input, &msg) else {
                 continue;
-            }
+            };
             self.count_in(input, now);
             let Some(checked) = self.check(&msg) else {
                 break;
             };
-            core.inputs[0].next_offset = Some(msg.offset() + 1);
+            let input = &mut core.inputs[0];
+            input.next_offset = Some(msg.offset() + 1);
+            if let Some(u) = input.upstream.as_mut() {
+                u.done(source);
+            }
             match checked {
                 Err(rejection) => self.dead_letter(&msg, &rejection)?,
                 Ok(tp) => {
@@ -389,11 +392,9 @@ impl Worker {
                         Fetched::Record(msg) => msg,
                     };
                     n += 1;
-                    let input = &mut core.inputs[i];
-                    if input.upstream.as_mut().and_then(|u| u.note(&msg)).is_some() {
-                        input.next_offset = Some(msg.offset() + 1);
+                    let Some(source) = self.routed(&mut core.inputs[i], &msg) else {
                         continue;
-                    }
+                    };
                     core.merge.received(i);
                     self.count_in(&mut core.inputs[i], now);
                     let Some(checked) = self.check(&msg) else {
@@ -401,7 +402,11 @@ impl Worker {
                     };
                     match checked {
                         Err(rejection) => {
-                            core.inputs[i].next_offset = Some(msg.offset() + 1);
+                            let input = &mut core.inputs[i];
+                            input.next_offset = Some(msg.offset() + 1);
+                            if let Some(u) = input.upstream.as_mut() {
+                                u.done(source);
+                            }
                             self.dead_letter(&msg, &rejection)?;
                         }
                         Ok(tp) => {
@@ -410,6 +415,7 @@ impl Worker {
                             let head = Head {
                                 msg: msg.detach(),
                                 tp,
+                                source,
                             };
                             core.merge.push(i, t, head);
                         }
@@ -422,9 +428,35 @@ impl Worker {
             let Some(next) = core.merge.pop() else {
                 return Ok(n);
             };
-            let Head { msg, tp } = next.item;
-            core.inputs[next.input].next_offset = Some(msg.offset() + 1);
+            let Head { msg, tp, source } = next.item;
+            let input = &mut core.inputs[next.input];
+            input.next_offset = Some(msg.offset() + 1);
+            if let Some(u) = input.upstream.as_mut() {
+                u.done(source);
+            }
             self.offer(core, &msg, &tp, Some(next.to))?;
+        }
+    }
+
+    /// Sorts a record of a task input: `None` when it is not a touchpoint
+    /// to process (an announcement of the router, or a copy the router sent
+    /// again: counted as a duplicate; either way passed over), else where
+    /// it was routed from (a repartition input's record).
+    fn routed(&self, input: &mut Input, msg: &impl Message) -> Option<Option<(usize, i64)>> {
+        let Some(u) = input.upstream.as_mut() else {
+            return Some(None);
+        };
+        match u.note(msg) {
+            Routed::Record(source) => Some(source),
+            Routed::Control => {
+                input.next_offset = Some(msg.offset() + 1);
+                None
+            }
+            Routed::Copy => {
+                input.next_offset = Some(msg.offset() + 1);
+                self.metrics.duplicates.inc();
+                None
+            }
         }
     }
 

@@ -44,6 +44,8 @@ use touchstream::kafka::changelog::{RestoreBuilder, Restored};
 use touchstream::model::{DerivedType, Touchpoint};
 use touchstream::validate::{validate, Clock};
 
+pub mod inputs;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_touchstream");
 pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
 
