@@ -156,6 +156,26 @@ pub(super) fn group_consumer_config(cfg: &Config, routed: bool) -> ClientConfig 
     cc
 }
 
+/// A consumer that reads by assignment (restore, sampling, the progress
+/// topic): its own `group.id`, no commits, `settings`, then the user's
+/// consumer settings; it never joins the group, so a static member id
+/// meant for the group consumer must not reach it.
+pub(super) fn assigning_consumer(
+    cfg: &Config,
+    group: String,
+    settings: &[(&str, &str)],
+    what: &str,
+) -> Result<BaseConsumer, ServiceError> {
+    let mut cc = client_config(cfg);
+    cc.set("group.id", group).set("enable.auto.commit", "false");
+    for (k, v) in settings {
+        cc.set(*k, *v);
+    }
+    apply_client(&mut cc, cfg, Role::Consumer);
+    cc.remove("group.instance.id");
+    cc.create().map_err(kafka(what))
+}
+
 /// With several input topics, refuses group settings that cannot keep a
 /// task's partitions together on one member (SPEC 8): the classic protocol
 /// with the `range` assignor does (each member gets the same partition

@@ -174,12 +174,12 @@ fn partitions_of(client: &BaseConsumer<StartupCtx>, topic: &str) -> Result<i32, 
 
 /// Whether the group has committed offsets on any partition of `topic`.
 fn group_has_read(cfg: &Config, topic: &str, partitions: i32) -> Result<bool, ServiceError> {
-    let mut cc = client_config(cfg);
-    cc.set("group.id", &cfg.kafka.group_id)
-        .set("enable.auto.commit", "false");
-    apply_client(&mut cc, cfg, Role::Consumer);
-    cc.remove("group.instance.id");
-    let c: BaseConsumer = cc.create().map_err(kafka("create offsets client"))?;
+    let c = assigning_consumer(
+        cfg,
+        cfg.kafka.group_id.clone(),
+        &[],
+        "create offsets client",
+    )?;
     let mut tpl = TopicPartitionList::new();
     for p in 0..partitions {
         tpl.add_partition(topic, p);
@@ -204,13 +204,12 @@ fn sample(
     partitions: i32,
     tasks: i32,
 ) -> Result<Decision, ServiceError> {
-    let mut cc = client_config(cfg);
-    cc.set("group.id", format!("{}-sample", cfg.kafka.group_id))
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true");
-    apply_client(&mut cc, cfg, Role::Consumer);
-    cc.remove("group.instance.id");
-    let c: BaseConsumer = cc.create().map_err(kafka("create sample consumer"))?;
+    let c = assigning_consumer(
+        cfg,
+        format!("{}-sample", cfg.kafka.group_id),
+        &[("enable.partition.eof", "true")],
+        "create sample consumer",
+    )?;
     let from_start = matches!(
         cfg.kafka.auto_offset_reset.to_ascii_lowercase().as_str(),
         "earliest" | "smallest" | "beginning"
@@ -333,18 +332,7 @@ fn create_repartition_topics(
                 .set("max.message.bytes", MAX_MESSAGE_BYTES_STR)
         })
         .collect();
-    let results = rt
-        .block_on(admin.create_topics(&new, &AdminOptions::new().operation_timeout(Some(TIMEOUT))))
-        .map_err(kafka("create repartition topics"))?;
-    for r in results {
-        if let Err((name, code)) = r {
-            if code != RDKafkaErrorCode::TopicAlreadyExists {
-                return Err(ServiceError::Topics(format!(
-                    "cannot create `{name}`: {code}"
-                )));
-            }
-        }
-    }
+    create_all(rt, &admin, &new)?;
     for n in names {
         wait_for_leaders(meta_client, n, if *n == progress { 1 } else { tasks });
     }

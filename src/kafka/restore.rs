@@ -21,17 +21,15 @@ impl Worker {
         };
         let cl_topic = self.cfg.kafka.changelog_topic.clone();
         let cl_partition = partition % self.changelog_partitions.max(1);
-        let mut cc = client_config(&self.cfg);
-        cc.set("group.id", format!("{}-restore", self.cfg.kafka.group_id))
-            .set("enable.auto.commit", "false")
-            .set("enable.partition.eof", "false")
-            .set("isolation.level", "read_committed");
-        apply_client(&mut cc, &self.cfg, Role::Consumer);
-        // The restore consumer reads by assignment and never joins the
-        // group: a static member id meant for the group consumer must not
-        // reach it.
-        cc.remove("group.instance.id");
-        let rc: BaseConsumer = cc.create().map_err(kafka("create restore consumer"))?;
+        let rc = assigning_consumer(
+            &self.cfg,
+            format!("{}-restore", self.cfg.kafka.group_id),
+            &[
+                ("enable.partition.eof", "false"),
+                ("isolation.level", "read_committed"),
+            ],
+            "create restore consumer",
+        )?;
         // A changelog created a moment ago may not have a leader yet: retry.
         let deadline = started + self.cfg.kafka.restore_timeout.as_duration();
         let (low, high) = loop {

@@ -163,13 +163,12 @@ impl Router {
         let progress = if targets.is_empty() {
             None
         } else {
-            let mut cc = client_config(cfg);
-            cc.set("group.id", format!("{}-progress", cfg.kafka.group_id))
-                .set("enable.auto.commit", "false")
-                .set("isolation.level", "read_uncommitted");
-            apply_client(&mut cc, cfg, Role::Consumer);
-            cc.remove("group.instance.id");
-            let mut c: BaseConsumer = cc.create().map_err(kafka("create progress consumer"))?;
+            let mut c = assigning_consumer(
+                cfg,
+                format!("{}-progress", cfg.kafka.group_id),
+                &[("isolation.level", "read_uncommitted")],
+                "create progress consumer",
+            )?;
             // A lane held back waits for news from the other instances.
             let wake = wake.clone();
             c.set_nonempty_callback(move || wake.notify());

@@ -92,8 +92,24 @@ pub(super) fn ensure_topics(
             .set("max.message.bytes", MAX_MESSAGE_BYTES_STR),
         );
     }
+    create_all(rt, &admin, &new)?;
+    let n = if cl_partitions == 0 {
+        partitions
+    } else {
+        cl_partitions
+    };
+    wait_for_leaders(&meta_client, &cfg.kafka.changelog_topic, n);
+    check_topics(cfg, rt, &admin, layout, n)
+}
+
+/// Creates topics; one that exists already is fine.
+pub(super) fn create_all(
+    rt: &tokio::runtime::Handle,
+    admin: &AdminClient<DefaultClientContext>,
+    new: &[NewTopic<'_>],
+) -> Result<(), ServiceError> {
     let results = rt
-        .block_on(admin.create_topics(&new, &AdminOptions::new().operation_timeout(Some(TIMEOUT))))
+        .block_on(admin.create_topics(new, &AdminOptions::new().operation_timeout(Some(TIMEOUT))))
         .map_err(kafka("create topics"))?;
     for r in results {
         if let Err((name, code)) = r {
@@ -104,13 +120,7 @@ pub(super) fn ensure_topics(
             }
         }
     }
-    let n = if cl_partitions == 0 {
-        partitions
-    } else {
-        cl_partitions
-    };
-    wait_for_leaders(&meta_client, &cfg.kafka.changelog_topic, n);
-    check_topics(cfg, rt, &admin, layout, n)
+    Ok(())
 }
 
 /// With `kafka.repartition = "never"`: every input must have one
