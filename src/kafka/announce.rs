@@ -166,8 +166,10 @@ impl Worker {
     /// [`ANNOUNCE_GAP`]); and every [`ANNOUNCE_EVERY`].
     pub(super) fn announce(&mut self, now: Instant) -> Result<(), ServiceError> {
         self.router.read_progress();
+        self.publish_acknowledged()?;
         // (repartition topic, progress key, value, to the tasks too)
         let mut messages: Vec<(Arc<str>, String, String, bool)> = Vec::new();
+        let room = self.router.unacknowledged.len() + 1 < ROUTED_EPOCHS;
         for g in &mut self.router.groups {
             if g.lanes.is_empty() {
                 continue;
@@ -185,7 +187,7 @@ impl Worker {
                 Some(d) if d >= ANNOUNCE_GAP => (news, news || (shared && g.moved)),
                 Some(_) => (false, false),
             };
-            if !peers {
+            if !peers || !room {
                 continue;
             }
             messages.push((
@@ -208,16 +210,12 @@ impl Worker {
             return Ok(());
         }
         self.ensure_txn()?;
-        let progress = self.router.progress_topic.clone();
-        for (internal, key, value, tasks) in &messages {
-            self.send(
-                BaseRecord::<[u8], [u8]>::to(&progress)
-                    .key(key.as_bytes())
-                    .payload(value.as_bytes()),
-            )?;
+        for (internal, _, value, tasks) in &messages {
             if !tasks {
                 continue;
             }
+            // After the records routed before it in each partition: the
+            // producer keeps a partition's order.
             for p in 0..self.task_count {
                 let headers = OwnedHeaders::new().insert(Header {
                     key: CONTROL_HEADER,
@@ -228,6 +226,45 @@ impl Worker {
                         .partition(p)
                         .payload(value.as_bytes())
                         .headers(headers),
+                )?;
+            }
+        }
+        // The other instances must not read a lane's progress before the
+        // records routed up to it are in the repartition partitions (they
+        // would route later records ahead of them): the announcement waits
+        // until this router epoch is acknowledged.
+        let r = &mut self.router;
+        r.unacknowledged.push_back((
+            r.epoch,
+            messages.into_iter().map(|(_, k, v, _)| (k, v)).collect(),
+        ));
+        r.epoch += 1;
+        self.publish_acknowledged()
+    }
+
+    /// Sends to the progress topic the announcements whose routed records
+    /// are all acknowledged.
+    fn publish_acknowledged(&mut self) -> Result<(), ServiceError> {
+        let progress = self.router.progress_topic.clone();
+        while let Some((epoch, _)) = self.router.unacknowledged.front() {
+            if self
+                .producer
+                .context()
+                .routed(*epoch)
+                .load(Ordering::Acquire)
+                > 0
+            {
+                break;
+            }
+            let Some((_, messages)) = self.router.unacknowledged.pop_front() else {
+                break;
+            };
+            self.ensure_txn()?;
+            for (key, value) in &messages {
+                self.send(
+                    BaseRecord::<[u8], [u8]>::to(&progress)
+                        .key(key.as_bytes())
+                        .payload(value.as_bytes()),
                 )?;
             }
         }

@@ -437,6 +437,17 @@ fn send_with(
     epoch: u64,
     r: BaseRecord<'_, [u8], [u8]>,
 ) -> Result<(), ServiceError> {
+    send_counted(producer, epoch, None, r)
+}
+
+/// Sends a record counted under `epoch`, and a routed one under its
+/// router epoch too, until it is acknowledged.
+pub(super) fn send_counted(
+    producer: &ThreadedProducer<ProducerCtx>,
+    epoch: u64,
+    routed: Option<u64>,
+    r: BaseRecord<'_, [u8], [u8]>,
+) -> Result<(), ServiceError> {
     let mut record = BaseRecord {
         topic: r.topic,
         partition: r.partition,
@@ -444,10 +455,13 @@ fn send_with(
         key: r.key,
         timestamp: r.timestamp,
         headers: r.headers,
-        delivery_opaque: epoch as usize,
+        delivery_opaque: opaque(epoch, routed),
     };
     let ctx = producer.context();
     ctx.outstanding(epoch).fetch_add(1, Ordering::AcqRel);
+    if let Some(r) = routed {
+        ctx.routed(r).fetch_add(1, Ordering::AcqRel);
+    }
     loop {
         match producer.send(record) {
             Ok(()) => return Ok(()),
@@ -458,6 +472,9 @@ fn send_with(
             }
             Err((e, _)) => {
                 ctx.outstanding(epoch).fetch_sub(1, Ordering::AcqRel);
+                if let Some(r) = routed {
+                    ctx.routed(r).fetch_sub(1, Ordering::AcqRel);
+                }
                 return Err(classify(producer, "produce", e));
             }
         }

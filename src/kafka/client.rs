@@ -13,14 +13,31 @@ pub(super) struct ProducerCtx {
     /// Records sent and not acknowledged yet, per checkpoint epoch (a
     /// ring: at most two epochs are in flight, see `checkpoint`).
     pub(super) outstanding: [std::sync::atomic::AtomicU64; 4],
+    /// Routed records not acknowledged yet, per router epoch (a ring of
+    /// [`ROUTED_EPOCHS`]; see `announce`).
+    pub(super) routed: [std::sync::atomic::AtomicU64; ROUTED_EPOCHS],
     /// Woken when an epoch's last record is acknowledged.
     pub(super) wake: Arc<Wake>,
 }
+
+/// Router epochs in flight at most.
+pub(super) const ROUTED_EPOCHS: usize = 64;
 
 impl ProducerCtx {
     pub(super) fn outstanding(&self, epoch: u64) -> &std::sync::atomic::AtomicU64 {
         &self.outstanding[(epoch % 4) as usize]
     }
+
+    pub(super) fn routed(&self, epoch: u64) -> &std::sync::atomic::AtomicU64 {
+        &self.routed[(epoch % ROUTED_EPOCHS as u64) as usize]
+    }
+}
+
+/// A record's delivery opaque: its checkpoint epoch in the low 32 bits;
+/// a routed record's router epoch + 1 above them.
+pub(super) fn opaque(epoch: u64, routed: Option<u64>) -> usize {
+    let r = routed.map_or(0, |r| r % ROUTED_EPOCHS as u64 + 1);
+    ((epoch & 0xffff_ffff) | (r << 32)) as usize
 }
 
 impl ClientContext for ProducerCtx {
@@ -39,12 +56,13 @@ impl ClientContext for ProducerCtx {
 
 impl ProducerContext for ProducerCtx {
     type DeliveryOpaque = usize;
-    fn delivery(&self, result: &DeliveryResult<'_>, epoch: usize) {
-        if self
-            .outstanding(epoch as u64)
-            .fetch_sub(1, Ordering::AcqRel)
-            == 1
-        {
+    fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
+        let epoch = opaque as u64 & 0xffff_ffff;
+        if self.outstanding(epoch).fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.wake.notify();
+        }
+        let routed = opaque as u64 >> 32;
+        if routed > 0 && self.routed(routed - 1).fetch_sub(1, Ordering::AcqRel) == 1 {
             self.wake.notify();
         }
         if let Err((e, msg)) = result {

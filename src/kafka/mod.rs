@@ -304,6 +304,7 @@ fn start(
             metrics: metrics.clone(),
             failure: Mutex::new(None),
             outstanding: Default::default(),
+            routed: std::array::from_fn(|_| Default::default()),
             wake: wake.clone(),
         })
         .map_err(kafka("create producer"))?;

@@ -139,6 +139,11 @@ pub(super) struct Router {
     pub(super) progress_topic: String,
     /// This instance's key prefix in the progress topic.
     pub(super) instance: String,
+    /// The router epoch records are routed under now (`announce`).
+    pub(super) epoch: u64,
+    /// Announcements for the progress topic, each waiting until every
+    /// record routed up to its epoch is acknowledged: (epoch, key, value).
+    pub(super) unacknowledged: std::collections::VecDeque<(u64, Vec<(String, String)>)>,
 }
 
 /// The header naming a control record of a repartition topic.
@@ -182,6 +187,8 @@ impl Router {
             progress,
             progress_topic,
             instance: instance_id(cfg),
+            epoch: 0,
+            unacknowledged: Default::default(),
             groups: targets
                 .into_iter()
                 .map(|t| RouteGroup {
@@ -513,7 +520,7 @@ impl Worker {
         if let Some(ts) = msg.timestamp().to_millis() {
             rec = rec.timestamp(ts);
         }
-        self.send(rec)?;
+        send_counted(&self.producer, self.epoch, Some(self.router.epoch), rec)?;
         lane.repartitioned.inc();
         lane.next_offset = Some(msg.offset() + 1);
         lane.latest = Some(head.tp.timestamp);
