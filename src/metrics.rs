@@ -52,6 +52,10 @@ pub struct Metrics {
     hot: Hot,
     /// The registry behind `/metrics`.
     pub registry: Registry,
+    /// Held for writing while the set of per-partition series changes (a
+    /// rebalance, the gauges' update), and for reading while `/metrics`
+    /// renders: a scrape never shows part of a task (SPEC 8).
+    pub partitions: std::sync::Arc<std::sync::RwLock<()>>,
     /// Records consumed, by topic.
     pub records_consumed: IntCounterVec,
     /// Records rejected, by SPEC reason.
@@ -225,6 +229,7 @@ impl Metrics {
             0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
         ];
         let m = Metrics {
+            partitions: std::sync::Arc::new(std::sync::RwLock::new(())),
             hot: Hot {
                 derived: Vec::new(),
                 touches: Vec::new(),
@@ -507,7 +512,11 @@ impl Metrics {
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        let families = {
+            let _whole = self.partitions.read().unwrap_or_else(|p| p.into_inner());
+            self.registry.gather()
+        };
+        let _ = TextEncoder::new().encode(&families, &mut buf);
         String::from_utf8(buf).unwrap_or_default()
     }
 }

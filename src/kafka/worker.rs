@@ -174,6 +174,12 @@ impl ConsumerContext for ConsumerCtx {
                         w.fatal.get_or_insert(e);
                     }
                 }
+                // A scrape sees every revoked partition's series or none.
+                let metrics = w.metrics.clone();
+                let whole = metrics
+                    .partitions
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner());
                 for e in tpl.elements() {
                     w.revoke(e.topic(), e.partition());
                 }
@@ -186,7 +192,8 @@ impl ConsumerContext for ConsumerCtx {
                     warn!(%e, "Unassign failed.");
                 }
                 w.metrics.assigned_partitions.set(w.assigned_partitions());
-                w.update_gauges();
+                w.set_gauges();
+                drop(whole);
             }
             other => {
                 error!(error = ?other, "Rebalance error.");
@@ -656,7 +663,19 @@ impl Worker {
         Ok(())
     }
 
+    /// Updates the gauges; a scrape sees all of the update or none of it.
     pub(super) fn update_gauges(&self) {
+        let metrics = self.metrics.clone();
+        let _whole = metrics
+            .partitions
+            .write()
+            .unwrap_or_else(|p| p.into_inner());
+        self.set_gauges();
+    }
+
+    /// [`Worker::update_gauges`] for a caller that holds the metrics'
+    /// partition lock (the rebalance callback).
+    fn set_gauges(&self) {
         let (mut customers, mut bytes, mut timers) = (0, 0, 0);
         let mut population = crate::engine::kpi::Population::default();
         let now = crate::validate::wall_clock_ms();
