@@ -268,9 +268,12 @@ fn names_topic(line: &str, topic: &str) -> bool {
 }
 
 /// The layout decisions a log shows for `topic`: "re-keyed" / "direct",
-/// in log order.
+/// in log order; the same decision logged again by a retried start-up
+/// (the service retries while the brokers or the group are not ready)
+/// counts once.
 fn decisions(log: &str, topic: &str) -> Vec<&'static str> {
-    log.lines()
+    let mut all: Vec<&'static str> = log
+        .lines()
         .filter(|l| names_topic(l, topic))
         .filter_map(|l| {
             if l.contains(REKEYED_LOG) {
@@ -281,7 +284,9 @@ fn decisions(log: &str, topic: &str) -> Vec<&'static str> {
                 None
             }
         })
-        .collect()
+        .collect();
+    all.dedup();
+    all
 }
 
 /// The log lines saying how an input is read.
