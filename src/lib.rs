@@ -19,6 +19,7 @@ pub mod http;
 pub mod kafka;
 pub mod metrics;
 pub mod model;
+pub mod pipeline;
 pub mod signals;
 pub mod time;
 pub mod validate;

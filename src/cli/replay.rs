@@ -18,10 +18,11 @@ use super::{parse_time_arg, wall_clock_ms, CliError};
 use crate::codec;
 use crate::codec::container::{ContainerError, Item};
 use crate::config::{Config, EngineConfig};
-use crate::engine::{Engine, Outcome};
+use crate::engine::Engine;
 use crate::model::{DerivedEvent, Touchpoint};
+use crate::pipeline::{self, InputEvent, Verdict};
 use crate::time::merge::Merge;
-use crate::validate::{validate, Clock, RawTouchpoint, RejectReason, Rejection};
+use crate::validate::{Clock, RawTouchpoint, RejectReason, Rejection};
 
 /// The example replayed when no file is given.
 pub const EMBEDDED_EXAMPLE: &str = include_str!("../../examples/touchpoints.jsonl");
@@ -160,33 +161,34 @@ impl<'w, O: Write, E: Write> Replay<'w, O, E> {
             now: self.clock.now(),
             max_future: self.max_future,
         };
-        match decoded.and_then(|raw| validate(raw, clock)) {
+        match pipeline::check(decoded, clock) {
             Ok(tp) => Ok(Some(tp)),
             Err(r) => self.reject(location, &r).map(|()| None),
         }
     }
 
-    /// Offers a valid touchpoint to the engine. `to` is the task's
+    /// Offers a valid touchpoint to the engine. `merged` is the task's
     /// watermark with it when the task has several inputs (see
     /// [`crate::time::watermark::InputWatermarks`]); `None` for a single input (SPEC 3).
     fn offer(
         &mut self,
         location: &str,
         tp: &Touchpoint,
-        to: Option<Option<i64>>,
+        merged: Option<Option<i64>>,
     ) -> io::Result<()> {
-        let (t, wm) = (tp.timestamp, self.engine.watermark());
-        let outcome = match to {
-            None => self.engine.on_touchpoint(tp, &mut self.buf),
-            Some(to) => self.engine.on_merged(tp, to, &mut self.buf),
-        };
-        match outcome {
-            Outcome::Accepted { .. } => self.summary.accepted += 1,
-            Outcome::Duplicate => self.summary.duplicates += 1,
-            Outcome::TooLate => {
-                let rejection = Rejection::too_late(t, wm, self.engine.config().allowed_lateness);
-                self.reject(location, &rejection)?;
-            }
+        self.event(location, InputEvent::Record { tp, merged })
+    }
+
+    /// Hands the engine one input event, as the service does: a record
+    /// (already checked, see [`pipeline::check`]), an idle advance, a tick
+    /// of the wall clock, or the end of the inputs. A record's outcome is
+    /// counted; a rejection is reported at `location`.
+    pub fn event(&mut self, location: &str, event: InputEvent<'_>) -> io::Result<()> {
+        match pipeline::step(&mut self.engine, event, &mut self.buf) {
+            Verdict::Accepted { .. } => self.summary.accepted += 1,
+            Verdict::Duplicate => self.summary.duplicates += 1,
+            Verdict::Rejected(rejection) => self.reject(location, &rejection)?,
+            Verdict::Advanced(_) => {}
         }
         self.flush_events()
     }
@@ -291,10 +293,10 @@ impl<'w, O: Write, E: Write> Replay<'w, O, E> {
             let (location, tp) = next.item;
             self.offer(&location, &tp, Some(next.to))?;
         }
-        if let Some(end) = merge.marks().final_watermark() {
-            self.engine.advance_watermark(end, &mut self.buf);
+        match merge.marks().final_watermark() {
+            Some(to) => self.event("end", InputEvent::End { to }),
+            None => self.flush_events(),
         }
-        self.flush_events()
     }
 
     /// Reads input `i` up to its next valid record (reporting what breaks a

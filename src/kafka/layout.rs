@@ -272,7 +272,7 @@ fn sample(
             now,
             max_future: cfg.time.max_future.0,
         };
-        let Ok(tp) = validate(raw, clock) else {
+        let Ok(tp) = pipeline::check(Ok(raw), clock) else {
             continue;
         };
         checked += 1;

@@ -67,12 +67,13 @@ use thiserror::Error;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, Delivery, EngineConfig};
-use crate::engine::{Engine, Outcome, StateChange};
+use crate::engine::{Engine, StateChange};
 use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::model::{DerivedEvent, DerivedType, Touchpoint};
+use crate::pipeline::{self, InputEvent, Verdict};
 use crate::time::merge::Merge;
-use crate::validate::{validate, Clock, Rejection};
+use crate::validate::{Clock, Rejection};
 use changelog::{
     encode_marker, encode_state, marker_key, state_key, InputPosition, Marker, RestoreBuilder,
     StateRecord,

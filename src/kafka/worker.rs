@@ -526,7 +526,7 @@ impl Worker {
             now: crate::validate::wall_clock_ms(),
             max_future: self.cfg.time.max_future.0,
         };
-        Some(decoded.and_then(|raw| validate(raw, clock)))
+        Some(pipeline::check(decoded, clock))
     }
 
     /// Counts a valid record whose customer id does not hash to the
@@ -561,13 +561,12 @@ impl Worker {
         // A record waiting in the merge may be taken after a checkpoint
         // committed the transaction it was read in.
         self.ensure_txn()?;
-        let t = tp.timestamp;
-        let wm = core.engine.watermark();
         let before = *core.engine.stats();
-        let outcome = match to {
-            None => core.engine.on_touchpoint(tp, &mut self.buf),
-            Some(to) => core.engine.on_merged(tp, to, &mut self.buf),
-        };
+        let verdict = pipeline::step(
+            &mut core.engine,
+            InputEvent::Record { tp, merged: to },
+            &mut self.buf,
+        );
         let after = *core.engine.stats();
         self.metrics.record_kpis(core.engine.kpis());
         core.engine.clear_kpis();
@@ -575,17 +574,11 @@ impl Worker {
             .timers_fired
             .inc_by(after.timers_fired - before.timers_fired);
         self.metrics.evicted.inc_by(after.evicted - before.evicted);
-        match outcome {
-            Outcome::Accepted { late } => {
-                if late {
-                    self.metrics.late_events.inc();
-                }
-            }
-            Outcome::Duplicate => self.metrics.duplicates.inc(),
-            Outcome::TooLate => {
-                let rejection = Rejection::too_late(t, wm, self.engine_cfg.allowed_lateness);
-                self.dead_letter(msg, &rejection)?;
-            }
+        match verdict {
+            Verdict::Accepted { late: true } => self.metrics.late_events.inc(),
+            Verdict::Accepted { late: false } | Verdict::Advanced(_) => {}
+            Verdict::Duplicate => self.metrics.duplicates.inc(),
+            Verdict::Rejected(rejection) => self.dead_letter(msg, &rejection)?,
         }
         self.emit()
     }
@@ -628,8 +621,7 @@ impl Worker {
     /// of a task is idle the task's watermark follows the wall clock.
     pub(super) fn idle_advance(&mut self) -> Result<(), ServiceError> {
         let idle = self.cfg.time.idle_timeout.as_duration();
-        let now_ms = crate::validate::wall_clock_ms();
-        let wall = now_ms - self.engine_cfg.max_out_of_orderness;
+        let now = crate::validate::wall_clock_ms();
         let mut fired = false;
         self.router.set_idle(idle);
         let mut buf = std::mem::take(&mut self.buf);
@@ -639,16 +631,18 @@ impl Worker {
             for (i, inp) in core.inputs.iter().enumerate() {
                 changed |= core.merge.set_idle(i, inp.last_input.elapsed() >= idle);
             }
-            let to = if core.merge.all_idle() {
-                Some(wall)
+            let event = if core.merge.all_idle() {
+                InputEvent::Tick { now }
             } else if changed && core.inputs.len() > 1 {
-                core.merge.marks().task_watermark()
+                match core.merge.marks().task_watermark() {
+                    Some(to) => InputEvent::Idle { to },
+                    None => continue,
+                }
             } else {
-                None
+                continue;
             };
-            if let Some(to) = to.filter(|to| core.engine.watermark().is_some_and(|w| w < *to)) {
-                let before = buf.len();
-                core.engine.advance_watermark(to, &mut buf);
+            let before = buf.len();
+            if pipeline::step(&mut core.engine, event, &mut buf) == Verdict::Advanced(true) {
                 fired |= buf.len() > before;
                 self.metrics.record_kpis(core.engine.kpis());
                 core.engine.clear_kpis();
