@@ -251,3 +251,29 @@ fn unknown_channel_and_type_become_other() {
     assert!(!err.contains("line 1"), "{err}");
     assert!(out.contains(r#""channels":["other"]"#), "{out}");
 }
+
+/// regression: extreme timestamps panicked; a JSON array line was not a decode_error.
+#[test]
+fn extreme_timestamps_never_crash_and_get_the_right_reason() {
+    let lines = [
+        r#"{"event_id":"a","customer_id":"c","channel":"web","type":"page_view","timestamp":-9223372036854775808}"#,
+        r#"{"event_id":"b","customer_id":"c","channel":"web","type":"page_view","timestamp":9223372036854775807}"#,
+        r#"{"event_id":"c","customer_id":"c","channel":"web","type":"page_view","timestamp":9999999999999999}"#,
+        r#"["e1","c1","web","page_view",1767225600000]"#,
+        r#"{"event_id":"d","customer_id":"c","channel":"web","type":"page_view","timestamp":1767225600000}"#,
+    ];
+    let (out, err, code) = replay(&(lines.join("\n") + "\n"), &[]);
+    assert_eq!(code, 0, "{err}");
+    assert!(err.contains("line 1: decode_error"), "{err}");
+    assert!(err.contains("line 2: future_timestamp"), "{err}");
+    assert!(err.contains("line 3: future_timestamp"), "{err}");
+    assert!(
+        err.contains("line 4: decode_error"),
+        "a JSON array is not a touchpoint: {err}"
+    );
+    assert_eq!(
+        out.lines().count(),
+        2,
+        "the good record still produces its events: {out}"
+    );
+}

@@ -6,6 +6,9 @@ use std::process::Command;
 
 use touchstream::bgnbd::BgNbd;
 
+/// 2026-01-01T10:00:00Z, the epoch of the regression test below.
+const W: i64 = 1_767_261_600_000;
+
 fn reference() -> serde_json::Value {
     let text = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -211,4 +214,24 @@ fn the_bgnbd_expectation_holds_where_2f1_is_hard() {
         checked += 1;
     }
     assert!(checked >= 60);
+}
+
+/// regression: `fit-churn` printed floats that did not paste back into the config.
+#[test]
+fn fit_churn_output_always_pastes_into_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.jsonl");
+    let lines: Vec<String> = (0..2)
+        .map(|i| format!(r#"{{"event_id":"o{i}","customer_id":"c","channel":"web","type":"order_placed","timestamp":{}}}"#, W + i * 86_400_000 * 3))
+        .collect();
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_touchstream"))
+        .args(["fit-churn"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    let section = &text[text.find("[churn]").unwrap()..];
+    touchstream::config::Config::from_parts("fit", section, &[]).expect("pastes into the config");
 }

@@ -33,7 +33,8 @@
 //!   input with its partition count and the number of tasks;
 //! - live input: an input that lags in event time but still receives holds
 //!   the task's watermark (cart timers wait for it); one that goes quiet
-//!   holds it only until `idle_timeout`;
+//!   holds it only until `idle_timeout`; and with a single input, an idle
+//!   partition abandons a cart on the wall clock (SPEC 3);
 //! - a changelog of the previous, single-input format (2) is restored and
 //!   migrated: the run goes on as an uninterrupted one and writes format 3;
 //! - an input topic added to a one-topic deployment: the state is kept,
@@ -59,7 +60,10 @@ use std::time::{Duration, Instant};
 use kafka_support::inputs::*;
 use kafka_support::*;
 use serde_json::{json, Value};
+use touchstream::config::Config;
+use touchstream::engine::Engine;
 use touchstream::kafka::changelog::{marker_key, Marker};
+use touchstream::model::{Channel, TouchType, Touchpoint};
 
 // ---------------------------------------------------------------------------
 // Inputs split by source
@@ -1980,6 +1984,99 @@ fn a_lagging_input_holds_cart_timers_and_a_quiet_one_does_not_hold_beyond_idle_t
     let (status, _) = svc.sigterm(Duration::from_secs(20));
     assert!(status.success(), "{status}\n{}", svc.log_tail(20));
     site.stop();
+}
+
+/// SPEC 3: a partition that receives nothing for `idle_timeout` advances
+/// its watermark with the wall clock, so a cart is abandoned without new
+/// input — with `at` the due time, as the engine computes it.
+#[test]
+#[ignore = "needs a Kafka broker: scripts/test starts one and runs it"]
+fn idle_partition_abandons_cart_on_wall_clock() {
+    let Some(b) = broker("idle") else { return };
+    let s = Scenario::new(&b, "idle");
+    s.create_input(1);
+    let now = wall_ms();
+    let view = Touchpoint::new(
+        "i1",
+        "idle-c",
+        Channel::Web,
+        TouchType::ProductView,
+        now - 3 * HOUR,
+    );
+    let mut add = Touchpoint::new(
+        "i2",
+        "idle-c",
+        Channel::Web,
+        TouchType::AddToCart,
+        now - 2 * HOUR,
+    );
+    add.value = Some(42.0);
+    add.currency = Some("USD".into());
+    add.cart_id = Some("cart-idle".into());
+    let lines = vec![json_line(&view), json_line(&add)];
+
+    let mut cfg = s.config();
+    cfg.idle_timeout = "2s".into();
+    cfg.extra = "[signals]\ncart_timeout = \"1h\"\n".into();
+    let cfg = s.write_config("svc", &cfg);
+    let expected = replay(&lines, &cfg);
+    assert!(
+        expected
+            .events
+            .iter()
+            .all(|e| e["type"] != "cart_abandoned"),
+        "replay alone must not abandon the cart"
+    );
+
+    // What the engine emits once the watermark follows the wall clock.
+    let text = std::fs::read_to_string(&cfg).unwrap();
+    let ecfg = Arc::new(
+        Config::from_parts("t", &text, &[])
+            .unwrap()
+            .engine()
+            .unwrap(),
+    );
+    let mut engine = Engine::new(ecfg);
+    let mut evs = Vec::new();
+    engine.on_touchpoint(&view, &mut evs);
+    engine.on_touchpoint(&add, &mut evs);
+    let before = evs.len();
+    engine.advance_watermark(now - 5 * SEC, &mut evs);
+    let fired: Vec<Value> = evs[before..]
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect();
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    let abandoned = fired[0].clone();
+    assert_eq!(abandoned["type"], "cart_abandoned");
+    assert_eq!(abandoned["at"], json!(add.timestamp + HOUR));
+    assert_eq!(abandoned["last_activity_at"], json!(add.timestamp));
+    assert_eq!(abandoned["cart_value"], json!(42.0));
+
+    let mut svc = s.start(&cfg, "idle");
+    svc.wait_ready(Duration::from_secs(60));
+    let started = std::time::Instant::now();
+    produce(&b, &s.input, &json_records(&lines, 0));
+    let mut out = s.outputs(true);
+    let mut all = expected.events.clone();
+    all.push(abandoned.clone());
+    if !out.settle(all.len(), Duration::from_secs(30), Duration::from_secs(15)) {
+        eprintln!(
+            "no cart_abandoned on an idle partition ({} of {} events):\n{}",
+            out.ids.len(),
+            all.len(),
+            svc.log_tail(20)
+        );
+    }
+    assert!(
+        started.elapsed() >= Duration::from_secs(2),
+        "fired before idle_timeout"
+    );
+    out.poll_for(Duration::from_secs(1));
+    let outs = decode_outputs(&out.records, &s.prefix, &OutputSchemas::defaults());
+    check_outputs(&outs, &all, &s.prefix, Copies::Forbidden);
+    let (st, _) = svc.sigterm(Duration::from_secs(20));
+    assert!(st.success());
 }
 
 // ---------------------------------------------------------------------------

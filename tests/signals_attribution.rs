@@ -2,6 +2,13 @@
 mod common;
 use common::*;
 use serde_json::Value;
+use std::sync::Arc;
+use touchstream::config::EngineConfig;
+use touchstream::engine::Engine;
+use touchstream::model::{Channel, DerivedType, TouchType, Touchpoint};
+
+/// 2026-01-01T10:00:00Z, the epoch of the regression tests below.
+const W: i64 = 1_767_261_600_000;
 
 fn attributed(out: &[touchstream::model::DerivedEvent]) -> Value {
     let a = of_type(out, "order_attributed");
@@ -264,5 +271,51 @@ fn every_order_attributed_including_late_one() {
         &a["models"]["last_touch"],
         &[("email", 1.0)],
         "last_touch of a late order",
+    );
+}
+
+/// regression: a late order after a burst of over 96 touches lost part of its own last 64.
+///
+/// Found by the reference model: after a burst of more than 96 own touches
+/// a late order lost the oldest touches of its last 64 (the engine kept the
+/// newest 96 touches, not what an order that is not too late can reach).
+#[test]
+fn a_late_order_after_a_burst_is_attributed_over_its_own_last_64() {
+    let mut e = Engine::new(Arc::new(EngineConfig::default()));
+    let mut out = Vec::new();
+    let t0 = W;
+    let first = Touchpoint::new("p0", "c", Channel::Email, TouchType::PageView, t0);
+    e.on_touchpoint(&first, &mut out);
+    for i in 1..=96 {
+        let tp = Touchpoint::new(
+            format!("p{i}"),
+            "c",
+            Channel::Web,
+            TouchType::PageView,
+            t0 + i * 1_000,
+        );
+        e.on_touchpoint(&tp, &mut out);
+    }
+    out.clear();
+    let mut order = Touchpoint::new("o1", "c", Channel::Web, TouchType::OrderPlaced, t0 + 63_500);
+    order.order_id = Some("o1".into());
+    e.on_touchpoint(&order, &mut out);
+    let attributed = out
+        .iter()
+        .find(|ev| ev.kind == DerivedType::OrderAttributed)
+        .expect("attributed");
+    let v = serde_json::to_value(attributed).unwrap();
+    // Its last 64 touches: p0 (email) and p1..p63 (web).
+    assert_eq!(
+        v["models"]["first_touch"],
+        serde_json::json!({"email": 1.0})
+    );
+    assert_eq!(
+        v["models"]["linear"]["email"],
+        serde_json::json!(1.0 / 64.0)
+    );
+    assert_eq!(
+        v["models"]["position_based"]["email"],
+        serde_json::json!(0.4)
     );
 }

@@ -3,8 +3,13 @@
 mod common;
 use common::*;
 use serde_json::{json, Value};
+use std::sync::Arc;
 use touchstream::config::EngineConfig;
-use touchstream::engine::Outcome;
+use touchstream::engine::{Engine, Outcome};
+use touchstream::model::{Channel, DerivedType, TouchType, Touchpoint, HOUR_MS};
+
+/// 2026-01-01T10:00:00Z, the epoch of the regression tests below.
+const W: i64 = 1_767_261_600_000;
 
 fn abandoned(h: &Harness) -> Vec<Value> {
     h.of_type("cart_abandoned")
@@ -519,6 +524,109 @@ fn moved_timers_tie_in_the_order_last_set() {
         vec![
             ("c2".into(), T0 + HOUR + 10 * MIN),
             ("c1".into(), T0 + HOUR + 10 * MIN)
+        ]
+    );
+}
+
+/// regression: a timer a late record set already due did not fire right after that record.
+#[test]
+fn a_timer_set_already_due_fires_after_the_record() {
+    let mut e = Engine::new(Arc::new(EngineConfig::default()));
+    let mut out = Vec::new();
+    e.on_touchpoint(
+        &Touchpoint::new("c1", "c", Channel::Web, TouchType::PageView, W + 5_000),
+        &mut out,
+    );
+    // Late but allowed: its cart is due at W, which the watermark already reached.
+    e.on_touchpoint(
+        &Touchpoint::new("d1", "d", Channel::Web, TouchType::AddToCart, W - HOUR_MS),
+        &mut out,
+    );
+    let abandoned: Vec<_> = out
+        .iter()
+        .filter(|e| e.kind == DerivedType::CartAbandoned)
+        .collect();
+    assert_eq!(abandoned.len(), 1);
+    assert_eq!(abandoned[0].at, W);
+    assert_eq!(&*abandoned[0].customer_id, "d");
+    // It comes after the record's own events.
+    let last = out.last().unwrap();
+    assert_eq!(last.kind, DerivedType::CartAbandoned);
+}
+
+/// regression: an overflowing cart sum became infinity, which the changelog cannot hold.
+///
+/// Cart values are finite doubles, but their sum can overflow: the cart
+/// must still be abandoned with a number, and its state must still go
+/// through the changelog (JSON has no infinity; a state that cannot be
+/// read back would stall its partition's restore).
+#[test]
+fn an_overflowing_cart_sum_stays_a_number_and_restores() {
+    use touchstream::engine::StateChange;
+    use touchstream::kafka::changelog::{encode_state, state_key, RestoreBuilder, StateRecord};
+    let mut e = Engine::new(Arc::new(EngineConfig::default()));
+    let mut out = Vec::new();
+    for i in 0..2 {
+        let mut tp = Touchpoint::new(
+            format!("a{i}"),
+            "c",
+            Channel::Web,
+            TouchType::AddToCart,
+            W + i,
+        );
+        tp.value = Some(f64::MAX);
+        e.on_touchpoint(&tp, &mut out);
+    }
+    let mut restore = RestoreBuilder::new("t");
+    for (n, ch) in e.drain_changes().into_iter().enumerate() {
+        let StateChange::Upsert(c) = ch else {
+            panic!("no eviction here")
+        };
+        let v = encode_state(&StateRecord {
+            gen: 0,
+            state: Some(c),
+        });
+        restore
+            .push(&state_key("t", "c", 1), Some(&v), n as i64)
+            .expect("the state reads back");
+    }
+    // The negative side: removes beyond any add floor the value at 0.
+    for (i, kind) in [
+        TouchType::RemoveFromCart,
+        TouchType::RemoveFromCart,
+        TouchType::AddToCart,
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let mut tp = Touchpoint::new(format!("b{i}"), "d", Channel::Web, kind, W + i as i64);
+        tp.value = Some(if kind == TouchType::AddToCart {
+            1.0
+        } else {
+            f64::MAX
+        });
+        e.on_touchpoint(&tp, &mut out);
+    }
+    out.clear();
+    e.on_touchpoint(
+        &Touchpoint::new("z", "z", Channel::Web, TouchType::PageView, W + 2 * HOUR_MS),
+        &mut out,
+    );
+    let values: Vec<_> = out
+        .iter()
+        .filter(|d| d.kind == DerivedType::CartAbandoned)
+        .map(|d| {
+            (
+                d.customer_id.to_string(),
+                serde_json::to_value(d).unwrap()["cart_value"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        values,
+        vec![
+            ("c".to_string(), serde_json::json!(f64::MAX)),
+            ("d".to_string(), serde_json::json!(0.0))
         ]
     );
 }

@@ -2,7 +2,13 @@
 mod common;
 use common::*;
 use serde_json::{json, Value};
-use touchstream::model::Survey;
+use std::sync::Arc;
+use touchstream::config::EngineConfig;
+use touchstream::engine::Engine;
+use touchstream::model::{Channel, DerivedType, Survey, TouchType, Touchpoint, HOUR_MS};
+
+/// 2026-01-01T10:00:00Z, the epoch of the regression tests below.
+const W: i64 = 1_767_261_600_000;
 
 fn churn(h: &Harness) -> Vec<Value> {
     h.of_type("churn_risk")
@@ -347,4 +353,70 @@ fn message_sent_evaluates_at_touch_clock_days_inactive_whole_days() {
     // The timer then finds nothing to change.
     let out = h.advance(T0 + 31 * DAY);
     assert!(of_type(&out, "churn_risk").is_empty(), "{out:?}");
+}
+
+/// regression: eviction at `state_ttl` swallowed the churn change due at that instant.
+///
+/// Found by the reference model: with `state_ttl` equal to a churn period,
+/// the eviction swallowed the level change due at the same instant, and a
+/// survey timer due then too.
+#[test]
+fn a_churn_change_at_the_state_ttl_instant_is_emitted_before_eviction() {
+    let day = 86_400_000;
+    let cfg = EngineConfig {
+        state_ttl: 30 * day,
+        ..EngineConfig::default()
+    };
+    let mut e = Engine::new(Arc::new(cfg));
+    let mut out = Vec::new();
+    let tp = Touchpoint::new("a", "c", Channel::Email, TouchType::PageView, W);
+    e.on_touchpoint(&tp, &mut out);
+    out.clear();
+    let other = Touchpoint::new("b", "d", Channel::Web, TouchType::PageView, W + 31 * day);
+    e.on_touchpoint(&other, &mut out);
+    let churn: Vec<_> = out
+        .iter()
+        .filter(|ev| ev.kind == DerivedType::ChurnRisk && &*ev.customer_id == "c")
+        .map(|ev| serde_json::to_value(ev).unwrap())
+        .collect();
+    assert_eq!(churn.len(), 1, "{out:?}");
+    assert_eq!(churn[0]["at"], serde_json::json!(W + 30 * day));
+    assert_eq!(churn[0]["level"], "medium");
+    assert_eq!(churn[0]["reasons"], serde_json::json!(["inactive"]));
+    assert!(e.customer("c").is_none(), "then evicted");
+    assert_eq!(e.stats().evicted, 1);
+}
+
+/// regression: the earliest accepted time fell out of the churn facts and the changelog.
+#[test]
+fn the_earliest_event_time_is_kept_in_churn_facts_and_the_changelog() {
+    // An order at -2^43 ms (the earliest time accepted) was dropped from
+    // the churn facts, and a customer touched then could not be read back
+    // from the changelog.
+    let min = touchstream::validate::MAX_ABS_TIMESTAMP;
+    let day = 24 * HOUR_MS;
+    let mut e = Engine::new(Arc::new(EngineConfig::default()));
+    let mut out = Vec::new();
+    for (i, t) in [-min, -min + 7 * day].into_iter().enumerate() {
+        let tp = Touchpoint::new(
+            format!("o{i}"),
+            "c",
+            Channel::Web,
+            TouchType::OrderPlaced,
+            t,
+        );
+        e.on_touchpoint(&tp, &mut out);
+    }
+    let row = e
+        .snapshot()
+        .into_iter()
+        .find(|r| r.customer_id == "c")
+        .expect("in state");
+    assert_eq!(row.first_order_at, Some(-min));
+    assert_eq!(row.orders, 2);
+    let c = e.customer("c").expect("in state");
+    let json = serde_json::to_string(c).unwrap();
+    let back: touchstream::engine::state::Customer = serde_json::from_str(&json).unwrap();
+    assert_eq!(back.lists, c.lists);
+    assert_eq!(back.full_churn().first_order, -min);
 }
