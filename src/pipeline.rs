@@ -129,7 +129,7 @@ fn advance_existing(engine: &mut Engine, to: EventTime, out: &mut Vec<DerivedEve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::EngineConfig;
+    use crate::engine::EngineConfig;
     use crate::model::{Channel, DerivedType, TouchType};
     use crate::validate::RejectReason;
     use std::sync::Arc;

@@ -1,6 +1,6 @@
 //! The layers import only downward (README, "Layout"): model → time →
-//! validate and codec → engine and signals → cli and kafka. This reads the
-//! sources and fails on a `crate::` path that runs back up.
+//! validate and codec → engine and signals → pipeline → cli and kafka.
+//! This reads the sources and fails on a `crate::` path that runs back up.
 
 use std::path::{Path, PathBuf};
 
@@ -81,24 +81,29 @@ const EDGES: [&str; 7] = [
 
 #[test]
 fn model_and_its_math_import_nothing_above_them() {
-    let mut above = vec!["time", "engine", "signals", "validate"];
+    let mut above = vec!["time", "engine", "signals", "validate", "pipeline"];
     above.extend(EDGES);
     check(&["model.rs", "bgnbd.rs", "clv.rs"], &above, &[]);
 }
 
 #[test]
 fn time_imports_only_the_model() {
-    let mut above = vec!["engine", "signals", "validate"];
+    let mut above = vec!["engine", "signals", "validate", "pipeline"];
     above.extend(EDGES);
     check(&["time"], &above, &[]);
 }
 
 #[test]
 fn engine_and_signals_import_no_edge_and_signals_not_the_engine() {
-    let mut above = vec!["validate"];
+    let mut above = vec!["validate", "pipeline"];
     above.extend(EDGES);
     check(&["engine", "signals"], &above, &[]);
     check(&["signals"], &["engine"], &[]);
+}
+
+#[test]
+fn the_pipeline_sits_below_every_edge() {
+    check(&["pipeline.rs"], &EDGES, &[]);
 }
 
 #[test]

@@ -371,3 +371,56 @@ fn sorted_lines(files: &[&Path]) -> Vec<Value> {
     all.sort_by_key(|(t, i, n, _)| (*t, *i, *n));
     all.into_iter().map(|(.., v)| v).collect()
 }
+
+/// The service's idle advance, played back: the library's `Replay` takes
+/// the same input events as a Kafka task (`pipeline::InputEvent`), so a
+/// tick of the wall clock while every input is idle abandons a cart in
+/// replay exactly as it does in the service (SPEC 3), and an idle advance
+/// never starts a watermark.
+#[test]
+fn replay_plays_back_the_services_idle_tick() {
+    use std::sync::Arc;
+    use touchstream::cli::replay::{Replay, WallClock};
+    use touchstream::config::EngineConfig;
+    use touchstream::pipeline::InputEvent;
+
+    let cfg = Arc::new(EngineConfig::default());
+    let (ooo, timeout) = (cfg.max_out_of_orderness, cfg.cart_timeout);
+    let (mut out, mut err) = (Vec::new(), Vec::new());
+    let mut r = Replay::new(
+        cfg,
+        WallClock::Fixed(T0 + DAY),
+        3_600_000,
+        &mut out,
+        &mut err,
+    );
+    // No watermark yet: a tick moves nothing.
+    r.event("tick", InputEvent::Tick { now: T0 + DAY }).unwrap();
+    let add = with(
+        tp("a1", "c1", "web", "add_to_cart", T0),
+        "cart_id",
+        json!("k1"),
+    );
+    let raw = touchstream::codec::json::decode(add.to_string().as_bytes());
+    r.record("line 1", raw).unwrap();
+    // The wall clock reaches the cart timer: the tick fires it.
+    r.event(
+        "tick",
+        InputEvent::Tick {
+            now: T0 + timeout + ooo,
+        },
+    )
+    .unwrap();
+    let (summary, engine) = r.finish().unwrap();
+    assert_eq!(summary.accepted, 1);
+    assert_eq!(engine.watermark(), Some(T0 + timeout));
+    let events: Vec<Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let abandoned = of_type(&events, "cart_abandoned");
+    assert_eq!(abandoned.len(), 1, "{events:?}");
+    assert_eq!(abandoned[0]["at"], json!(T0 + timeout));
+    assert_eq!(abandoned[0]["cart_id"], json!("k1"));
+}
