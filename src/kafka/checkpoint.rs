@@ -66,10 +66,7 @@ impl Worker {
 
     /// Makes everything so far durable before returning (revoke, shutdown;
     /// every checkpoint under `exactly_once`); see the module docs.
-    pub(super) fn checkpoint(
-        &mut self,
-        consumer: &BaseConsumer<ConsumerCtx>,
-    ) -> Result<(), ServiceError> {
+    pub(super) fn checkpoint(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), ServiceError> {
         if self.eos {
             return self.checkpoint_transaction(consumer);
         }
@@ -79,10 +76,7 @@ impl Worker {
     }
 
     /// Waits until the checkpoint in flight, if any, is complete.
-    fn settle_checkpoint(
-        &mut self,
-        consumer: &BaseConsumer<ConsumerCtx>,
-    ) -> Result<(), ServiceError> {
+    fn settle_checkpoint(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), ServiceError> {
         while let Some(p) = self.pending.as_mut() {
             if let Some(w) = p.writer.take() {
                 match w.join() {
@@ -151,7 +145,7 @@ impl Worker {
     /// first its markers, then (those acknowledged) the group offsets.
     pub(super) fn advance_checkpoint(
         &mut self,
-        consumer: &BaseConsumer<ConsumerCtx>,
+        consumer: &BaseConsumer<Ctx>,
         mode: CommitMode,
     ) -> Result<(), ServiceError> {
         let Some(p) = self.pending.as_ref() else {
@@ -190,10 +184,7 @@ impl Worker {
 
     /// An `exactly_once` checkpoint: the changed customers, the markers and
     /// the input offsets commit in one transaction.
-    fn checkpoint_transaction(
-        &mut self,
-        consumer: &BaseConsumer<ConsumerCtx>,
-    ) -> Result<(), ServiceError> {
+    fn checkpoint_transaction(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), ServiceError> {
         let started = Instant::now();
         let (batches, markers, offsets) = self.collect_changes()?;
         if !batches.is_empty() || !markers.is_empty() {
@@ -382,7 +373,7 @@ impl TaskChanges {
 /// changelog writer's thread for `at_least_once`, inside the transaction
 /// for `exactly_once`).
 fn write_batches(
-    producer: &ThreadedProducer<ProducerCtx>,
+    producer: &ThreadedProducer<Ctx>,
     metrics: &Metrics,
     cl_topic: &str,
     epoch: u64,
@@ -433,7 +424,7 @@ fn write_batches(
 
 /// Sends a record counted under `epoch` until it is acknowledged.
 fn send_with(
-    producer: &ThreadedProducer<ProducerCtx>,
+    producer: &ThreadedProducer<Ctx>,
     epoch: u64,
     r: BaseRecord<'_, [u8], [u8]>,
 ) -> Result<(), ServiceError> {
@@ -443,7 +434,7 @@ fn send_with(
 /// Sends a record counted under `epoch`, and a routed one under its
 /// router epoch too, until it is acknowledged.
 pub(super) fn send_counted(
-    producer: &ThreadedProducer<ProducerCtx>,
+    producer: &ThreadedProducer<Ctx>,
     epoch: u64,
     routed: Option<u64>,
     r: BaseRecord<'_, [u8], [u8]>,
@@ -484,7 +475,7 @@ pub(super) fn send_counted(
 /// Names the real cause of a producer failure: a fatal producer error
 /// (e.g. fenced by a newer instance with the same transactional id)
 /// surfaces as a generic error on the call that hit it.
-fn classify(producer: &ThreadedProducer<ProducerCtx>, op: &str, e: KafkaError) -> ServiceError {
+fn classify(producer: &ThreadedProducer<Ctx>, op: &str, e: KafkaError) -> ServiceError {
     if let Some((code, reason)) = producer.client().fatal_error() {
         let fenced = matches!(
             code,

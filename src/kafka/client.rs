@@ -5,31 +5,83 @@
 #[allow(unused_imports)]
 use super::*;
 
-/// Producer callbacks: delivery failures are fatal (the next checkpoint
-/// would otherwise commit offsets past a lost record).
-pub(super) struct ProducerCtx {
+/// The one context of every Kafka client touchstream makes (producer,
+/// group consumer, admin, metadata, restore and router consumers): it
+/// forwards librdkafka's log lines, counts the client's errors, and per
+/// role counts the producer's deliveries or takes the group's rebalances
+/// (see `rebalance`).
+pub(super) struct Ctx {
     pub(super) metrics: Arc<Metrics>,
+    /// What the client is, in its log lines.
+    client: &'static str,
+    /// The first delivery failure: fatal (the next checkpoint would
+    /// otherwise commit offsets past a lost record).
     pub(super) failure: Mutex<Option<String>>,
     /// Records sent and not acknowledged yet, per checkpoint epoch (a
     /// ring: at most two epochs are in flight, see `checkpoint`).
-    pub(super) outstanding: [std::sync::atomic::AtomicU64; 4],
+    outstanding: [std::sync::atomic::AtomicU64; 4],
     /// Routed records not acknowledged yet, per router epoch (a ring of
     /// [`ROUTED_EPOCHS`]; see `announce`).
-    pub(super) routed: [std::sync::atomic::AtomicU64; ROUTED_EPOCHS],
+    routed: [std::sync::atomic::AtomicU64; ROUTED_EPOCHS],
     /// Woken when an epoch's last record is acknowledged.
-    pub(super) wake: Arc<Wake>,
+    wake: Option<Arc<Wake>>,
+    /// The group consumer's tasks, assigned and revoked by its rebalances.
+    pub(super) group: Option<Group>,
 }
 
 /// Router epochs in flight at most.
 pub(super) const ROUTED_EPOCHS: usize = 64;
 
-impl ProducerCtx {
+impl Ctx {
+    fn new(metrics: &Arc<Metrics>, client: &'static str) -> Self {
+        Ctx {
+            metrics: metrics.clone(),
+            client,
+            failure: Mutex::new(None),
+            outstanding: Default::default(),
+            routed: std::array::from_fn(|_| Default::default()),
+            wake: None,
+            group: None,
+        }
+    }
+
+    /// A client that only logs and counts its errors (admin, metadata,
+    /// restore, router progress).
+    pub(super) fn plain(metrics: &Arc<Metrics>) -> Self {
+        Ctx::new(metrics, "client")
+    }
+
+    /// The producer's: deliveries are counted per epoch, `wake` is woken
+    /// when an epoch's last record is acknowledged.
+    pub(super) fn producer(metrics: &Arc<Metrics>, wake: Arc<Wake>) -> Self {
+        Ctx {
+            wake: Some(wake),
+            ..Ctx::new(metrics, "producer")
+        }
+    }
+
+    /// The group consumer's: its rebalances assign and revoke `group`'s tasks.
+    pub(super) fn group(metrics: &Arc<Metrics>, group: Group) -> Self {
+        Ctx {
+            group: Some(group),
+            ..Ctx::new(metrics, "consumer")
+        }
+    }
+
     pub(super) fn outstanding(&self, epoch: u64) -> &std::sync::atomic::AtomicU64 {
         &self.outstanding[(epoch % 4) as usize]
     }
 
     pub(super) fn routed(&self, epoch: u64) -> &std::sync::atomic::AtomicU64 {
         &self.routed[(epoch % ROUTED_EPOCHS as u64) as usize]
+    }
+
+    fn acknowledged(&self, counter: &std::sync::atomic::AtomicU64) {
+        if counter.fetch_sub(1, Ordering::AcqRel) == 1 {
+            if let Some(w) = &self.wake {
+                w.notify();
+            }
+        }
     }
 }
 
@@ -40,13 +92,25 @@ pub(super) fn opaque(epoch: u64, routed: Option<u64>) -> usize {
     ((epoch & 0xffff_ffff) | (r << 32)) as usize
 }
 
-impl ClientContext for ProducerCtx {
+impl ClientContext for Ctx {
+    fn stats(&self, stats: Statistics) {
+        if let Some(group) = &self.group {
+            group.stats(&self.metrics, &stats);
+        }
+    }
+
     fn error(&self, error: KafkaError, reason: &str) {
+        // The end of a partition (`enable.partition.eof`, several inputs)
+        // is news for the merge, which reads it from the partition's queue;
+        // librdkafka also reports it here. It is no error.
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
+            return;
+        }
         self.metrics
             .kafka_errors
             .with_label_values(&[kind_of(&error)])
             .inc();
-        warn!(%error, reason, "Kafka producer error.");
+        warn!(%error, reason, client = self.client, "Kafka client error.");
     }
 
     fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
@@ -54,16 +118,14 @@ impl ClientContext for ProducerCtx {
     }
 }
 
-impl ProducerContext for ProducerCtx {
+impl ProducerContext for Ctx {
     type DeliveryOpaque = usize;
     fn delivery(&self, result: &DeliveryResult<'_>, opaque: usize) {
         let epoch = opaque as u64 & 0xffff_ffff;
-        if self.outstanding(epoch).fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.wake.notify();
-        }
+        self.acknowledged(self.outstanding(epoch));
         let routed = opaque as u64 >> 32;
-        if routed > 0 && self.routed(routed - 1).fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.wake.notify();
+        if routed > 0 {
+            self.acknowledged(self.routed(routed - 1));
         }
         if let Err((e, msg)) = result {
             self.metrics
@@ -76,6 +138,39 @@ impl ProducerContext for ProducerCtx {
             }
         }
     }
+}
+
+impl ConsumerContext for Ctx {
+    fn rebalance(
+        &self,
+        consumer: &BaseConsumer<Self>,
+        err: RDKafkaRespErr,
+        tpl: &mut TopicPartitionList,
+    ) {
+        match &self.group {
+            Some(group) => group.rebalance(consumer, err, tpl),
+            // Only the group consumer subscribes; the others assign.
+            None => {
+                let r = match err {
+                    RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => consumer.assign(tpl),
+                    _ => consumer.unassign(),
+                };
+                if let Err(e) = r {
+                    warn!(%e, "Rebalance of a client without a group failed.");
+                }
+            }
+        }
+    }
+}
+
+/// An admin client.
+pub(super) fn admin_client(
+    cfg: &Config,
+    metrics: &Arc<Metrics>,
+) -> Result<AdminClient<Ctx>, ServiceError> {
+    client_config(cfg)
+        .create_with_context(Ctx::plain(metrics))
+        .map_err(kafka("create admin client"))
 }
 
 pub(super) fn client_config(cfg: &Config) -> ClientConfig {
@@ -180,10 +275,11 @@ pub(super) fn group_consumer_config(cfg: &Config, routed: bool) -> ClientConfig 
 /// meant for the group consumer must not reach it.
 pub(super) fn assigning_consumer(
     cfg: &Config,
+    metrics: &Arc<Metrics>,
     group: String,
     settings: &[(&str, &str)],
     what: &str,
-) -> Result<BaseConsumer, ServiceError> {
+) -> Result<BaseConsumer<Ctx>, ServiceError> {
     let mut cc = client_config(cfg);
     cc.set("group.id", group).set("enable.auto.commit", "false");
     for (k, v) in settings {
@@ -191,7 +287,8 @@ pub(super) fn assigning_consumer(
     }
     apply_client(&mut cc, cfg, Role::Consumer);
     cc.remove("group.instance.id");
-    cc.create().map_err(kafka(what))
+    cc.create_with_context(Ctx::plain(metrics))
+        .map_err(kafka(what))
 }
 
 /// With several input topics, refuses group settings that cannot keep a
@@ -311,26 +408,6 @@ pub(super) fn default_instance_id(host: &str, listen: &str, pid: u32) -> String 
     }
 }
 
-/// Startup clients report connection and authentication problems as
-/// warnings (librdkafka retries them itself) and count them.
-pub(super) struct StartupCtx {
-    pub(super) metrics: Arc<Metrics>,
-}
-
-impl ClientContext for StartupCtx {
-    fn error(&self, error: KafkaError, reason: &str) {
-        self.metrics
-            .kafka_errors
-            .with_label_values(&[kind_of(&error)])
-            .inc();
-        warn!(%error, reason, "Kafka client error during startup.");
-    }
-
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        forward_log(level, fac, log_message);
-    }
-}
-
 /// librdkafka's own log lines, at their level, through `tracing`.
 pub(super) fn forward_log(level: RDKafkaLogLevel, fac: &str, log_message: &str) {
     match level {
@@ -344,8 +421,6 @@ pub(super) fn forward_log(level: RDKafkaLogLevel, fac: &str, log_message: &str) 
         _ => tracing::debug!(facility = fac, "librdkafka: {log_message}"),
     }
 }
-
-impl ConsumerContext for StartupCtx {}
 
 #[cfg(test)]
 mod tests {

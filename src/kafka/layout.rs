@@ -77,7 +77,7 @@ pub(super) enum Decision {
 pub(super) fn decide_layout(
     cfg: &Config,
     rt: &tokio::runtime::Handle,
-    meta_client: &BaseConsumer<StartupCtx>,
+    meta_client: &BaseConsumer<Ctx>,
     decoder: &mut InputDecoder,
     counts: &[(String, i32)],
 ) -> Result<Layout, ServiceError> {
@@ -111,10 +111,17 @@ pub(super) fn decide_layout(
             Decision::Rekey(format!("it has {n} partitions and there are {tasks} tasks"))
         } else if existing > 0 {
             Decision::Rekey("it was re-keyed before (its repartition topic exists)".into())
-        } else if group_has_read(cfg, topic, *n)? {
+        } else if group_has_read(cfg, &meta_client.context().metrics, topic, *n)? {
             Decision::Direct("the group has read it directly before")
         } else {
-            sample(cfg, decoder, topic, *n, tasks)?
+            sample(
+                cfg,
+                &meta_client.context().metrics,
+                decoder,
+                topic,
+                *n,
+                tasks,
+            )?
         };
         match &decision {
             Decision::Direct(why) => {
@@ -161,7 +168,7 @@ pub(super) fn decide_layout(
 }
 
 /// A topic's partition count; 0 when it does not exist.
-fn partitions_of(client: &BaseConsumer<StartupCtx>, topic: &str) -> Result<i32, ServiceError> {
+fn partitions_of(client: &BaseConsumer<Ctx>, topic: &str) -> Result<i32, ServiceError> {
     let md = client
         .fetch_metadata(Some(topic), STARTUP_TIMEOUT)
         .map_err(kafka("fetch metadata"))?;
@@ -173,9 +180,15 @@ fn partitions_of(client: &BaseConsumer<StartupCtx>, topic: &str) -> Result<i32, 
 }
 
 /// Whether the group has committed offsets on any partition of `topic`.
-fn group_has_read(cfg: &Config, topic: &str, partitions: i32) -> Result<bool, ServiceError> {
+fn group_has_read(
+    cfg: &Config,
+    metrics: &Arc<Metrics>,
+    topic: &str,
+    partitions: i32,
+) -> Result<bool, ServiceError> {
     let c = assigning_consumer(
         cfg,
+        metrics,
         cfg.kafka.group_id.clone(),
         &[],
         "create offsets client",
@@ -206,6 +219,7 @@ fn group_has_read(cfg: &Config, topic: &str, partitions: i32) -> Result<bool, Se
 /// or validate say nothing (they go to the dead-letter topic either way).
 fn sample(
     cfg: &Config,
+    metrics: &Arc<Metrics>,
     decoder: &mut InputDecoder,
     topic: &str,
     partitions: i32,
@@ -213,6 +227,7 @@ fn sample(
 ) -> Result<Decision, ServiceError> {
     let c = assigning_consumer(
         cfg,
+        metrics,
         format!("{}-sample", cfg.kafka.group_id),
         &[("enable.partition.eof", "true")],
         "create sample consumer",
@@ -306,7 +321,7 @@ fn sample(
 fn create_repartition_topics(
     cfg: &Config,
     rt: &tokio::runtime::Handle,
-    meta_client: &BaseConsumer<StartupCtx>,
+    meta_client: &BaseConsumer<Ctx>,
     names: &[String],
     tasks: i32,
 ) -> Result<(), ServiceError> {
@@ -317,9 +332,7 @@ fn create_repartition_topics(
             names.join(", ")
         )));
     }
-    let admin: AdminClient<DefaultClientContext> = client_config(cfg)
-        .create()
-        .map_err(kafka("create admin client"))?;
+    let admin = admin_client(cfg, &meta_client.context().metrics)?;
     let rf = cfg.kafka.replication_factor;
     let progress = progress_topic(&cfg.kafka.group_id);
     let new: Vec<NewTopic<'_>> = names

@@ -30,6 +30,7 @@ mod client;
 mod dead_letter;
 mod error;
 mod layout;
+mod rebalance;
 pub mod registry;
 mod restore;
 mod router;
@@ -41,8 +42,8 @@ pub use error::ServiceError;
 pub(crate) use layout::repartition_topic;
 #[allow(unused_imports)]
 use {
-    announce::*, checkpoint::*, client::*, dead_letter::*, error::*, layout::*, restore::*,
-    router::*, topics::*, worker::*,
+    announce::*, checkpoint::*, client::*, dead_letter::*, error::*, layout::*, rebalance::*,
+    restore::*, router::*, topics::*, worker::*,
 };
 
 use std::collections::BTreeMap;
@@ -51,7 +52,6 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, ResourceSpecifier, TopicReplication};
-use rdkafka::client::DefaultClientContext;
 use rdkafka::config::{ClientConfig, RDKafkaLogLevel};
 use rdkafka::consumer::{
     base_consumer::PartitionQueue, BaseConsumer, CommitMode, Consumer, ConsumerContext,
@@ -115,7 +115,7 @@ struct Task {
     /// Per input, its own fetch queue (split from the consumer's, so that
     /// the end of a partition is known per input); `None` while that
     /// input's partition is not assigned here (the task then waits).
-    queues: Vec<Option<PartitionQueue<ConsumerCtx>>>,
+    queues: Vec<Option<PartitionQueue<Ctx>>>,
     core: TaskCore,
 }
 
@@ -217,13 +217,13 @@ struct Worker {
     state_prefix: Arc<str>,
     /// The repartition router (SPEC 8).
     router: Router,
-    admin: Arc<AdminClient<DefaultClientContext>>,
+    admin: Arc<AdminClient<Ctx>>,
     rt: tokio::runtime::Handle,
     /// Per repartition partition, the offset its records are deleted up to.
     purged: std::collections::HashMap<(Arc<str>, i32), i64>,
     /// The number of tasks (misrouted records are counted against it).
     task_count: i32,
-    producer: Arc<ThreadedProducer<ProducerCtx>>,
+    producer: Arc<ThreadedProducer<Ctx>>,
     decoder: InputDecoder,
     encoder: OutputEncoder,
     metrics: Arc<Metrics>,
@@ -251,22 +251,11 @@ struct Worker {
     pending: Option<Pending>,
 }
 
-struct ConsumerCtx {
-    worker: Arc<Mutex<Worker>>,
-    metrics: Arc<Metrics>,
-    /// The consumer itself, for splitting partition queues in the
-    /// rebalance callback (set once it is created).
-    consumer: std::sync::OnceLock<std::sync::Weak<BaseConsumer<ConsumerCtx>>>,
-    wake: Arc<Wake>,
-    /// `<group_id>.repartition.`: the repartition topics' names begin so.
-    repartition_prefix: String,
-}
-
 type Started = (
     TopicFacts,
     InputDecoder,
     OutputEncoder,
-    ThreadedProducer<ProducerCtx>,
+    ThreadedProducer<Ctx>,
 );
 
 /// Everything that needs the brokers (and registry) before consuming.
@@ -300,14 +289,8 @@ fn start(
             .unwrap_or_else(|| cfg.kafka.group_id.clone());
         pc.set("transactional.id", format!("{prefix}-{}", instance_id(cfg)));
     }
-    let producer: ThreadedProducer<ProducerCtx> = pc
-        .create_with_context(ProducerCtx {
-            metrics: metrics.clone(),
-            failure: Mutex::new(None),
-            outstanding: Default::default(),
-            routed: std::array::from_fn(|_| Default::default()),
-            wake: wake.clone(),
-        })
+    let producer: ThreadedProducer<Ctx> = pc
+        .create_with_context(Ctx::producer(metrics, wake.clone()))
         .map_err(kafka("create producer"))?;
     if eos {
         producer
@@ -367,9 +350,7 @@ pub fn run(
     };
 
     let layout = topics.layout.clone();
-    let admin: AdminClient<DefaultClientContext> = client_config(&cfg)
-        .create()
-        .map_err(kafka("create admin client"))?;
+    let admin = admin_client(&cfg, &metrics)?;
     let state_prefix: Arc<str> =
         Arc::from(cfg.kafka.input_topics.first().map_or("", String::as_str));
     let router = Router::new(
@@ -419,21 +400,23 @@ pub fn run(
     }));
 
     let cc = group_consumer_config(&cfg, !layout.rekeyed.is_empty());
-    let mut consumer: BaseConsumer<ConsumerCtx> = cc
-        .create_with_context(ConsumerCtx {
-            worker: worker.clone(),
-            metrics: metrics.clone(),
-            consumer: std::sync::OnceLock::new(),
-            wake: wake.clone(),
-            repartition_prefix: repartition_topic(&cfg.kafka.group_id, ""),
-        })
+    let group = Group {
+        worker: worker.clone(),
+        consumer: std::sync::OnceLock::new(),
+        wake: wake.clone(),
+        repartition_prefix: repartition_topic(&cfg.kafka.group_id, ""),
+    };
+    let mut consumer: BaseConsumer<Ctx> = cc
+        .create_with_context(Ctx::group(&metrics, group))
         .map_err(kafka("create consumer"))?;
     {
         let wake = wake.clone();
         consumer.set_nonempty_callback(move || wake.notify());
     }
     let consumer = Arc::new(consumer);
-    let _ = consumer.context().consumer.set(Arc::downgrade(&consumer));
+    if let Some(group) = &consumer.context().group {
+        let _ = group.consumer.set(Arc::downgrade(&consumer));
+    }
     let subscription = layout.subscription();
     let topics: Vec<&str> = subscription.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).map_err(kafka("subscribe"))?;

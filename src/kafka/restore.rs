@@ -23,6 +23,7 @@ impl Worker {
         let cl_partition = partition % self.changelog_partitions.max(1);
         let rc = assigning_consumer(
             &self.cfg,
+            &self.metrics,
             format!("{}-restore", self.cfg.kafka.group_id),
             &[
                 ("enable.partition.eof", "false"),

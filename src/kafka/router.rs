@@ -33,7 +33,7 @@ use super::*;
 pub(super) struct RouteLane {
     pub(super) topic: Arc<str>,
     pub(super) partition: i32,
-    queue: PartitionQueue<ConsumerCtx>,
+    queue: PartitionQueue<Ctx>,
     /// Next offset to route: everything before it is sent.
     next_offset: Option<i64>,
     /// The event time of the last record routed.
@@ -135,7 +135,7 @@ pub(super) struct Router {
     /// How far ahead of the slowest other instance a lane may route.
     drift: i64,
     /// Reads the progress topic (every instance's announcements).
-    progress: Option<BaseConsumer>,
+    progress: Option<BaseConsumer<Ctx>>,
     pub(super) progress_topic: String,
     /// This instance's key prefix in the progress topic.
     pub(super) instance: String,
@@ -160,7 +160,7 @@ impl Router {
         targets: Vec<Rekeyed>,
         out_of_orderness: i64,
         drift: i64,
-        metrics: &Metrics,
+        metrics: &Arc<Metrics>,
         cfg: &Config,
         wake: &Arc<Wake>,
     ) -> Result<Self, ServiceError> {
@@ -170,6 +170,7 @@ impl Router {
         } else {
             let mut c = assigning_consumer(
                 cfg,
+                metrics,
                 format!("{}-progress", cfg.kafka.group_id),
                 &[("isolation.level", "read_uncommitted")],
                 "create progress consumer",
@@ -353,7 +354,7 @@ impl Worker {
         &mut self,
         topic: &str,
         partition: i32,
-        consumer: Option<&Arc<BaseConsumer<ConsumerCtx>>>,
+        consumer: Option<&Arc<BaseConsumer<Ctx>>>,
         wake: &Arc<Wake>,
     ) {
         let Some(mut q) = consumer.and_then(|c| c.split_partition_queue(topic, partition)) else {

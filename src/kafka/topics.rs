@@ -22,11 +22,8 @@ pub(super) fn ensure_topics(
     metrics: &Arc<Metrics>,
     decoder: &mut InputDecoder,
 ) -> Result<TopicFacts, ServiceError> {
-    let ctx = StartupCtx {
-        metrics: metrics.clone(),
-    };
-    let meta_client: BaseConsumer<StartupCtx> = client_config(cfg)
-        .create_with_context(ctx)
+    let meta_client: BaseConsumer<Ctx> = client_config(cfg)
+        .create_with_context(Ctx::plain(metrics))
         .map_err(kafka("create metadata client"))?;
     let mut counts: Vec<(String, i32)> = Vec::new();
     for t in &cfg.kafka.input_topics {
@@ -56,9 +53,7 @@ pub(super) fn ensure_topics(
         .fetch_metadata(Some(&cfg.kafka.changelog_topic), STARTUP_TIMEOUT)
         .map_err(kafka("fetch metadata"))?;
     let cl_partitions = cl.topics().first().map_or(0, |t| t.partitions().len()) as i32;
-    let admin: AdminClient<DefaultClientContext> = client_config(cfg)
-        .create()
-        .map_err(kafka("create admin client"))?;
+    let admin = admin_client(cfg, metrics)?;
     if !cfg.kafka.create_topics {
         if cl_partitions == 0 {
             return Err(ServiceError::Topics(format!(
@@ -105,7 +100,7 @@ pub(super) fn ensure_topics(
 /// Creates topics; one that exists already is fine.
 pub(super) fn create_all(
     rt: &tokio::runtime::Handle,
-    admin: &AdminClient<DefaultClientContext>,
+    admin: &AdminClient<Ctx>,
     new: &[NewTopic<'_>],
 ) -> Result<(), ServiceError> {
     let results = rt
@@ -171,7 +166,7 @@ pub(super) fn co_partitioned(
 pub(super) fn check_topics(
     cfg: &Config,
     rt: &tokio::runtime::Handle,
-    admin: &AdminClient<DefaultClientContext>,
+    admin: &AdminClient<Ctx>,
     layout: Layout,
     changelog_partitions: i32,
 ) -> Result<TopicFacts, ServiceError> {
@@ -225,7 +220,7 @@ pub(super) fn check_topics(
 
 /// Waits (up to 30 s) until every partition of a topic has a leader, so
 /// that a topic created a moment ago can be read at once.
-pub(super) fn wait_for_leaders(client: &BaseConsumer<StartupCtx>, topic: &str, partitions: i32) {
+pub(super) fn wait_for_leaders(client: &BaseConsumer<Ctx>, topic: &str, partitions: i32) {
     let until = Instant::now() + Duration::from_secs(30);
     while Instant::now() < until {
         let ready = client

@@ -1,206 +1,12 @@
-//! The record path of the service: the rebalance callback that restores
-//! and revokes tasks, and per task its inputs' records through decode,
-//! validate, the merge of several inputs, engine, derived events out; idle
-//! inputs, the registry wait and the gauges.
+//! The record path of the service: per task its inputs' records through
+//! decode, the pipeline (validate, engine), the merge of several inputs,
+//! derived events out; idle inputs, the registry wait and the gauges.
 
 #[allow(unused_imports)]
 use super::*;
 
 pub(super) fn lock(w: &Mutex<Worker>) -> MutexGuard<'_, Worker> {
     w.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-impl ClientContext for ConsumerCtx {
-    fn stats(&self, stats: Statistics) {
-        for (topic, t) in &stats.topics {
-            for (p, part) in &t.partitions {
-                if let Some(lag) = partition_lag(part) {
-                    self.metrics
-                        .consumer_lag
-                        .with_label_values(&[topic.as_str(), &p.to_string()])
-                        .set(lag);
-                }
-                if topic.starts_with(&self.repartition_prefix)
-                    && part.partition >= 0
-                    && part.lo_offset >= 0
-                    && part.hi_offset >= part.lo_offset
-                {
-                    self.metrics
-                        .repartition_retained
-                        .with_label_values(&[topic.as_str(), &p.to_string()])
-                        .set(part.hi_offset - part.lo_offset);
-                }
-            }
-        }
-    }
-
-    fn error(&self, error: KafkaError, reason: &str) {
-        // The end of a partition (`enable.partition.eof`, several inputs)
-        // is news for the merge, which reads it from the partition's queue;
-        // librdkafka also reports it here. It is no error.
-        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::PartitionEOF) {
-            return;
-        }
-        self.metrics
-            .kafka_errors
-            .with_label_values(&[kind_of(&error)])
-            .inc();
-        warn!(%error, reason, "Kafka consumer error.");
-    }
-
-    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
-        forward_log(level, fac, log_message);
-    }
-}
-
-/// Records of an assigned partition not consumed yet. librdkafka's own
-/// `consumer_lag` counts from the offset the consumer committed, which with
-/// `exactly_once` it never does (the producer commits offsets inside the
-/// transaction): then the lag counts from the next offset to hand to the
-/// application, up to the last stable offset (read_committed).
-pub(super) fn partition_lag(part: &rdkafka::statistics::Partition) -> Option<i64> {
-    if part.partition < 0 {
-        return None;
-    }
-    if part.consumer_lag >= 0 {
-        return Some(part.consumer_lag);
-    }
-    let end = if part.ls_offset >= 0 {
-        part.ls_offset
-    } else {
-        part.hi_offset
-    };
-    (part.app_offset >= 0 && end >= 0).then(|| (end - part.app_offset).max(0))
-}
-
-impl ConsumerContext for ConsumerCtx {
-    fn rebalance(
-        &self,
-        consumer: &BaseConsumer<Self>,
-        err: RDKafkaRespErr,
-        tpl: &mut TopicPartitionList,
-    ) {
-        let cooperative = matches!(
-            consumer.rebalance_protocol(),
-            RebalanceProtocol::Cooperative
-        );
-        let mut w = lock(&self.worker);
-        match err {
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS => {
-                w.health.ready.store(false, Ordering::Relaxed);
-                let parts: Vec<(String, i32)> = tpl
-                    .elements()
-                    .iter()
-                    .map(|e| (e.topic().to_string(), e.partition()))
-                    .collect();
-                let arc = self.consumer.get().and_then(std::sync::Weak::upgrade);
-                for (topic, partition) in &parts {
-                    if w.router.target(topic).is_some() {
-                        w.route_from(topic, *partition, arc.as_ref(), &self.wake);
-                        continue;
-                    }
-                    let Some(i) = w.inputs.iter().position(|t| **t == **topic) else {
-                        continue;
-                    };
-                    if !w.tasks.contains_key(partition) {
-                        if let Err(e) = w.restore(*partition) {
-                            error!(%e, task = partition, "Task restore failed.");
-                            w.fatal.get_or_insert(e);
-                            continue;
-                        }
-                    }
-                    let repartition = w.router.is_repartition_topic(topic);
-                    let Some(task) = w.tasks.get_mut(partition) else {
-                        continue;
-                    };
-                    let start = match task.core.inputs[i].next_offset {
-                        Some(o) => Some(Offset::Offset(o)),
-                        // A repartition partition no marker covers yet:
-                        // every record in it is still to be processed.
-                        None if repartition => Some(Offset::Beginning),
-                        None => None,
-                    };
-                    if let Some(o) = start {
-                        let _ = tpl.set_partition_offset(topic, *partition, o);
-                    }
-                    // Split before assigning: the partition's records (and
-                    // its end) then come on its own queue only.
-                    match arc
-                        .as_ref()
-                        .and_then(|c| c.split_partition_queue(topic, *partition))
-                    {
-                        Some(mut q) => {
-                            let wake = self.wake.clone();
-                            q.set_nonempty_callback(move || wake.notify());
-                            task.queues[i] = Some(q);
-                        }
-                        None => {
-                            w.fatal.get_or_insert(ServiceError::Topics(format!(
-                                "cannot open the fetch queue of {topic}[{partition}]"
-                            )));
-                        }
-                    }
-                }
-                let r = if cooperative {
-                    consumer.incremental_assign(tpl)
-                } else {
-                    consumer.assign(tpl)
-                };
-                if let Err(e) = r {
-                    w.fatal.get_or_insert(ServiceError::Kafka {
-                        op: "assign".into(),
-                        source: e,
-                    });
-                }
-                let incomplete = w.incomplete_tasks();
-                if !incomplete.is_empty() {
-                    error!(
-                        tasks = ?incomplete,
-                        "Assigned only part of these tasks' input partitions: they wait, and the \
-                         instance is not ready, until the group assigns the rest (every group \
-                         member must subscribe to the same input topics)."
-                    );
-                }
-                w.metrics.assigned_partitions.set(w.assigned_partitions());
-                let ok = w.fatal.is_none() && incomplete.is_empty();
-                w.health.ready.store(ok, Ordering::Relaxed);
-                w.metrics.ready.set(i64::from(ok));
-                w.update_gauges();
-            }
-            RDKafkaRespErr::RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS => {
-                if w.fatal.is_none() && w.phase == Phase::Running {
-                    if let Err(e) = w.checkpoint(consumer) {
-                        error!(%e, "Checkpoint on revoke failed.");
-                        w.fatal.get_or_insert(e);
-                    }
-                }
-                // A scrape sees every revoked partition's series or none.
-                let metrics = w.metrics.clone();
-                let whole = metrics
-                    .partitions
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner());
-                for e in tpl.elements() {
-                    w.revoke(e.topic(), e.partition());
-                }
-                let r = if cooperative {
-                    consumer.incremental_unassign(tpl)
-                } else {
-                    consumer.unassign()
-                };
-                if let Err(e) = r {
-                    warn!(%e, "Unassign failed.");
-                }
-                w.metrics.assigned_partitions.set(w.assigned_partitions());
-                w.set_gauges();
-                drop(whole);
-            }
-            other => {
-                error!(error = ?other, "Rebalance error.");
-                let _ = consumer.unassign();
-            }
-        }
-    }
 }
 
 impl Worker {
@@ -228,58 +34,6 @@ impl Worker {
         self.buf = events;
         self.buf.clear();
         Ok(())
-    }
-
-    /// Input partitions held.
-    pub(super) fn assigned_partitions(&self) -> i64 {
-        self.tasks
-            .values()
-            .map(|t| t.queues.iter().flatten().count() as i64)
-            .sum::<i64>()
-            + self.router.lane_count() as i64
-    }
-
-    /// Tasks of which only some input partitions are assigned here.
-    pub(super) fn incomplete_tasks(&self) -> Vec<i32> {
-        self.tasks
-            .values()
-            .filter(|t| t.queues.iter().any(Option::is_none))
-            .map(|t| t.partition)
-            .collect()
-    }
-
-    /// Drops a revoked input partition; a task none of whose inputs is
-    /// held any more is dropped with its metrics.
-    pub(super) fn revoke(&mut self, topic: &str, partition: i32) {
-        let p = partition.to_string();
-        let labels = [topic, p.as_str()];
-        let _ = self.metrics.watermark.remove_label_values(&labels);
-        let _ = self.metrics.watermark_lag.remove_label_values(&labels);
-        let _ = self.metrics.consumer_lag.remove_label_values(&labels);
-        let _ = self.metrics.input_idle.remove_label_values(&labels);
-        let _ = self
-            .metrics
-            .repartition_retained
-            .remove_label_values(&labels);
-        if self.router.remove(topic, partition) {
-            info!(topic, partition, "Routing of partition revoked.");
-            return;
-        }
-        let Some(task) = self.tasks.get_mut(&partition) else {
-            return;
-        };
-        if let Some(i) = task.core.inputs.iter().position(|inp| &*inp.topic == topic) {
-            task.queues[i] = None;
-            task.core.merge.forget(i);
-        }
-        if task.queues.iter().all(Option::is_none) {
-            self.tasks.remove(&partition);
-            let _ = self
-                .metrics
-                .task_watermark
-                .remove_label_values(&[p.as_str()]);
-            info!(task = partition, "Task revoked.");
-        }
     }
 
     /// A record that came on the consumer's own queue: every assigned
@@ -468,7 +222,7 @@ impl Worker {
     }
 
     /// The next record of an input partition's queue, or its end.
-    pub(super) fn fetch<'q>(&self, q: &'q PartitionQueue<ConsumerCtx>) -> Fetched<'q> {
+    pub(super) fn fetch<'q>(&self, q: &'q PartitionQueue<Ctx>) -> Fetched<'q> {
         loop {
             match q.poll(Duration::ZERO) {
                 None => return Fetched::Nothing,
@@ -669,7 +423,7 @@ impl Worker {
 
     /// [`Worker::update_gauges`] for a caller that holds the metrics'
     /// partition lock (the rebalance callback).
-    fn set_gauges(&self) {
+    pub(super) fn set_gauges(&self) {
         let (mut customers, mut bytes, mut timers) = (0, 0, 0);
         let mut population = crate::engine::kpi::Population::default();
         let now = crate::validate::wall_clock_ms();
