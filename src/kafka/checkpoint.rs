@@ -60,7 +60,7 @@ impl Worker {
         send_with(&self.producer, epoch, r)
     }
 
-    pub(super) fn classify(&self, op: &str, e: KafkaError) -> ServiceError {
+    pub(super) fn classify(&self, op: &'static str, e: KafkaError) -> ServiceError {
         classify(&self.producer, op, e)
     }
 
@@ -475,7 +475,7 @@ pub(super) fn send_counted(
 /// Names the real cause of a producer failure: a fatal producer error
 /// (e.g. fenced by a newer instance with the same transactional id)
 /// surfaces as a generic error on the call that hit it.
-fn classify(producer: &ThreadedProducer<Ctx>, op: &str, e: KafkaError) -> ServiceError {
+fn classify(producer: &ThreadedProducer<Ctx>, op: &'static str, e: KafkaError) -> ServiceError {
     if let Some((code, reason)) = producer.client().fatal_error() {
         let fenced = matches!(
             code,

@@ -278,7 +278,7 @@ pub(super) fn assigning_consumer(
     metrics: &Arc<Metrics>,
     group: String,
     settings: &[(&str, &str)],
-    what: &str,
+    what: &'static str,
 ) -> Result<BaseConsumer<Ctx>, ServiceError> {
     let mut cc = client_config(cfg);
     cc.set("group.id", group).set("enable.auto.commit", "false");

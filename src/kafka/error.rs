@@ -10,8 +10,8 @@ pub enum ServiceError {
     /// A Kafka operation failed.
     #[error("kafka: {op}: {source}")]
     Kafka {
-        /// What was being done.
-        op: String,
+        /// The operation that failed.
+        op: &'static str,
         /// The client error.
         source: KafkaError,
     },
@@ -59,8 +59,7 @@ pub enum ServiceError {
     },
 }
 
-pub(super) fn kafka(op: impl Into<String>) -> impl FnOnce(KafkaError) -> ServiceError {
-    let op = op.into();
+pub(super) fn kafka(op: &'static str) -> impl FnOnce(KafkaError) -> ServiceError {
     move |source| ServiceError::Kafka { op, source }
 }
 
@@ -79,7 +78,7 @@ pub(super) fn kind_of(e: &KafkaError) -> &'static str {
     }
 }
 
-pub(super) fn txn_error(op: &str, e: KafkaError) -> ServiceError {
+pub(super) fn txn_error(op: &'static str, e: KafkaError) -> ServiceError {
     let fenced = matches!(
         e.rdkafka_error_code(),
         Some(RDKafkaErrorCode::Fenced)
@@ -89,9 +88,6 @@ pub(super) fn txn_error(op: &str, e: KafkaError) -> ServiceError {
     if fenced {
         ServiceError::Fenced(format!("{op}: {e}"))
     } else {
-        ServiceError::Kafka {
-            op: op.to_string(),
-            source: e,
-        }
+        ServiceError::Kafka { op, source: e }
     }
 }

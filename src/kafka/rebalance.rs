@@ -120,7 +120,7 @@ impl Group {
                 };
                 if let Err(e) = r {
                     w.fatal.get_or_insert(ServiceError::Kafka {
-                        op: "assign".into(),
+                        op: "assign",
                         source: e,
                     });
                 }

@@ -42,7 +42,7 @@ impl Worker {
                 }
                 Err(e) => {
                     return Err(ServiceError::Kafka {
-                        op: "changelog watermarks".into(),
+                        op: "changelog watermarks",
                         source: e,
                     })
                 }

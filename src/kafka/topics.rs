@@ -34,7 +34,7 @@ pub(super) fn ensure_topics(
                 // authentication failure) is logged by the context.
                 let _ = meta_client.poll(Duration::from_millis(200));
                 return Err(ServiceError::Kafka {
-                    op: "fetch metadata".into(),
+                    op: "fetch metadata",
                     source: e,
                 });
             }
