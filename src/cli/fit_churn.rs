@@ -21,6 +21,7 @@ use super::{parse_time_arg, CliError};
 use crate::bgnbd::{fit, Summary};
 use crate::clv::{self, GammaGammaFit};
 use crate::codec;
+use crate::codec::avro::container::{self, Item};
 use crate::model::{EventTime, TouchType, DAY_MS};
 use crate::validate::{validate, Clock, RawTouchpoint};
 
@@ -111,13 +112,13 @@ fn read_all(input: Box<dyn BufRead>) -> io::Result<(Vec<RawTouchpoint>, u64)> {
     let mut bad = 0u64;
     if head.starts_with(b"Obj\x01") {
         let schema = codec::avro::touchpoint_schema().map_err(io::Error::other)?;
-        codec::container::read(input, &schema, |item| {
+        container::read(input, &schema, |item| {
             match item {
-                codec::container::Item::Record {
+                Item::Record {
                     result: Ok(raw), ..
                 } => out.push(raw),
-                codec::container::Item::Record { .. } => bad += 1,
-                codec::container::Item::Damaged { records, .. } => bad += records.unwrap_or(1),
+                Item::Record { .. } => bad += 1,
+                Item::Damaged { records, .. } => bad += records.unwrap_or(1),
             }
             Ok(())
         })

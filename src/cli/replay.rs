@@ -16,7 +16,7 @@ use std::sync::{mpsc, Arc};
 
 use super::{parse_time_arg, wall_clock_ms, CliError};
 use crate::codec;
-use crate::codec::container::{ContainerError, Item};
+use crate::codec::avro::container::{ContainerError, Item};
 use crate::config::{Config, EngineConfig};
 use crate::engine::Engine;
 use crate::model::{DerivedEvent, Touchpoint};
@@ -223,7 +223,7 @@ impl<'w, O: Write, E: Write> Replay<'w, O, E> {
     }
 
     /// Replays an Avro object container file. A damaged block costs only
-    /// its own records, which are reported (see [`codec::container`]); a
+    /// its own records, which are reported (see [`codec::avro::container`]); a
     /// file that cannot be read at all (no container header, a codec this
     /// build does not read) is an error.
     pub fn avro_file<R: Read>(&mut self, input: R) -> io::Result<()> {
@@ -355,7 +355,7 @@ pub enum InputItem {
         /// The touchpoint, or why it does not decode.
         decoded: Result<RawTouchpoint, Rejection>,
     },
-    /// A damaged Avro container block (see [`codec::container::Item`]).
+    /// A damaged Avro container block (see [`codec::avro::container::Item`]).
     Damaged {
         /// Block number.
         block: u64,
@@ -427,7 +427,7 @@ fn spawn_reader(path: PathBuf, format: Option<Format>) -> mpsc::Receiver<InputIt
 fn read_avro<R: Read>(input: R, mut f: impl FnMut(InputItem) -> io::Result<()>) -> io::Result<()> {
     let schema = codec::avro::touchpoint_schema().map_err(io::Error::other)?;
     let mut n = 0u64;
-    let read = codec::container::read(input, &schema, |item| match item {
+    let read = codec::avro::container::read(input, &schema, |item| match item {
         Item::Record { block, result } => {
             n += 1;
             f(InputItem::Record {

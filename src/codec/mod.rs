@@ -6,5 +6,4 @@
 //! `unknown_schema`; validation happens afterwards, in one place.
 
 pub mod avro;
-pub mod container;
 pub mod json;

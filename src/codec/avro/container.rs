@@ -5,7 +5,7 @@
 //! byte lost the rest of a file, and a block whose record count is too
 //! small hid its other records without a word. Here the framing (header,
 //! then blocks of count, size, data and the 16-byte sync marker) is read
-//! by hand and the datums are decoded by [`super::avro`]:
+//! by hand and the datums are decoded by [`codec::avro`](super):
 //! - a block whose framing is damaged is skipped up to the next sync
 //!   marker (what sync markers are for), and reading goes on after it;
 //! - a record that does not decode is rejected, and the rest of its block,
@@ -21,7 +21,7 @@ use std::io::{self, Read};
 use apache_avro::Schema;
 use thiserror::Error;
 
-use super::avro::{decode_datum_framed, DatumReader};
+use super::{decode_datum_framed, DatumReader};
 use crate::validate::{RawTouchpoint, Rejection};
 
 /// The largest block read, before and after inflating.
