@@ -57,8 +57,8 @@ use rdkafka::consumer::{
     base_consumer::PartitionQueue, BaseConsumer, CommitMode, Consumer, ConsumerContext,
     RebalanceProtocol,
 };
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::message::{Header, Headers, Message, OwnedHeaders, OwnedMessage};
+use rdkafka::error::{KafkaError, KafkaResult, RDKafkaErrorCode};
+use rdkafka::message::{BorrowedMessage, Header, Headers, Message, OwnedHeaders, OwnedMessage};
 use rdkafka::producer::{BaseRecord, DeliveryResult, Producer, ProducerContext, ThreadedProducer};
 use rdkafka::statistics::Statistics;
 use rdkafka::types::RDKafkaRespErr;
@@ -212,6 +212,8 @@ struct Worker {
     /// The topics the tasks read, in `input_topics` order (a re-keyed
     /// input's repartition topic in its place).
     inputs: Vec<Arc<str>>,
+    /// The topics the group consumer subscribes to.
+    subscription: Vec<String>,
     /// The first configured input topic: the prefix of the changelog keys
     /// (whether or not it is re-keyed).
     state_prefix: Arc<str>,
@@ -312,17 +314,68 @@ pub fn run(
     check_task_assignment(&cfg)?;
     let cfg = Arc::new(cfg);
     let engine_cfg = Arc::new(cfg.engine()?);
-    let eos = cfg.kafka.delivery == Delivery::ExactlyOnce;
-    // Brokers, credentials and the registry may be unavailable or wrong for
-    // a while: stay up and not ready, say why, and retry (no crash loop).
-    let mut backoff = Duration::from_secs(1);
     let wake = Arc::new(Wake::default());
-    let (topics, decoder, encoder, producer) = loop {
-        if shutdown.load(Ordering::Relaxed) {
-            return Ok(());
+    let Some(started) = start_until_up(&cfg, &rt, &metrics, &shutdown, &wake)? else {
+        return Ok(());
+    };
+    let rekeyed = !started.0.layout.rekeyed.is_empty();
+    let worker = Worker::new(
+        &cfg, engine_cfg, started, &rt, &metrics, &health, &shutdown, &wake,
+    )?;
+    let worker = Arc::new(Mutex::new(worker));
+    let consumer = join_group(&cfg, &metrics, &worker, &wake, rekeyed)?;
+
+    let mut result = Ok(());
+    let mut last_tick: Option<Instant> = None;
+    while !shutdown.load(Ordering::Relaxed) {
+        // Serves the group's callbacks (rebalances, statistics); records
+        // come from the tasks' own queues.
+        let polled = consumer.poll(Duration::ZERO);
+        let now = Instant::now();
+        let tick = last_tick.is_none_or(|t| now.duration_since(t) >= TICK);
+        if tick {
+            health.beat();
+            last_tick = Some(now);
         }
-        match start(&cfg, &rt, &metrics, eos, &wake) {
-            Ok(parts) => break parts,
+        let busy = polled.is_some();
+        let turn = lock(&worker).turn(&consumer, polled, now, tick);
+        match turn {
+            Ok(0) if !busy => wake.wait(TICK),
+            Ok(_) => {}
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
+        }
+    }
+    let result = lock(&worker).stop(&consumer, result);
+    consumer.unsubscribe();
+    drop(consumer);
+    result
+}
+
+/// Liveness and idle inputs are looked at every TICK, not for every
+/// record: clock reads per record are a visible share of the CPU.
+const TICK: Duration = Duration::from_millis(100);
+
+/// [`start`], retried while brokers, credentials or the registry are
+/// unavailable or wrong: the service stays up and not ready, says why, and
+/// retries (no crash loop). `None`: a stop was requested meanwhile.
+fn start_until_up(
+    cfg: &Config,
+    rt: &tokio::runtime::Handle,
+    metrics: &Arc<Metrics>,
+    shutdown: &AtomicBool,
+    wake: &Arc<Wake>,
+) -> Result<Option<Started>, ServiceError> {
+    let eos = cfg.kafka.delivery == Delivery::ExactlyOnce;
+    let mut backoff = Duration::from_secs(1);
+    loop {
+        if shutdown.load(Ordering::Relaxed) {
+            return Ok(None);
+        }
+        match start(cfg, rt, metrics, eos, wake) {
+            Ok(parts) => return Ok(Some(parts)),
             Err(e @ (ServiceError::Config(_) | ServiceError::Schema(_))) => return Err(e),
             // A client that cannot even be created is misconfigured: retrying cannot help.
             Err(
@@ -347,67 +400,26 @@ pub fn run(
                 backoff = (backoff * 2).min(Duration::from_secs(30));
             }
         }
-    };
+    }
+}
 
-    let layout = topics.layout.clone();
-    let admin = admin_client(&cfg, &metrics)?;
-    let state_prefix: Arc<str> =
-        Arc::from(cfg.kafka.input_topics.first().map_or("", String::as_str));
-    let router = Router::new(
-        layout.rekeyed.clone(),
-        engine_cfg.max_out_of_orderness,
-        cfg.kafka
-            .router_max_drift
-            .map_or(engine_cfg.allowed_lateness / 2, |d| d.0),
-        &metrics,
-        &cfg,
-        &wake,
-    )?;
-    let worker = Arc::new(Mutex::new(Worker {
-        cfg: cfg.clone(),
-        engine_cfg: engine_cfg.clone(),
-        tasks: BTreeMap::new(),
-        inputs: layout.task_inputs.clone(),
-        state_prefix,
-        router,
-        admin: Arc::new(admin),
-        rt: rt.clone(),
-        purged: Default::default(),
-        task_count: layout.tasks,
-        producer: Arc::new(producer),
-        decoder,
-        encoder,
-        metrics: metrics.clone(),
-        health: health.clone(),
-        topics: DerivedType::ALL
-            .iter()
-            .map(|t| output_topic(&cfg, *t))
-            .collect(),
-        eos,
-        in_txn: false,
-        consumed_at: Vec::new(),
-        last_checkpoint: Instant::now(),
-        changelog_partitions: topics.changelog_partitions,
-        dlq_limit: dlq_limit(&cfg, topics.dlq_max_bytes),
-        fatal: None,
-        phase: Phase::Running,
-        buf: Vec::new(),
-        shutdown: shutdown.clone(),
-        registry_waiting: false,
-        ready_before_registry: false,
-        epoch: 0,
-        pending: None,
-    }));
-
-    let cc = group_consumer_config(&cfg, !layout.rekeyed.is_empty());
+/// The group consumer, subscribed: its rebalances assign and revoke the
+/// worker's tasks.
+fn join_group(
+    cfg: &Config,
+    metrics: &Arc<Metrics>,
+    worker: &Arc<Mutex<Worker>>,
+    wake: &Arc<Wake>,
+    rekeyed: bool,
+) -> Result<Arc<BaseConsumer<Ctx>>, ServiceError> {
     let group = Group {
         worker: worker.clone(),
         consumer: std::sync::OnceLock::new(),
         wake: wake.clone(),
         repartition_prefix: repartition_topic(&cfg.kafka.group_id, ""),
     };
-    let mut consumer: BaseConsumer<Ctx> = cc
-        .create_with_context(Ctx::group(&metrics, group))
+    let mut consumer: BaseConsumer<Ctx> = group_consumer_config(cfg, rekeyed)
+        .create_with_context(Ctx::group(metrics, group))
         .map_err(kafka("create consumer"))?;
     {
         let wake = wake.clone();
@@ -417,95 +429,141 @@ pub fn run(
     if let Some(group) = &consumer.context().group {
         let _ = group.consumer.set(Arc::downgrade(&consumer));
     }
-    let subscription = layout.subscription();
+    let (subscription, tasks) = {
+        let w = lock(worker);
+        (w.subscription.clone(), w.task_count)
+    };
     let topics: Vec<&str> = subscription.iter().map(String::as_str).collect();
     consumer.subscribe(&topics).map_err(kafka("subscribe"))?;
-    info!(topics = ?topics, tasks = lock(&worker).task_count, group = cfg.kafka.group_id, delivery = ?cfg.kafka.delivery, "touchstream is running.");
+    info!(topics = ?topics, tasks, group = cfg.kafka.group_id, delivery = ?cfg.kafka.delivery, "touchstream is running.");
+    Ok(consumer)
+}
 
-    let interval = cfg.kafka.commit_interval.as_duration();
-    let mut result = Ok(());
-    // Liveness and idle inputs are looked at every TICK, not for every
-    // record: clock reads per record are a visible share of the CPU.
-    const TICK: Duration = Duration::from_millis(100);
-    let mut last_tick: Option<Instant> = None;
-    while !shutdown.load(Ordering::Relaxed) {
-        // Serves the group's callbacks (rebalances, statistics); records
-        // come from the tasks' own queues.
-        let polled = consumer.poll(Duration::ZERO);
-        let now = Instant::now();
-        let tick = last_tick.is_none_or(|t| now.duration_since(t) >= TICK);
-        if tick {
-            health.beat();
-            last_tick = Some(now);
-        }
-        let mut w = lock(&worker);
-        if let Some(e) = w.fatal.take() {
-            result = Err(e);
-            break;
-        }
-        let busy = polled.is_some();
-        let step = match polled {
-            Some(Ok(msg)) => w.stray(&msg),
-            Some(Err(e)) => {
-                metrics.kafka_errors.with_label_values(&[kind_of(&e)]).inc();
-                warn!(%e, "Consumer error.");
-                Ok(())
-            }
-            None => Ok(()),
-        };
-        let step = step
-            .and_then(|()| {
-                let routed = w.pump_router(now)?;
-                w.announce(now)?;
-                Ok(routed + w.pump(now)?)
-            })
-            .and_then(|n| {
-                if tick {
-                    w.idle_advance()?;
-                }
-                if !w.eos {
-                    w.advance_checkpoint(&consumer, CommitMode::Async)?;
-                }
-                if now.saturating_duration_since(w.last_checkpoint) >= interval {
-                    if w.eos {
-                        w.checkpoint(&consumer)?;
-                    } else if w.pending.is_none() {
-                        w.begin_checkpoint()?;
-                    }
-                }
-                Ok(n)
-            });
-        drop(w);
-        match step {
-            Ok(0) if !busy => wake.wait(TICK),
-            Ok(_) => {}
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
-        }
+impl Worker {
+    /// The worker of a started service, with no task yet.
+    // The handles the service shares with its HTTP edge and clients.
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        cfg: &Arc<Config>,
+        engine_cfg: Arc<EngineConfig>,
+        (topics, decoder, encoder, producer): Started,
+        rt: &tokio::runtime::Handle,
+        metrics: &Arc<Metrics>,
+        health: &Arc<Health>,
+        shutdown: &Arc<AtomicBool>,
+        wake: &Arc<Wake>,
+    ) -> Result<Worker, ServiceError> {
+        let layout = topics.layout.clone();
+        let router = Router::new(
+            layout.rekeyed.clone(),
+            engine_cfg.max_out_of_orderness,
+            cfg.kafka
+                .router_max_drift
+                .map_or(engine_cfg.allowed_lateness / 2, |d| d.0),
+            metrics,
+            cfg,
+            wake,
+        )?;
+        Ok(Worker {
+            cfg: cfg.clone(),
+            engine_cfg,
+            tasks: BTreeMap::new(),
+            inputs: layout.task_inputs.clone(),
+            subscription: layout.subscription(),
+            state_prefix: Arc::from(cfg.kafka.input_topics.first().map_or("", String::as_str)),
+            router,
+            admin: Arc::new(admin_client(cfg, metrics)?),
+            rt: rt.clone(),
+            purged: Default::default(),
+            task_count: layout.tasks,
+            producer: Arc::new(producer),
+            decoder,
+            encoder,
+            metrics: metrics.clone(),
+            health: health.clone(),
+            topics: DerivedType::ALL
+                .iter()
+                .map(|t| output_topic(cfg, *t))
+                .collect(),
+            eos: cfg.kafka.delivery == Delivery::ExactlyOnce,
+            in_txn: false,
+            consumed_at: Vec::new(),
+            last_checkpoint: Instant::now(),
+            changelog_partitions: topics.changelog_partitions,
+            dlq_limit: dlq_limit(cfg, topics.dlq_max_bytes),
+            fatal: None,
+            phase: Phase::Running,
+            buf: Vec::new(),
+            shutdown: shutdown.clone(),
+            registry_waiting: false,
+            ready_before_registry: false,
+            epoch: 0,
+            pending: None,
+        })
     }
-    {
-        let mut w = lock(&worker);
+
+    /// One turn of the run loop: what the group consumer's own poll gave,
+    /// the router, every task's records, idle inputs (on a tick), and the
+    /// checkpoint when it is due. Returns the records taken.
+    fn turn(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        polled: Option<KafkaResult<BorrowedMessage<'_>>>,
+        now: Instant,
+        tick: bool,
+    ) -> Result<usize, ServiceError> {
+        if let Some(e) = self.fatal.take() {
+            return Err(e);
+        }
+        match polled {
+            Some(Ok(msg)) => self.stray(&msg)?,
+            Some(Err(e)) => self.consumer_error(&e),
+            None => {}
+        }
+        let routed = self.pump_router(now)?;
+        self.announce(now)?;
+        let n = routed + self.pump(now)?;
+        if tick {
+            self.idle_advance()?;
+        }
+        if !self.eos {
+            self.advance_checkpoint(consumer, CommitMode::Async)?;
+        }
+        let interval = self.cfg.kafka.commit_interval.as_duration();
+        if now.saturating_duration_since(self.last_checkpoint) >= interval {
+            if self.eos {
+                self.checkpoint(consumer)?;
+            } else if self.pending.is_none() {
+                self.begin_checkpoint()?;
+            }
+        }
+        Ok(n)
+    }
+
+    /// Ends the run: a final checkpoint after a clean stop; after a
+    /// failure, the open transaction aborted and the instance marked
+    /// failed. The tasks are dropped (their queues hold the consumer).
+    fn stop(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        mut result: Result<(), ServiceError>,
+    ) -> Result<(), ServiceError> {
         if result.is_ok() {
             info!("Shutting down: final checkpoint.");
-            result = w.checkpoint(&consumer);
+            result = self.checkpoint(consumer);
         }
         if result.is_err() {
-            health.failed.store(true, Ordering::Relaxed);
-            if w.eos && w.in_txn {
-                let _ = w.producer.abort_transaction(Duration::from_secs(5));
-                w.in_txn = false;
+            self.health.failed.store(true, Ordering::Relaxed);
+            if self.eos && self.in_txn {
+                let _ = self.producer.abort_transaction(Duration::from_secs(5));
+                self.in_txn = false;
             }
         }
         // The revoke that closing the consumer triggers must not checkpoint.
-        w.phase = Phase::Stopping;
-        // The tasks' queues hold the consumer: drop them first.
-        w.tasks.clear();
-        w.router.clear();
-        health.ready.store(false, Ordering::Relaxed);
+        self.phase = Phase::Stopping;
+        self.tasks.clear();
+        self.router.clear();
+        self.health.ready.store(false, Ordering::Relaxed);
+        result
     }
-    consumer.unsubscribe();
-    drop(consumer);
-    result
 }
