@@ -253,24 +253,10 @@ struct Worker {
     pending: Option<Pending>,
 }
 
-type Started = (
-    TopicFacts,
-    InputDecoder,
-    OutputEncoder,
-    ThreadedProducer<Ctx>,
-);
-
-/// Everything that needs the brokers (and registry) before consuming.
-fn start(
-    cfg: &Config,
-    rt: &tokio::runtime::Handle,
-    metrics: &Arc<Metrics>,
-    eos: bool,
-    wake: &Arc<Wake>,
-) -> Result<Started, ServiceError> {
-    let mut decoder = InputDecoder::new(cfg)?;
-    let topics = ensure_topics(cfg, rt, metrics, &mut decoder)?;
-    let encoder = OutputEncoder::new(cfg)?;
+/// The producer's settings: touchstream's defaults, then `[kafka.client]`
+/// and `[kafka.producer]`; under `exactly_once`, the instance's
+/// transactional id.
+fn producer_config(cfg: &Config, eos: bool) -> ClientConfig {
     let mut pc = client_config(cfg);
     pc.set("enable.idempotence", "true")
         .set("message.max.bytes", DEFAULT_MESSAGE_MAX_BYTES.to_string())
@@ -291,7 +277,40 @@ fn start(
             .unwrap_or_else(|| cfg.kafka.group_id.clone());
         pc.set("transactional.id", format!("{prefix}-{}", instance_id(cfg)));
     }
-    let producer: ThreadedProducer<Ctx> = pc
+    pc
+}
+
+/// The group consumer's and the producer's settings exactly as [`run`]
+/// makes them under `at_least_once` (defaults, then the configuration's
+/// `[kafka.client]`, `[kafka.consumer]` and `[kafka.producer]`): the
+/// client settings of the bare pass-through `scripts/bench-service`
+/// measures the service against (`examples/passthrough.rs`).
+pub fn baseline_client_configs(cfg: &Config) -> (ClientConfig, ClientConfig) {
+    (
+        group_consumer_config(cfg, false),
+        producer_config(cfg, false),
+    )
+}
+
+type Started = (
+    TopicFacts,
+    InputDecoder,
+    OutputEncoder,
+    ThreadedProducer<Ctx>,
+);
+
+/// Everything that needs the brokers (and registry) before consuming.
+fn start(
+    cfg: &Config,
+    rt: &tokio::runtime::Handle,
+    metrics: &Arc<Metrics>,
+    eos: bool,
+    wake: &Arc<Wake>,
+) -> Result<Started, ServiceError> {
+    let mut decoder = InputDecoder::new(cfg)?;
+    let topics = ensure_topics(cfg, rt, metrics, &mut decoder)?;
+    let encoder = OutputEncoder::new(cfg)?;
+    let producer: ThreadedProducer<Ctx> = producer_config(cfg, eos)
         .create_with_context(Ctx::producer(metrics, wake.clone()))
         .map_err(kafka("create producer"))?;
     if eos {
@@ -565,5 +584,28 @@ impl Worker {
         self.router.clear();
         self.health.ready.store(false, Ordering::Relaxed);
         result
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pass_through_baseline_gets_the_services_own_client_settings() {
+        let text = "[kafka.producer]\n\"linger.ms\" = \"20\"\n[kafka.consumer]\n\"fetch.max.bytes\" = \"1000000\"\n";
+        let cfg = Config::from_parts("t", text, &[]).unwrap();
+        let (consumer, producer) = baseline_client_configs(&cfg);
+        assert_eq!(producer.get("linger.ms"), Some("20"));
+        assert_eq!(producer.get("acks"), Some("all"));
+        assert_eq!(producer.get("enable.idempotence"), Some("true"));
+        assert_eq!(producer.get("transactional.id"), None);
+        assert_eq!(consumer.get("fetch.max.bytes"), Some("1000000"));
+        assert_eq!(consumer.get("isolation.level"), Some("read_committed"));
+        assert_eq!(consumer.get("enable.auto.offset.store"), Some("false"));
+        // The service's exactly_once producer is the same plus a transactional id.
+        let eos = producer_config(&cfg, true);
+        assert!(eos.get("transactional.id").is_some());
+        assert_eq!(eos.get("linger.ms"), Some("20"));
     }
 }
