@@ -23,7 +23,7 @@ pub const PARTITION: &str = "partition";
 pub const KIND: &str = "kind";
 
 /// Every value of the `kind` label of `touchstream_kafka_errors_total`.
-pub const KAFKA_ERROR_KINDS: [&str; 8] = [
+pub const KAFKA_ERROR_KINDS: [&str; 9] = [
     "transport",
     "authentication",
     "authorization",
@@ -31,6 +31,7 @@ pub const KAFKA_ERROR_KINDS: [&str; 8] = [
     "timeout",
     "delivery",
     "schema_registry",
+    "transaction_aborted",
     "other",
 ];
 

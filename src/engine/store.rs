@@ -113,6 +113,16 @@ impl Store {
         Some(c)
     }
 
+    /// Up to about `max` customers at evenly spaced slots (every one when
+    /// the store has no more slots than that).
+    pub fn spread(&self, max: usize) -> impl Iterator<Item = &Customer> {
+        let slots = self.len as usize;
+        let stride = slots.div_ceil(max.max(1)).max(1);
+        (0..slots)
+            .step_by(stride)
+            .filter_map(|s| at(&self.chunks, s as u32))
+    }
+
     /// Every live customer, in slot order.
     pub fn iter(&self) -> impl Iterator<Item = &Customer> {
         self.chunks.iter().flat_map(|c| c.iter().flatten())
@@ -122,6 +132,26 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spread_reads_every_customer_of_a_small_store_and_about_max_of_a_large_one() {
+        let mut s = Store::default();
+        for i in 0..100 {
+            s.insert(Customer::new(&format!("c{i}"), 0));
+        }
+        s.remove(5);
+        assert_eq!(s.spread(1024).count(), 99);
+        for i in 100..10_000 {
+            s.insert(Customer::new(&format!("c{i}"), 0));
+        }
+        let n = s.spread(1024).count();
+        assert!((900..=1024).contains(&n), "{n} sampled");
+        let ids: std::collections::HashSet<_> = s.spread(1024).map(Customer::id).collect();
+        assert!(
+            ids.contains("c0") && ids.iter().any(|id| id.len() == 5),
+            "spread over the store"
+        );
+    }
 
     #[test]
     fn insert_find_remove_reuse() {

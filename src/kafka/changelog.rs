@@ -102,19 +102,44 @@ fn decode_error(offset: i64) -> impl Fn(serde_json::Error) -> ChangelogError {
 /// Reads a value's format and refuses one this build does not read.
 fn format_of(v: &[u8], offset: i64) -> Result<u32, ChangelogError> {
     let probe: Probe = serde_json::from_slice(v).map_err(decode_error(offset))?;
-    if !(OLDEST_FORMAT..=STATE_FORMAT).contains(&probe.format) {
-        return Err(ChangelogError::Format {
-            offset,
-            found: probe.format,
-        });
-    }
-    Ok(probe.format)
+    check_format(probe.format, offset)
 }
 
-/// Decodes a value after checking its format.
-fn decode<'a, T: Deserialize<'a>>(v: &'a [u8], offset: i64) -> Result<T, ChangelogError> {
-    format_of(v, offset)?;
-    serde_json::from_slice(v).map_err(decode_error(offset))
+/// Refuses a format this build does not read.
+fn check_format(format: u32, offset: i64) -> Result<u32, ChangelogError> {
+    if (OLDEST_FORMAT..=STATE_FORMAT).contains(&format) {
+        Ok(format)
+    } else {
+        Err(ChangelogError::Format {
+            offset,
+            found: format,
+        })
+    }
+}
+
+/// A customer record as read: one pass over the JSON, the format with
+/// the rest (format 2 and 3 customers have the same layout).
+#[derive(Deserialize)]
+struct StateRecordIn {
+    #[serde(default = "format_v1")]
+    format: u32,
+    gen: u64,
+    state: Option<Customer>,
+}
+
+/// Decodes a customer record in one pass; when it does not decode, a
+/// record of another format is reported as such rather than as bad JSON.
+fn decode_state(v: &[u8], offset: i64) -> Result<StateRecordIn, ChangelogError> {
+    match serde_json::from_slice::<StateRecordIn>(v) {
+        Ok(r) => {
+            check_format(r.format, offset)?;
+            Ok(r)
+        }
+        Err(e) => {
+            format_of(v, offset)?;
+            Err(decode_error(offset)(e))
+        }
+    }
 }
 
 /// Where one input of a task stands at a marker.
@@ -215,8 +240,9 @@ enum Key<'a> {
     Other,
 }
 
-fn parse_key<'a>(topic: &str, key: &'a [u8]) -> Key<'a> {
-    if key == marker_key(topic).as_slice() {
+/// `marker`: the topic's [`marker_key`].
+fn parse_key<'a>(topic: &str, marker: &[u8], key: &'a [u8]) -> Key<'a> {
+    if key == marker {
         return Key::Marker;
     }
     let Some(rest) = key
@@ -268,10 +294,14 @@ type Generation = (u64, Option<Customer>);
 #[derive(Debug)]
 pub struct RestoreBuilder {
     topic: String,
+    marker_key: Vec<u8>,
     marker: Option<Marker>,
     max_gen: u64,
     /// customer → per slot (gen, record) — latest by offset.
     slots: HashMap<Arc<str>, [Option<Generation>; 2]>,
+    /// Customers written since the last marker: the marker settles them
+    /// (see [`RestoreBuilder::settle`]).
+    unsettled: Vec<Arc<str>>,
     records: u64,
 }
 
@@ -280,9 +310,11 @@ impl RestoreBuilder {
     pub fn new(topic: &str) -> Self {
         RestoreBuilder {
             topic: topic.to_string(),
+            marker_key: marker_key(topic),
             marker: None,
             max_gen: 0,
             slots: HashMap::new(),
+            unsettled: Vec::new(),
             records: 0,
         }
     }
@@ -294,34 +326,61 @@ impl RestoreBuilder {
         value: Option<&[u8]>,
         offset: i64,
     ) -> Result<(), ChangelogError> {
-        match parse_key(&self.topic, key) {
+        match parse_key(&self.topic, &self.marker_key, key) {
             Key::Other => {}
             Key::Marker => {
                 self.records += 1;
                 if let Some(v) = value {
                     let m = Marker::decode(&self.topic, v, offset)?;
                     self.max_gen = self.max_gen.max(m.gen);
+                    self.settle(m.gen);
                     self.marker = Some(m);
                 }
             }
             Key::State { customer, slot } => {
                 self.records += 1;
-                let entry = self
-                    .slots
-                    .entry(Arc::from(customer))
-                    .or_insert([None, None]);
-                let i = usize::from(slot - 1);
-                match value {
-                    None => entry[i] = None,
+                let record = match value {
+                    None => None,
                     Some(v) => {
-                        let r: StateRecord = decode(v, offset)?;
+                        let r = decode_state(v, offset)?;
                         self.max_gen = self.max_gen.max(r.gen);
-                        entry[i] = Some((r.gen, r.state));
+                        Some((r.gen, r.state))
                     }
+                };
+                let id = match self.slots.get_key_value(customer) {
+                    Some((id, _)) => id.clone(),
+                    None => {
+                        let id: Arc<str> = Arc::from(customer);
+                        self.slots.insert(id.clone(), [None, None]);
+                        id
+                    }
+                };
+                if let Some(entry) = self.slots.get_mut(&id) {
+                    entry[usize::from(slot - 1)] = record;
                 }
+                self.unsettled.push(id);
             }
         }
         Ok(())
+    }
+
+    /// At the marker of generation `gen`: of a customer written since the
+    /// previous marker whose two slots both hold records of complete
+    /// generations (≤ `gen`, so ≤ the last marker's), the older can never
+    /// be restored; it is dropped now, so that a restore holds about one
+    /// state per customer rather than two (work: the records read).
+    fn settle(&mut self, gen: u64) {
+        for id in std::mem::take(&mut self.unsettled) {
+            let Some(entry) = self.slots.get_mut(&id) else {
+                continue;
+            };
+            // `finish` keeps the first slot of two equal generations.
+            let older = match &*entry {
+                [Some((a, _)), Some((b, _))] if *a <= gen && *b <= gen => usize::from(a >= b),
+                _ => continue,
+            };
+            entry[older] = None;
+        }
     }
 
     /// Resolves to the state of the last complete marker.
@@ -451,6 +510,47 @@ mod tests {
         let r = b.finish();
         assert!(r.customers.is_empty());
         assert!(r.repairs.is_empty());
+    }
+
+    #[test]
+    fn a_marker_leaves_one_state_per_customer_and_spares_unfinished_ones() {
+        let t = "tp";
+        let mut b = RestoreBuilder::new(t);
+        let rec = |gen, c: Option<Customer>| encode_state(&StateRecord { gen, state: c });
+        let marker = |gen| {
+            encode_marker(&Marker {
+                gen,
+                meta: meta(),
+                inputs: vec![pos(t, 7)],
+            })
+        };
+        let held = |b: &RestoreBuilder| -> usize {
+            b.slots.values().flatten().filter(|s| s.is_some()).count()
+        };
+        let push = |b: &mut RestoreBuilder, slot, gen, newest, offset| {
+            let state = Some(cust("c", newest, slot));
+            b.push(&state_key(t, "c", slot), Some(&rec(gen, state)), offset)
+                .unwrap();
+        };
+        push(&mut b, 1, 1, 10, 0);
+        b.push(&marker_key(t), Some(&marker(1)), 1).unwrap();
+        push(&mut b, 2, 2, 20, 2);
+        assert_eq!(held(&b), 2, "generation 2 is not complete yet");
+        b.push(&marker_key(t), Some(&marker(2)), 3).unwrap();
+        assert_eq!(
+            held(&b),
+            1,
+            "generation 1's state can no longer be restored"
+        );
+        // Generation 3 never completes: its record stays beside the last
+        // complete one, which restore takes; the unfinished key is repaired.
+        push(&mut b, 1, 3, 30, 4);
+        assert_eq!(held(&b), 2);
+        let r = b.finish();
+        assert_eq!(r.customers.len(), 1);
+        assert_eq!(r.customers[0].newest, 20);
+        assert_eq!(r.repairs, vec![state_key(t, "c", 1)]);
+        assert_eq!(r.next_gen, 4);
     }
 
     #[test]

@@ -204,13 +204,16 @@ impl Worker {
                 let gm = consumer
                     .group_metadata()
                     .ok_or_else(|| ServiceError::Fenced("no consumer group metadata".into()))?;
-                self.producer
+                if let Err(e) = self
+                    .producer
                     .send_offsets_to_transaction(&offsets, &gm, TIMEOUT)
-                    .map_err(|e| self.classify("send offsets to transaction", e))?;
+                {
+                    return self.roll_back(consumer, "send offsets to transaction", e);
+                }
             }
-            self.producer
-                .commit_transaction(TIMEOUT)
-                .map_err(|e| self.classify("commit transaction", e))?;
+            if let Err(e) = self.producer.commit_transaction(TIMEOUT) {
+                return self.roll_back(consumer, "commit transaction", e);
+            }
             self.in_txn = false;
         }
         let consumed_at = std::mem::take(&mut self.consumed_at);
@@ -219,6 +222,72 @@ impl Worker {
         self.metrics
             .checkpoint_pause
             .observe(started.elapsed().as_secs_f64());
+        Ok(())
+    }
+
+    /// A transaction that failed but can be aborted (typically: the group
+    /// rebalanced while it was open, so its offsets carry an old
+    /// generation): aborted, and every task rolled back to its last
+    /// checkpoint, as Kafka Streams does with a migrated task. Each task is
+    /// restored from the changelog again and its inputs rewound to the
+    /// offsets its marker covers: nothing of the aborted transaction was
+    /// ever visible to read_committed readers, and its records are
+    /// processed again. A fatal error (fenced), or a failure with routed
+    /// inputs (their router lanes are not rewound), stops the instance.
+    fn roll_back(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        op: &'static str,
+        e: KafkaError,
+    ) -> Result<(), ServiceError> {
+        let abortable = matches!(&e, KafkaError::Transaction(t) if t.txn_requires_abort());
+        if !abortable
+            || self.router.lane_count() > 0
+            || self.producer.client().fatal_error().is_some()
+        {
+            return Err(self.classify(op, e));
+        }
+        warn!(%e, op, "Transaction failed; aborting it and rolling every task back to its last checkpoint.");
+        self.producer
+            .abort_transaction(TIMEOUT)
+            .map_err(|e| self.classify("abort transaction", e))?;
+        self.in_txn = false;
+        self.metrics
+            .kafka_errors
+            .with_label_values(&["transaction_aborted"])
+            .inc();
+        // The aborted records' deliveries failed (purged): expected.
+        if let Ok(mut f) = self.producer.context().failure.lock() {
+            f.take();
+        }
+        self.consumed_at.clear();
+        let parts: Vec<i32> = self.tasks.keys().copied().collect();
+        for p in parts {
+            let Some(old) = self.tasks.remove(&p) else {
+                continue;
+            };
+            self.restore(p)?;
+            let Some(task) = self.tasks.get_mut(&p) else {
+                continue;
+            };
+            task.queues = old.queues;
+            for (i, q) in task.queues.iter().enumerate() {
+                if q.is_none() {
+                    continue;
+                }
+                let input = &task.core.inputs[i];
+                let to = match input.next_offset {
+                    Some(o) => Offset::Offset(o),
+                    // No marker: nothing of this task was ever committed.
+                    None if self.cfg.kafka.auto_offset_reset == "latest" => Offset::End,
+                    None => Offset::Beginning,
+                };
+                consumer
+                    .seek(&input.topic, p, to, TIMEOUT)
+                    .map_err(kafka("rewind an input after an aborted transaction"))?;
+            }
+        }
+        self.last_checkpoint = Instant::now();
         Ok(())
     }
 

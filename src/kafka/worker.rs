@@ -437,7 +437,7 @@ impl Worker {
             for i in 0..5 {
                 population.stages[i] += p.stages[i];
             }
-            bytes += core.engine.approx_state_bytes();
+            bytes += core.engine.estimated_state_bytes();
             timers += core.engine.pending_timers();
             let part = t.partition.to_string();
             if let Some(w) = core.engine.watermark() {
