@@ -5,6 +5,7 @@
 //! null fields are left for validation to call `missing_field`. Unknown
 //! fields are ignored, so producers can add fields.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::de::{self, Deserializer, Visitor};
@@ -21,10 +22,11 @@ struct JsonTouchpoint<'a> {
     event_id: Option<String>,
     #[serde(default)]
     customer_id: Option<String>,
-    #[serde(default)]
-    channel: Option<String>,
-    #[serde(default, rename = "type")]
-    kind: Option<String>,
+    /// Borrowed unless escaped: only its parsed name is kept.
+    #[serde(default, borrow)]
+    channel: Option<Cow<'a, str>>,
+    #[serde(default, borrow, rename = "type")]
+    kind: Option<Cow<'a, str>>,
     #[serde(default, deserialize_with = "timestamp")]
     timestamp: Option<EventTime>,
     /// Read as text and parsed here: serde_json refuses a number beyond

@@ -241,6 +241,8 @@ struct Worker {
     fatal: Option<ServiceError>,
     phase: Phase,
     buf: Vec<DerivedEvent>,
+    /// The encoded value of the derived event being sent, reused.
+    value_buf: Vec<u8>,
     /// Set by SIGTERM/SIGINT: checked while waiting on a dependency too.
     shutdown: Arc<AtomicBool>,
     /// The loop waits on the schema registry.
@@ -513,6 +515,7 @@ impl Worker {
             fatal: None,
             phase: Phase::Running,
             buf: Vec::new(),
+            value_buf: Vec::new(),
             shutdown: shutdown.clone(),
             registry_waiting: false,
             ready_before_registry: false,

@@ -377,8 +377,21 @@ impl OutputEncoder {
 
     /// The framed value of an event.
     pub fn encode(&self, ev: &crate::model::DerivedEvent) -> Result<Vec<u8>, SchemaError> {
-        let datum = self.schemas.encode_datum(ev)?;
-        Ok(avro::frame(self.ids[ev.kind as usize], &datum))
+        let mut out = Vec::with_capacity(160);
+        self.encode_into(ev, &mut out)?;
+        Ok(out)
+    }
+
+    /// [`OutputEncoder::encode`] into `out` (cleared first): the service
+    /// reuses one buffer for every derived event.
+    pub fn encode_into(
+        &self,
+        ev: &crate::model::DerivedEvent,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SchemaError> {
+        out.clear();
+        avro::frame_header(self.ids[ev.kind as usize], out);
+        self.schemas.encode_datum_into(ev, out)
     }
 
     /// The schema id used for a type.

@@ -12,17 +12,19 @@ pub(super) fn lock(w: &Mutex<Worker>) -> MutexGuard<'_, Worker> {
 impl Worker {
     pub(super) fn emit(&mut self) -> Result<(), ServiceError> {
         let events = std::mem::take(&mut self.buf);
+        // One value buffer for every event (librdkafka copies it).
+        let mut value = std::mem::take(&mut self.value_buf);
+        let mut id = [0; 36];
         for ev in &events {
-            let value = self.encoder.encode(ev)?;
-            let event_id = ev.event_id.to_string();
-            let headers = OwnedHeaders::new()
+            self.encoder.encode_into(ev, &mut value)?;
+            let headers = OwnedHeaders::new_with_capacity(2)
                 .insert(Header {
                     key: "type",
                     value: Some(ev.kind.as_str()),
                 })
                 .insert(Header {
                     key: "event_id",
-                    value: Some(event_id.as_str()),
+                    value: Some(ev.event_id.hyphenated(&mut id)),
                 });
             let rec: BaseRecord<'_, [u8], [u8]> = BaseRecord::to(&self.topics[ev.kind as usize])
                 .key(ev.customer_id.as_bytes())
@@ -31,6 +33,7 @@ impl Worker {
             self.send(rec)?;
             self.metrics.derived_event(ev.kind);
         }
+        self.value_buf = value;
         self.buf = events;
         self.buf.clear();
         Ok(())

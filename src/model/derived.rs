@@ -171,6 +171,14 @@ impl Serialize for ChannelSet {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct EventId(pub u128);
 
+impl EventId {
+    /// The id as hyphenated lower-case UUID text, written into `buf`
+    /// (no allocation: one per derived event on the service's hot path).
+    pub fn hyphenated<'b>(&self, buf: &'b mut [u8; 36]) -> &'b str {
+        uuid::Uuid::from_u128(self.0).hyphenated().encode_lower(buf)
+    }
+}
+
 impl fmt::Display for EventId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         fmt::Display::fmt(&uuid::Uuid::from_u128(self.0).hyphenated(), f)

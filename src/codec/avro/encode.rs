@@ -286,6 +286,13 @@ fn put_weights(out: &mut Vec<u8>, w: &Weights) {
 /// (`order_attributed` by decoding: apache-avro writes maps in the random
 /// order of a `HashMap`, while SPEC 5 wants re-sent events byte-identical).
 pub(super) fn encode_derived(ev: &DerivedEvent) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    encode_derived_into(ev, &mut out);
+    out
+}
+
+/// [`encode_derived`], appended to `out`.
+pub(super) fn encode_derived_into(ev: &DerivedEvent, out: &mut Vec<u8>) {
     fn double(o: &mut Vec<u8>, v: f64) {
         o.extend_from_slice(&v.to_le_bytes());
     }
@@ -298,10 +305,9 @@ pub(super) fn encode_derived(ev: &DerivedEvent) -> Vec<u8> {
         }
         put_long(o, 0);
     }
-    let mut out = Vec::with_capacity(128);
-    let o = &mut out;
+    let o = out;
     put_str(o, ev.kind.as_str());
-    put_str(o, &ev.event_id.to_string());
+    put_str(o, ev.event_id.hyphenated(&mut [0; 36]));
     put_str(o, &ev.customer_id);
     put_long(o, ev.at);
     match &ev.payload {
@@ -422,7 +428,6 @@ pub(super) fn encode_derived(ev: &DerivedEvent) -> Vec<u8> {
             double(o, *p_alive);
         }
     }
-    out
 }
 
 #[cfg(test)]

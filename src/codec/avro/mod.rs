@@ -31,7 +31,7 @@ pub use encode::{derived_value, touchpoint_value};
 pub use schema::{
     parse_schema, touchpoint_schema, DerivedSchemas, DERIVED_SCHEMAS, TOUCHPOINT_SCHEMA,
 };
-pub use wire::{frame, unframe};
+pub use wire::{frame, frame_header, unframe};
 
 /// Problems with schemas themselves (not with records).
 #[derive(Debug, Error)]

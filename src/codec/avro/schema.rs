@@ -3,7 +3,7 @@
 
 use apache_avro::Schema;
 
-use super::encode::encode_derived;
+use super::encode::{encode_derived, encode_derived_into};
 use super::SchemaError;
 use crate::model::{DerivedEvent, DerivedType};
 
@@ -87,6 +87,16 @@ impl DerivedSchemas {
     /// gives the same bytes (maps are written in key order).
     pub fn encode_datum(&self, ev: &DerivedEvent) -> Result<Vec<u8>, SchemaError> {
         Ok(encode_derived(ev))
+    }
+
+    /// [`DerivedSchemas::encode_datum`], appended to `out`.
+    pub fn encode_datum_into(
+        &self,
+        ev: &DerivedEvent,
+        out: &mut Vec<u8>,
+    ) -> Result<(), SchemaError> {
+        encode_derived_into(ev, out);
+        Ok(())
     }
 }
 

@@ -7,10 +7,16 @@ use crate::validate::Rejection;
 /// Prefixes a datum with the Confluent wire-format header.
 pub fn frame(schema_id: u32, datum: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(5 + datum.len());
-    out.push(0);
-    out.extend_from_slice(&schema_id.to_be_bytes());
+    frame_header(schema_id, &mut out);
     out.extend_from_slice(datum);
     out
+}
+
+/// Appends the Confluent frame's header (magic byte, schema id) to `out`;
+/// the datum follows.
+pub fn frame_header(schema_id: u32, out: &mut Vec<u8>) {
+    out.push(0);
+    out.extend_from_slice(&schema_id.to_be_bytes());
 }
 
 /// Splits a Confluent-framed value into schema id and datum.
