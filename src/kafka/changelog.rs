@@ -124,7 +124,7 @@ struct StateRecordIn {
     #[serde(default = "format_v1")]
     format: u32,
     gen: u64,
-    state: Option<Customer>,
+    state: Option<Box<Customer>>,
 }
 
 /// Decodes a customer record in one pass; when it does not decode, a
@@ -287,7 +287,10 @@ pub struct Restored {
 }
 
 /// A slot's record: its generation and the state (`None`: evicted).
-type Generation = (u64, Option<Customer>);
+/// Boxed: a customer's entry holds two slots, most of them empty once
+/// settled, and an inline `Customer` would make every entry (and the map
+/// while it grows) twice the struct's size.
+type Generation = (u64, Option<Box<Customer>>);
 
 /// Collects changelog records of one topic's partition, then resolves
 /// them to the state of the last complete marker.
@@ -386,10 +389,10 @@ impl RestoreBuilder {
     /// Resolves to the state of the last complete marker.
     pub fn finish(self) -> Restored {
         let committed = self.marker.as_ref().map_or(0, |m| m.gen);
-        let mut customers = Vec::new();
+        let mut customers = Vec::with_capacity(self.slots.len());
         let mut repairs = Vec::new();
         for (id, slots) in self.slots {
-            let mut best: Option<(u64, Option<Customer>)> = None;
+            let mut best: Option<Generation> = None;
             for (i, s) in slots.into_iter().enumerate() {
                 let Some((gen, state)) = s else { continue };
                 if gen > committed || self.marker.is_none() {
@@ -399,7 +402,7 @@ impl RestoreBuilder {
                 }
             }
             if let Some((_, Some(c))) = best {
-                customers.push(c);
+                customers.push(*c);
             }
         }
         repairs.sort();
