@@ -5,12 +5,12 @@
 //! one touchpoint causes come out in that order. Deciding whether a record
 //! is accepted, and firing timers, is the caller's (`mod.rs`, `fire.rs`).
 
-use super::emit::{emit, kpi, mark_dirty, value_at_risk, Who};
+use super::emit::{churn_moved, emit, kpi, mark_dirty, value_at_risk, Who};
 use super::ids::Cause;
 use super::kpi::{Kpi, Population};
 use super::state::Customer;
 use super::{Engine, EngineStats};
-use crate::model::{ChurnLevel, DerivedEvent, EventTime, Payload, TouchType, Touchpoint};
+use crate::model::{DerivedEvent, EventTime, Payload, TouchType, Touchpoint};
 use crate::signals::churn::Churn;
 use crate::signals::config::EngineConfig;
 use crate::time::timers::TimerQueue;
@@ -220,16 +220,13 @@ impl Touch<'_> {
             self.newest.saturating_add(cfg.state_ttl),
         );
         self.c.store_churn(&full, &before);
-        let became_high = matches!(
-            churn,
-            Some(Payload::ChurnRisk {
-                level: ChurnLevel::High,
-                ..
-            })
+        let became_high = churn_moved(
+            self.population,
+            level_before,
+            self.c.churn.level,
+            churn.as_ref(),
         );
         if let Some(p) = churn {
-            self.population
-                .level(Some(level_before), Some(self.c.churn.level));
             self.emit(p);
         }
         if became_high {

@@ -7,10 +7,10 @@
 use std::sync::Arc;
 
 use super::ids::{event_id, Cause};
-use super::kpi::Kpi;
+use super::kpi::{Kpi, Population};
 use super::state::Customer;
 use super::EngineStats;
-use crate::model::{DerivedEvent, EventTime, Payload};
+use crate::model::{ChurnLevel, DerivedEvent, EventTime, Payload};
 use crate::signals::config::EngineConfig;
 
 /// Records a KPI fact when collection is on.
@@ -18,6 +18,27 @@ pub(super) fn kpi(kpis: &mut Option<Vec<Kpi>>, k: impl FnOnce() -> Kpi) {
     if let Some(v) = kpis {
         v.push(k());
     }
+}
+
+/// After a churn re-evaluation (a touchpoint's or a timer's): counts the
+/// level move of an emitted `churn_risk` in the population and tells
+/// whether the risk turned high. The caller emits the event.
+pub(super) fn churn_moved(
+    population: &mut Population,
+    before: ChurnLevel,
+    after: ChurnLevel,
+    churn: Option<&Payload>,
+) -> bool {
+    if churn.is_some() {
+        population.level(Some(before), Some(after));
+    }
+    matches!(
+        churn,
+        Some(Payload::ChurnRisk {
+            level: ChurnLevel::High,
+            ..
+        })
+    )
 }
 
 /// The KPI fact of a customer turning `high` churn risk: its predicted CLV

@@ -5,13 +5,13 @@
 
 use std::sync::Arc;
 
-use super::emit::{emit, kpi, mark_dirty, value_at_risk, Who};
+use super::emit::{churn_moved, emit, kpi, mark_dirty, value_at_risk, Who};
 use super::ids::Cause;
 use super::kpi::{Kpi, Population};
 use super::snapshot::next_slot;
 use super::state::Customer;
 use super::{Engine, EngineStats};
-use crate::model::{ChurnLevel, DerivedEvent, EventTime, JourneyStage, Payload};
+use crate::model::{DerivedEvent, EventTime, JourneyStage, Payload};
 use crate::signals::config::EngineConfig;
 use crate::time::timers::{self, PopAction, TimerKey, TimerKind, TimerQueue};
 
@@ -202,16 +202,13 @@ impl Fired<'_> {
         let mut full = before.clone();
         let churn = full.reevaluate(cfg, self.c.clock, self.timers, self.target.slot, expires);
         self.c.store_churn(&full, &before);
-        let became_high = matches!(
-            churn,
-            Some(Payload::ChurnRisk {
-                level: ChurnLevel::High,
-                ..
-            })
+        let became_high = churn_moved(
+            self.population,
+            level_before,
+            self.c.churn.level,
+            churn.as_ref(),
         );
         if let Some(p) = churn {
-            self.population
-                .level(Some(level_before), Some(self.c.churn.level));
             self.emit(cause, p);
         }
         if became_high {
