@@ -186,11 +186,15 @@ fn group_has_read(
     topic: &str,
     partitions: i32,
 ) -> Result<bool, ServiceError> {
+    // read_uncommitted: the offsets committed so far, without waiting for
+    // a transaction still open (librdkafka retries an unstable read until
+    // the broker times that transaction out, about a minute after a crash
+    // of an instance with another transactional id).
     let c = assigning_consumer(
         cfg,
         metrics,
         cfg.kafka.group_id.clone(),
-        &[],
+        &[("isolation.level", "read_uncommitted")],
         "create offsets client",
     )?;
     let mut tpl = TopicPartitionList::new();

@@ -310,8 +310,10 @@ fn start(
     wake: &Arc<Wake>,
 ) -> Result<Started, ServiceError> {
     let mut decoder = InputDecoder::new(cfg)?;
-    let topics = ensure_topics(cfg, rt, metrics, &mut decoder)?;
-    let encoder = OutputEncoder::new(cfg)?;
+    // First the producer: under exactly_once its `init_transactions` fences
+    // this instance's predecessor and aborts the transaction a crash left
+    // open, whose offsets would otherwise stay unstable (and the group's
+    // offsets unreadable) until the broker times it out.
     let producer: ThreadedProducer<Ctx> = producer_config(cfg, eos)
         .create_with_context(Ctx::producer(metrics, wake.clone()))
         .map_err(kafka("create producer"))?;
@@ -320,6 +322,8 @@ fn start(
             .init_transactions(TIMEOUT)
             .map_err(|e| txn_error("init transactions", e))?;
     }
+    let topics = ensure_topics(cfg, rt, metrics, &mut decoder)?;
+    let encoder = OutputEncoder::new(cfg)?;
     Ok((topics, decoder, encoder, producer))
 }
 
