@@ -36,7 +36,7 @@
 //!   holds it only until `idle_timeout`; and with a single input, an idle
 //!   partition abandons a cart on the wall clock (SPEC 3);
 //! - a changelog of the previous, single-input format (2) is restored and
-//!   migrated: the run goes on as an uninterrupted one and writes format 3;
+//!   migrated: the run goes on as an uninterrupted one and writes format 4;
 //! - an input topic added to a one-topic deployment: the state is kept,
 //!   the new topic is read from its beginning, and both runs together
 //!   equal replay of the two topics.
@@ -61,6 +61,7 @@ use kafka_support::inputs::*;
 use kafka_support::*;
 use serde_json::{json, Value};
 use touchstream::config::Config;
+use touchstream::kafka::changelog::{decode_state, encode_state_json};
 use touchstream::engine::Engine;
 use touchstream::kafka::changelog::{marker_key, Marker};
 use touchstream::model::{Channel, TouchType, Touchpoint};
@@ -2082,14 +2083,20 @@ fn idle_partition_abandons_cart_on_wall_clock() {
 // ---------------------------------------------------------------------------
 // 8. State of the previous changelog format
 
-/// A format-3 changelog value as the previous, single-input build wrote
-/// it (format 2): a state record only says `"format": 2`; a marker
-/// `{format: 3, gen, meta, inputs: [{topic, offset, latest}]}` becomes
-/// `{format: 2, gen, offset, meta}` with the offset of its one input.
+/// A changelog value of this build (format 4) as the previous,
+/// single-input build wrote it (format 2): a state record is the
+/// customer's JSON with `"format": 2`; a marker `{format: 4, gen, meta,
+/// inputs: [{topic, offset, latest}]}` becomes `{format: 2, gen, offset,
+/// meta}` with the offset of its one input.
 fn to_format_2(input: &str, is_marker: bool, value: &[u8]) -> Vec<u8> {
-    let mut v: Value = serde_json::from_slice(value).expect("a changelog value is JSON");
-    assert_eq!(v["format"], json!(3), "written by this build: {v}");
-    let old = if is_marker {
+    if !is_marker {
+        let r = decode_state(value, 0).expect("a state record of this build");
+        assert_eq!(value[..2], [0, 4], "written by this build in binary");
+        return encode_state_json(&r, 2);
+    }
+    let v: Value = serde_json::from_slice(value).expect("a marker is JSON");
+    assert_eq!(v["format"], json!(4), "written by this build: {v}");
+    let old = {
         let inputs = v["inputs"]
             .as_array()
             .unwrap_or_else(|| panic!("a marker without inputs: {v}"));
@@ -2102,9 +2109,6 @@ fn to_format_2(input: &str, is_marker: bool, value: &[u8]) -> Vec<u8> {
             "offset": inputs[0]["offset"],
             "meta": v["meta"],
         })
-    } else {
-        v["format"] = json!(2);
-        v
     };
     old.to_string().into_bytes()
 }
@@ -2126,7 +2130,7 @@ fn restored_customers(log: &str) -> Vec<u64> {
 /// state (customers > 0, resuming after the marker's offset), and the
 /// derived events of both runs together are replay's of the whole input,
 /// each once; the second run's own events are replay's of the second half
-/// given the first. Its checkpoint then writes format-3 markers, and the
+/// given the first. Its checkpoint then writes format-4 markers, and the
 /// migrated changelog restores the uninterrupted engine's state.
 #[test]
 #[ignore = "needs a Kafka broker: scripts/test starts one and runs it"]
@@ -2188,7 +2192,7 @@ fn a_changelog_of_the_previous_format_restores_and_the_run_goes_on_equal() {
     let run1 = out.records.len();
     let run1_ids = out.ids.clone();
 
-    // Its changelog, in format 3 (the marker covers the first half) ...
+    // Its changelog, in format 4 (the marker covers the first half) ...
     let cl = read_partition(&b, &s.changelog, 0, false);
     let mk = marker_key(&s.input);
     let markers = cl
@@ -2203,7 +2207,7 @@ fn a_changelog_of_the_previous_format_restores_and_the_run_goes_on_equal() {
         "run 1's last marker"
     );
     assert!(
-        !old_state.customers.is_empty(),
+        !old_state.saved.is_empty(),
         "run 1 persisted no customer"
     );
 
@@ -2235,7 +2239,7 @@ fn a_changelog_of_the_previous_format_restores_and_the_run_goes_on_equal() {
     eprintln!(
         "changelog of run 1: {} records, {markers} markers, {} customers; copied in format 2",
         cl.len(),
-        old_state.customers.len()
+        old_state.saved.len()
     );
 
     // Run 2: the second half, on the format-2 changelog.
@@ -2248,9 +2252,9 @@ fn a_changelog_of_the_previous_format_restores_and_the_run_goes_on_equal() {
     let restored = restored_customers(&log);
     assert_eq!(
         restored,
-        vec![old_state.customers.len() as u64],
+        vec![old_state.saved.len() as u64],
         "customers= of \"Task restored.\" (run 1 persisted {}):\n{}",
-        old_state.customers.len(),
+        old_state.saved.len(),
         svc.log_tail(20)
     );
     let resume = format!("Some({})", first.len());
@@ -2291,7 +2295,7 @@ fn a_changelog_of_the_previous_format_restores_and_the_run_goes_on_equal() {
         "run 2's events vs replay of the whole minus run 1's"
     );
 
-    // Run 2 checkpointed in the current format: its markers are format 3
+    // Run 2 checkpointed in the current format: its markers are format 4
     // and name the input; the migrated changelog restores the state of an
     // uninterrupted run over the whole input.
     let after = read_partition(&b, &old_changelog, 0, false);
@@ -2304,7 +2308,7 @@ fn a_changelog_of_the_previous_format_restores_and_the_run_goes_on_equal() {
     let last = new_markers
         .last()
         .unwrap_or_else(|| panic!("run 2 wrote no marker"));
-    assert_eq!(last["format"], json!(3), "{last}");
+    assert_eq!(last["format"], json!(4), "{last}");
     assert_eq!(
         last["inputs"][0]["topic"],
         json!(s.input),
@@ -2529,7 +2533,7 @@ fn adding_an_input_topic_keeps_the_state_and_starts_the_new_topic() {
         "run 1's last marker"
     );
     assert!(
-        !after_run1.customers.is_empty(),
+        !after_run1.saved.is_empty(),
         "run 1 persisted no customer"
     );
 
@@ -2544,9 +2548,9 @@ fn adding_an_input_topic_keeps_the_state_and_starts_the_new_topic() {
     let log = svc.log_text();
     assert_eq!(
         restored_customers(&log),
-        vec![after_run1.customers.len() as u64],
+        vec![after_run1.saved.len() as u64],
         "customers= of \"Task restored.\" (run 1 persisted {}):\n{}",
-        after_run1.customers.len(),
+        after_run1.saved.len(),
         svc.log_tail(20)
     );
     let (resume_web, resume_offline) = (
@@ -2607,7 +2611,7 @@ fn adding_an_input_topic_keeps_the_state_and_starts_the_new_topic() {
     eprintln!(
         "run 1: {} events; run 2 restored {} customers and emitted {} events; replay: {}",
         run1_ids.len(),
-        after_run1.customers.len(),
+        after_run1.saved.len(),
         run2_ids.len(),
         expected.events.len()
     );

@@ -17,6 +17,7 @@
 //! `snapshot.rs` (checkpoint changes, restore, snapshot rows).
 
 mod apply;
+pub mod binary;
 mod emit;
 mod fire;
 mod ids;

@@ -109,7 +109,8 @@ impl Engine {
     }
 
     /// Rebuilds an engine from a checkpoint: the partition meta and every
-    /// customer's state. Timers are re-queued from the customers' state.
+    /// customer's state (each id once). Timers are re-queued from the
+    /// customers' state.
     pub fn restore(
         cfg: Arc<EngineConfig>,
         meta: PartitionMeta,
@@ -124,10 +125,9 @@ impl Engine {
             let none_yet = e.timers.take_staged(wm);
             debug_assert!(none_yet.is_empty());
         }
-        let mut all: Vec<Customer> = customers.into_iter().collect();
-        // Slot order does not affect output; sort for a reproducible layout.
-        all.sort_by(|a, b| a.id().cmp(b.id()));
-        for mut c in all {
+        // Inserted as they come (slot order does not affect output), never
+        // collected: restoring holds no second copy.
+        for mut c in customers {
             c.dirty = false;
             e.population.level(None, Some(c.churn.level));
             e.population.stage(None, c.journey.stage);

@@ -18,7 +18,7 @@ use crate::signals::value::ValueState;
 use crate::signals::{Lane, Lanes, Packed};
 
 /// The parts of a customer's state that come and go.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Rare {
     /// `cart_abandoned`, `cart_recovered` (the closed carts live in the
     /// lanes)

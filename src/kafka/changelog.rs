@@ -16,14 +16,21 @@
 //!
 //! Keys: `topic \0 customer_id \0 slot` for state, `\0marker\0 topic` for
 //! the marker, where `topic` is the task's first input topic (so a
-//! deployment that had one input reads its state as it is). Values: JSON,
-//! each with the `format` of the state layout ([`STATE_FORMAT`]; absent
-//! means 1). Format 2 (one input: the marker's `offset`) is read and
-//! migrated; a changelog written in another format is refused with a
-//! clear error instead of being half understood.
+//! deployment that had one input reads its state as it is). Markers are
+//! JSON with the `format` of the state layout ([`STATE_FORMAT`]; absent
+//! means 1). Customer records of format 4 are binary: a zero byte (no JSON
+//! value starts with one), the format, the generation (8 bytes, little
+//! endian), then the customer's compact form
+//! ([`Customer::encode_binary`]), nothing for an evicted customer. Formats
+//! 2 and 3 (JSON customers; format 2 markers name one input's `offset`)
+//! are read and migrated, so a changelog may hold both; one written in
+//! another format is refused with a clear error instead of being half
+//! understood.
+//!
+//! A binary customer is kept as its bytes while the partition is read and
+//! decoded once, if it is the one restored: of the records of a changelog
+//! that is not compacted yet, most are superseded.
 
-use std::collections::HashMap;
-use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -34,7 +41,7 @@ use crate::engine::PartitionMeta;
 /// A changelog record that cannot be understood.
 #[derive(Debug, Error)]
 pub enum ChangelogError {
-    /// The value is not valid JSON of the expected shape.
+    /// The value is not valid JSON or binary state of the expected shape.
     #[error("changelog record at offset {offset} does not decode: {message}")]
     Decode {
         /// Offset in the changelog partition.
@@ -44,7 +51,7 @@ pub enum ChangelogError {
     },
     /// The record was written by a touchstream with another state layout.
     #[error(
-        "changelog record at offset {offset} has state format {found}, this touchstream reads formats {OLDEST_FORMAT} and {STATE_FORMAT}: \
+        "changelog record at offset {offset} has state format {found}, this touchstream reads formats {OLDEST_FORMAT} to {STATE_FORMAT}: \
          run the touchstream version that wrote it, or start this one from scratch \
          (delete the changelog topic and reset the consumer group's offsets)"
     )]
@@ -59,8 +66,14 @@ pub enum ChangelogError {
 /// The layout of the state this build writes. 2: 48-bit dedup hashes,
 /// carts and surveys under `rare`, no engagement channel list. 3: the
 /// marker holds every input's offset and latest event time (`inputs`);
-/// customers as in 2.
-pub const STATE_FORMAT: u32 = 3;
+/// customers as in 2. 4: customers in the binary form (markers as in 3).
+pub const STATE_FORMAT: u32 = 4;
+
+/// The first byte of a binary value (format 4 and later).
+const BINARY: u8 = 0;
+
+/// Bytes before a binary customer: [`BINARY`], the format, the generation.
+const BINARY_HEADER: usize = 10;
 
 /// The oldest format this build reads (and migrates).
 pub const OLDEST_FORMAT: u32 = 2;
@@ -117,8 +130,8 @@ fn check_format(format: u32, offset: i64) -> Result<u32, ChangelogError> {
     }
 }
 
-/// A customer record as read: one pass over the JSON, the format with
-/// the rest (format 2 and 3 customers have the same layout).
+/// A JSON customer record as read (formats 2 and 3 have the same
+/// customer layout): one pass, the format with the rest.
 #[derive(Deserialize)]
 struct StateRecordIn {
     #[serde(default = "format_v1")]
@@ -127,19 +140,83 @@ struct StateRecordIn {
     state: Option<Box<Customer>>,
 }
 
-/// Decodes a customer record in one pass; when it does not decode, a
-/// record of another format is reported as such rather than as bad JSON.
-fn decode_state(v: &[u8], offset: i64) -> Result<StateRecordIn, ChangelogError> {
-    match serde_json::from_slice::<StateRecordIn>(v) {
-        Ok(r) => {
-            check_format(r.format, offset)?;
-            Ok(r)
+/// A customer record as the restore keeps it, in one allocation: the
+/// changelog offset (8 bytes, little endian), then the value in the
+/// binary layout of format 4 (header, then the customer's binary form;
+/// nothing after the header for an evicted customer). A JSON record of an
+/// earlier format is put in this layout as it is read.
+#[derive(Debug, Clone)]
+pub struct SavedState(Box<[u8]>);
+
+impl SavedState {
+    /// Keeps a customer record's value, read at `offset`.
+    fn read(v: &[u8], offset: i64) -> Result<SavedState, ChangelogError> {
+        if v.first() == Some(&BINARY) {
+            check_format(v.get(1).map_or(0, |&f| u32::from(f)), offset)?;
+            if v.len() < BINARY_HEADER {
+                return Err(ChangelogError::Decode {
+                    offset,
+                    message: "a binary record shorter than its header".into(),
+                });
+            }
+            let mut kept = Vec::with_capacity(8 + v.len());
+            kept.extend_from_slice(&offset.to_le_bytes());
+            kept.extend_from_slice(v);
+            return Ok(SavedState(kept.into_boxed_slice()));
         }
-        Err(e) => {
-            format_of(v, offset)?;
-            Err(decode_error(offset)(e))
+        match serde_json::from_slice::<StateRecordIn>(v) {
+            Ok(r) => {
+                check_format(r.format, offset)?;
+                let mut kept = offset.to_le_bytes().to_vec();
+                kept.extend(encode_state(&StateRecord {
+                    gen: r.gen,
+                    state: r.state.map(|c| *c),
+                }));
+                Ok(SavedState(kept.into_boxed_slice()))
+            }
+            Err(e) => {
+                format_of(v, offset)?;
+                Err(decode_error(offset)(e))
+            }
         }
     }
+
+    fn offset(&self) -> i64 {
+        i64::from_le_bytes(self.0[..8].try_into().unwrap_or_default())
+    }
+
+    /// The record's generation.
+    pub fn gen(&self) -> u64 {
+        u64::from_le_bytes(self.0[10..18].try_into().unwrap_or_default())
+    }
+
+    /// The customer's binary form (empty: evicted).
+    fn state(&self) -> &[u8] {
+        &self.0[8 + BINARY_HEADER..]
+    }
+
+    /// The customer (`None`: evicted).
+    pub fn customer(&self) -> Result<Option<Customer>, ChangelogError> {
+        if self.state().is_empty() {
+            return Ok(None);
+        }
+        Customer::decode_binary(self.state())
+            .map(Some)
+            .map_err(|e| ChangelogError::Decode {
+                offset: self.offset(),
+                message: e.to_string(),
+            })
+    }
+}
+
+/// Decodes a customer record whole (tools and tests; the restore keeps
+/// states undecoded until it knows which it restores).
+pub fn decode_state(v: &[u8], offset: i64) -> Result<StateRecord, ChangelogError> {
+    let saved = SavedState::read(v, offset)?;
+    Ok(StateRecord {
+        gen: saved.gen(),
+        state: saved.customer()?,
+    })
 }
 
 /// Where one input of a task stands at a marker.
@@ -266,9 +343,22 @@ pub fn encode_marker(m: &Marker) -> Vec<u8> {
     encode(m)
 }
 
-/// Encodes a state value.
+/// Encodes a state value (binary, format 4).
 pub fn encode_state(r: &StateRecord) -> Vec<u8> {
-    encode(r)
+    let mut v = Vec::with_capacity(256);
+    v.push(BINARY);
+    v.push(STATE_FORMAT as u8);
+    v.extend_from_slice(&r.gen.to_le_bytes());
+    if let Some(c) = &r.state {
+        c.encode_binary(&mut v);
+    }
+    v
+}
+
+/// Encodes a state value as JSON in an earlier `format` (2 or 3: they
+/// have the same customer layout), as the builds of that format wrote it.
+pub fn encode_state_json(r: &StateRecord, format: u32) -> Vec<u8> {
+    serde_json::to_vec(&Versioned { format, inner: r }).unwrap_or_default()
 }
 
 /// What a restore produced.
@@ -276,8 +366,9 @@ pub fn encode_state(r: &StateRecord) -> Vec<u8> {
 pub struct Restored {
     /// The last complete marker, if any.
     pub marker: Option<Marker>,
-    /// Customers as of that marker.
-    pub customers: Vec<Customer>,
+    /// Customers as of that marker, in no particular order, not decoded
+    /// yet (see [`Restored::customers`]).
+    pub saved: Vec<SavedState>,
     /// The generation the next checkpoint must use.
     pub next_gen: u64,
     /// Keys holding records of unfinished generations, to tombstone.
@@ -286,11 +377,17 @@ pub struct Restored {
     pub records: u64,
 }
 
-/// A slot's record: its generation and the state (`None`: evicted).
-/// Boxed: a customer's entry holds two slots, most of them empty once
-/// settled, and an inline `Customer` would make every entry (and the map
-/// while it grows) twice the struct's size.
-type Generation = (u64, Option<Box<Customer>>);
+impl Restored {
+    /// Every restored customer, decoded (tools and tests: the service
+    /// decodes them one by one into its engine).
+    pub fn customers(&self) -> Result<Vec<Customer>, ChangelogError> {
+        let mut out = Vec::with_capacity(self.saved.len());
+        for s in &self.saved {
+            out.extend(s.customer()?);
+        }
+        Ok(out)
+    }
+}
 
 /// Collects changelog records of one topic's partition, then resolves
 /// them to the state of the last complete marker.
@@ -300,11 +397,13 @@ pub struct RestoreBuilder {
     marker_key: Vec<u8>,
     marker: Option<Marker>,
     max_gen: u64,
-    /// customer → per slot (gen, record) — latest by offset.
-    slots: HashMap<Arc<str>, [Option<Generation>; 2]>,
-    /// Customers written since the last marker: the marker settles them
+    /// customer → its entry in `slots`.
+    ids: ahash::HashMap<Box<str>, u32>,
+    /// Per customer, per slot: the latest record by offset.
+    slots: Vec<[Option<SavedState>; 2]>,
+    /// Entries written since the last marker: the marker settles them
     /// (see [`RestoreBuilder::settle`]).
-    unsettled: Vec<Arc<str>>,
+    unsettled: Vec<u32>,
     records: u64,
 }
 
@@ -316,7 +415,8 @@ impl RestoreBuilder {
             marker_key: marker_key(topic),
             marker: None,
             max_gen: 0,
-            slots: HashMap::new(),
+            ids: ahash::HashMap::default(),
+            slots: Vec::new(),
             unsettled: Vec::new(),
             records: 0,
         }
@@ -345,23 +445,24 @@ impl RestoreBuilder {
                 let record = match value {
                     None => None,
                     Some(v) => {
-                        let r = decode_state(v, offset)?;
-                        self.max_gen = self.max_gen.max(r.gen);
-                        Some((r.gen, r.state))
+                        let saved = SavedState::read(v, offset)?;
+                        self.max_gen = self.max_gen.max(saved.gen());
+                        Some(saved)
                     }
                 };
-                let id = match self.slots.get_key_value(customer) {
-                    Some((id, _)) => id.clone(),
+                let i = match self.ids.get(customer) {
+                    Some(&i) => i,
                     None => {
-                        let id: Arc<str> = Arc::from(customer);
-                        self.slots.insert(id.clone(), [None, None]);
-                        id
+                        let i = self.slots.len() as u32;
+                        self.slots.push([None, None]);
+                        self.ids.insert(customer.into(), i);
+                        i
                     }
                 };
-                if let Some(entry) = self.slots.get_mut(&id) {
+                if let Some(entry) = self.slots.get_mut(i as usize) {
                     entry[usize::from(slot - 1)] = record;
                 }
-                self.unsettled.push(id);
+                self.unsettled.push(i);
             }
         }
         Ok(())
@@ -373,13 +474,15 @@ impl RestoreBuilder {
     /// be restored; it is dropped now, so that a restore holds about one
     /// state per customer rather than two (work: the records read).
     fn settle(&mut self, gen: u64) {
-        for id in std::mem::take(&mut self.unsettled) {
-            let Some(entry) = self.slots.get_mut(&id) else {
+        for i in std::mem::take(&mut self.unsettled) {
+            let Some(entry) = self.slots.get_mut(i as usize) else {
                 continue;
             };
             // `finish` keeps the first slot of two equal generations.
             let older = match &*entry {
-                [Some((a, _)), Some((b, _))] if *a <= gen && *b <= gen => usize::from(a >= b),
+                [Some(a), Some(b)] if a.gen() <= gen && b.gen() <= gen => {
+                    usize::from(a.gen() >= b.gen())
+                }
                 _ => continue,
             };
             entry[older] = None;
@@ -387,28 +490,33 @@ impl RestoreBuilder {
     }
 
     /// Resolves to the state of the last complete marker.
-    pub fn finish(self) -> Restored {
+    pub fn finish(mut self) -> Restored {
         let committed = self.marker.as_ref().map_or(0, |m| m.gen);
-        let mut customers = Vec::with_capacity(self.slots.len());
+        let mut customers = Vec::with_capacity(self.ids.len());
         let mut repairs = Vec::new();
-        for (id, slots) in self.slots {
-            let mut best: Option<Generation> = None;
-            for (i, s) in slots.into_iter().enumerate() {
-                let Some((gen, state)) = s else { continue };
-                if gen > committed || self.marker.is_none() {
-                    repairs.push(state_key(&self.topic, &id, (i + 1) as u8));
-                } else if best.as_ref().is_none_or(|(g, _)| gen > *g) {
-                    best = Some((gen, state));
+        for (id, i) in self.ids {
+            let Some(slots) = self.slots.get_mut(i as usize) else {
+                continue;
+            };
+            let mut best: Option<SavedState> = None;
+            for (n, s) in std::mem::take(slots).into_iter().enumerate() {
+                let Some(s) = s else { continue };
+                if s.gen() > committed || self.marker.is_none() {
+                    repairs.push(state_key(&self.topic, &id, (n + 1) as u8));
+                } else if best.as_ref().is_none_or(|b| s.gen() > b.gen()) {
+                    best = Some(s);
                 }
             }
-            if let Some((_, Some(c))) = best {
-                customers.push(*c);
+            match best {
+                Some(s) if !s.state().is_empty() => customers.push(s),
+                _ => {}
             }
         }
+        drop(self.slots);
         repairs.sort();
         Restored {
             marker: self.marker,
-            customers,
+            saved: customers,
             next_gen: self.max_gen + 1,
             repairs,
             records: self.records,
@@ -477,9 +585,9 @@ mod tests {
         )
         .unwrap();
         let r = b.finish();
-        assert_eq!(r.marker.unwrap().offset(t), Some(100));
-        assert_eq!(r.customers.len(), 1);
-        assert_eq!(r.customers[0].newest, 10);
+        assert_eq!(r.marker.as_ref().unwrap().offset(t), Some(100));
+        assert_eq!(r.customers().unwrap().len(), 1);
+        assert_eq!(r.customers().unwrap()[0].newest, 10);
         assert_eq!(r.next_gen, 3);
         assert_eq!(r.repairs, vec![state_key(t, "c", 2)]);
     }
@@ -511,7 +619,7 @@ mod tests {
         b.push(&state_key(t, "d", 1), None, 3).unwrap();
         b.push(&state_key(t, "d", 2), None, 4).unwrap();
         let r = b.finish();
-        assert!(r.customers.is_empty());
+        assert!(r.customers().unwrap().is_empty());
         assert!(r.repairs.is_empty());
     }
 
@@ -528,7 +636,7 @@ mod tests {
             })
         };
         let held = |b: &RestoreBuilder| -> usize {
-            b.slots.values().flatten().filter(|s| s.is_some()).count()
+            b.slots.iter().flatten().filter(|s| s.is_some()).count()
         };
         let push = |b: &mut RestoreBuilder, slot, gen, newest, offset| {
             let state = Some(cust("c", newest, slot));
@@ -550,8 +658,8 @@ mod tests {
         push(&mut b, 1, 3, 30, 4);
         assert_eq!(held(&b), 2);
         let r = b.finish();
-        assert_eq!(r.customers.len(), 1);
-        assert_eq!(r.customers[0].newest, 20);
+        assert_eq!(r.customers().unwrap().len(), 1);
+        assert_eq!(r.customers().unwrap()[0].newest, 20);
         assert_eq!(r.repairs, vec![state_key(t, "c", 1)]);
         assert_eq!(r.next_gen, 4);
     }
@@ -592,8 +700,8 @@ mod tests {
         )
         .unwrap();
         let r = b.finish();
-        assert_eq!(r.customers.len(), 1);
-        assert_eq!(r.customers[0].newest, 20);
+        assert_eq!(r.customers().unwrap().len(), 1);
+        assert_eq!(r.customers().unwrap()[0].newest, 20);
         assert!(r.repairs.is_empty());
     }
 
@@ -643,18 +751,109 @@ mod tests {
             "{msg}"
         );
         assert!(
-            msg.contains("state format 1") && msg.contains("reads formats 2 and 3"),
+            msg.contains("state format 1") && msg.contains("reads formats 2 to 4"),
             "{msg}"
         );
-        let newer = br#"{"format":4,"gen":1,"state":null}"#;
+        let newer = br#"{"format":5,"gen":1,"state":null}"#;
         let e = b.push(&state_key(t, "c", 1), Some(newer), 8).unwrap_err();
-        assert!(matches!(e, ChangelogError::Format { found: 4, .. }), "{e}");
+        assert!(matches!(e, ChangelogError::Format { found: 5, .. }), "{e}");
+        let newer_binary = [BINARY, 5, 1, 0, 0, 0, 0, 0, 0, 0];
+        let e = b
+            .push(&state_key(t, "c", 1), Some(&newer_binary), 9)
+            .unwrap_err();
+        assert!(matches!(e, ChangelogError::Format { found: 5, .. }), "{e}");
         // The current format round-trips.
         let rec = encode_state(&StateRecord {
             gen: 1,
             state: Some(cust("c", 10, 1)),
         });
-        assert!(String::from_utf8_lossy(&rec).starts_with(r#"{"format":3,"#));
-        b.push(&state_key(t, "c", 1), Some(&rec), 9).unwrap();
+        assert_eq!(rec[..2], [BINARY, 4]);
+        b.push(&state_key(t, "c", 1), Some(&rec), 10).unwrap();
+    }
+
+    #[test]
+    fn a_binary_record_that_does_not_decode_is_a_clear_error_when_restored() {
+        let t = "tp";
+        let mut b = RestoreBuilder::new(t);
+        let mut rec = encode_state(&StateRecord {
+            gen: 1,
+            state: Some(cust("c", 10, 1)),
+        });
+        // A lane length naming entries that are not there.
+        let short = [BINARY, 4, 1];
+        let e = b.push(&state_key(t, "c", 1), Some(&short), 0).unwrap_err();
+        assert!(e.to_string().contains("shorter than its header"), "{e}");
+        rec.truncate(rec.len() - 1);
+        b.push(&state_key(t, "c", 1), Some(&rec), 1).unwrap();
+        b.push(
+            &marker_key(t),
+            Some(&encode_marker(&Marker {
+                gen: 1,
+                meta: meta(),
+                inputs: vec![pos(t, 1)],
+            })),
+            2,
+        )
+        .unwrap();
+        let r = b.finish();
+        let e = r.customers().unwrap_err();
+        assert!(
+            matches!(e, ChangelogError::Decode { offset: 1, .. }),
+            "{e}"
+        );
+    }
+
+    /// A changelog that a format-3 build wrote (JSON customers) and this
+    /// build went on writing (binary customers, markers of format 4):
+    /// each customer restores from its latest complete record, whatever
+    /// its form.
+    #[test]
+    fn json_and_binary_records_of_one_changelog_restore_together() {
+        let t = "tp";
+        let mut b = RestoreBuilder::new(t);
+        let json = |gen, c: Customer| {
+            encode_state_json(
+                &StateRecord {
+                    gen,
+                    state: Some(c),
+                },
+                3,
+            )
+        };
+        let marker = |gen, format: u32| {
+            let m = Marker {
+                gen,
+                meta: meta(),
+                inputs: vec![pos(t, 7)],
+            };
+            serde_json::to_vec(&Versioned { format, inner: &m }).unwrap()
+        };
+        b.push(&state_key(t, "a", 1), Some(&json(1, cust("a", 10, 1))), 0)
+            .unwrap();
+        b.push(&state_key(t, "b", 1), Some(&json(1, cust("b", 11, 1))), 1)
+            .unwrap();
+        b.push(&marker_key(t), Some(&marker(1, 3)), 2).unwrap();
+        let bin = |gen, c: Option<Customer>| encode_state(&StateRecord { gen, state: c });
+        b.push(&state_key(t, "a", 2), Some(&bin(2, Some(cust("a", 20, 2)))), 3)
+            .unwrap();
+        b.push(&state_key(t, "c", 1), Some(&bin(2, Some(cust("c", 22, 1)))), 4)
+            .unwrap();
+        b.push(&marker_key(t), Some(&marker(2, 4)), 5).unwrap();
+        // Generation 3 never completes.
+        b.push(&state_key(t, "b", 2), Some(&bin(3, None)), 6).unwrap();
+        let r = b.finish();
+        let mut got: Vec<(String, i64)> = r
+            .customers()
+            .unwrap()
+            .iter()
+            .map(|c| (c.id().to_string(), c.newest))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![("a".into(), 20), ("b".into(), 11), ("c".into(), 22)]
+        );
+        assert_eq!(r.repairs, vec![state_key(t, "b", 2)]);
+        assert_eq!(r.next_gen, 4);
     }
 }

@@ -215,6 +215,31 @@ impl Lanes {
     pub fn touch(&self) -> Option<u8> {
         self.bytes.first().copied()
     }
+
+    /// The lists as they are held: the id's length, the lengths of every
+    /// lane but the last, and the bytes (the id's, then the entries). The
+    /// binary changelog form (state format 4) writes these as they are.
+    pub fn raw(&self) -> (u16, [u8; 6], &[u8]) {
+        (self.id_len, self.lens, &self.bytes)
+    }
+
+    /// Lists from [`Lanes::raw`]'s parts, checked: `None` when the id is
+    /// not whole UTF-8 within the bytes, the entries are not whole, or the
+    /// lane lengths name more entries than there are.
+    pub fn from_raw(id_len: u16, lens: [u8; 6], bytes: &[u8]) -> Option<Lanes> {
+        let id = bytes.get(..usize::from(id_len))?;
+        std::str::from_utf8(id).ok()?;
+        let entries = bytes.len() - id.len();
+        let named: usize = lens.iter().map(|&n| usize::from(n)).sum();
+        if entries % ENTRY != 0 || named > entries / ENTRY {
+            return None;
+        }
+        Some(Lanes {
+            bytes: bytes.iter().copied().collect(),
+            id_len,
+            lens,
+        })
+    }
 }
 
 /// The changelog form keeps the shape of state format 2, where the id and

@@ -98,14 +98,17 @@ pub fn assert_state_equal(restored: &Restored, engine: &Engine, expected_offset:
         "partition meta (watermark, timer seq) restored != uninterrupted"
     );
     assert_eq!(
-        restored.customers.len(),
+        restored.saved.len(),
         engine.customers(),
         "restored {} customers, the uninterrupted engine has {}",
-        restored.customers.len(),
+        restored.saved.len(),
         engine.customers()
     );
     let mut diffs = Vec::new();
-    for c in &restored.customers {
+    let customers = restored
+        .customers()
+        .unwrap_or_else(|e| panic!("a restored customer does not decode: {e}"));
+    for c in &customers {
         match engine.customer(c.id()) {
             None => diffs.push(format!(
                 "{}: restored but not in the uninterrupted engine",
