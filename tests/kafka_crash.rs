@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, HashSet};
 use std::time::Duration;
 
 use kafka_support::*;
-use touchstream::kafka::changelog::{marker_key, Marker, StateRecord};
+use touchstream::kafka::changelog::{decode_state, marker_key, Marker, StateRecord};
 
 /// Kills the service at 20 %, 50 % and 80 % of the expected distinct
 /// outputs while the input is still being produced, restarting each time;
@@ -257,7 +257,7 @@ fn exactly_once_survives_kill_9() {
             let m: Marker = serde_json::from_slice(v).expect("marker");
             gens.push(m.gen);
         } else {
-            let st: StateRecord = serde_json::from_slice(v).expect("state record");
+            let st: StateRecord = decode_state(v, r.offset).expect("state record");
             assert!(
                 keyed.insert((k.clone(), st.gen)),
                 "state key {:?} written twice in generation {}",

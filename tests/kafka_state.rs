@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use kafka_support::*;
 use serde_json::Value;
 use touchstream::engine::next_slot;
-use touchstream::kafka::changelog::{encode_state, marker_key, state_key, Marker, StateRecord};
+use touchstream::kafka::changelog::{decode_state, encode_state, marker_key, state_key, Marker, StateRecord};
 
 /// Restore after compaction: the changelog compacts within seconds; a
 /// partial generation (as a kill -9 mid-checkpoint leaves it) sits after the
@@ -82,7 +82,7 @@ fn restore_after_compaction_is_exact() {
         .rev()
         .filter(|r| r.key.as_deref() != Some(mk.as_slice()))
         .find_map(|r| {
-            let rec: StateRecord = serde_json::from_slice(r.value.as_deref()?).ok()?;
+            let rec: StateRecord = decode_state(r.value.as_deref()?, r.offset).ok()?;
             let c = rec.state.filter(|_| rec.gen == last.gen)?;
             let other = state_key(&s.input, c.id(), next_slot(c.slot));
             cl.iter()
