@@ -224,6 +224,9 @@ pub(super) fn apply_client(c: &mut ClientConfig, cfg: &Config, role: Role) {
     }
 }
 
+/// How long a consumer waits to fetch again when its queue is full.
+pub(super) const FETCH_QUEUE_BACKOFF_MS: &str = "10";
+
 /// The group consumer's settings: touchstream's defaults, then
 /// `[kafka.client]` and `[kafka.consumer]`.
 /// `routed`: some input is re-keyed (the router merges its partitions).
@@ -234,7 +237,12 @@ pub(super) fn group_consumer_config(cfg: &Config, routed: bool) -> ClientConfig 
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", &cfg.kafka.auto_offset_reset)
         .set("isolation.level", "read_committed")
-        .set("statistics.interval.ms", "5000");
+        .set("statistics.interval.ms", "5000")
+        // librdkafka pauses a partition's fetching for this long whenever
+        // its local queue is full (`queued.min.messages`); its default, a
+        // second, let the queue run dry behind a busy task: the service
+        // waited on its own client about half of the time.
+        .set("fetch.queue.backoff.ms", FETCH_QUEUE_BACKOFF_MS);
     let protocol = cfg
         .kafka
         .consumer

@@ -28,10 +28,8 @@ impl Worker {
             &[
                 ("enable.partition.eof", "false"),
                 ("isolation.level", "read_committed"),
-                // Fetch on as soon as the local queue has room: with the
-                // client's default (a second's pause whenever the queue
-                // holds 100,000 records) the restore waited on its own
-                // client half of the time. A shorter queue keeps the
+                // Fetch on as soon as the local queue has room (see
+                // FETCH_QUEUE_BACKOFF_MS); a shorter queue keeps the
                 // restore's peak memory near the state it builds.
                 ("fetch.queue.backoff.ms", "1"),
                 ("queued.min.messages", "20000"),
