@@ -199,6 +199,7 @@ impl Worker {
             batches,
         )?;
         self.send_markers(self.epoch, &markers)?;
+        let written = started.elapsed();
         if self.in_txn {
             if offsets.count() > 0 {
                 let gm = consumer
@@ -211,10 +212,17 @@ impl Worker {
                     return self.roll_back(consumer, "send offsets to transaction", e);
                 }
             }
+            let offsets_sent = started.elapsed();
             if let Err(e) = self.producer.commit_transaction(TIMEOUT) {
                 return self.roll_back(consumer, "commit transaction", e);
             }
             self.in_txn = false;
+            tracing::debug!(
+                written_ms = written.as_secs_f64() * 1e3,
+                offsets_ms = offsets_sent.as_secs_f64() * 1e3,
+                committed_ms = started.elapsed().as_secs_f64() * 1e3,
+                "Transaction committed."
+            );
         }
         let consumed_at = std::mem::take(&mut self.consumed_at);
         self.complete(markers, &consumed_at, started);
