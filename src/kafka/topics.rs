@@ -84,6 +84,7 @@ pub(super) fn ensure_topics(
                 TopicReplication::Fixed(rf),
             )
             .set("cleanup.policy", "compact")
+            .set("segment.bytes", CHANGELOG_SEGMENT_BYTES)
             .set("max.message.bytes", MAX_MESSAGE_BYTES_STR),
         );
     }
@@ -96,6 +97,13 @@ pub(super) fn ensure_topics(
     wait_for_leaders(&meta_client, &cfg.kafka.changelog_topic, n);
     check_topics(cfg, rt, &admin, layout, n)
 }
+
+/// Segments of a changelog touchstream creates: 64 MiB instead of the
+/// broker's 1 GiB. The broker compacts only closed segments, so the open
+/// one is read whole by every restore: at 1 GiB that is millions of
+/// superseded records per partition (in one measured restore, 3.1 records
+/// per customer at 1 GiB, 2.3 at 64 MiB, 4.5 s instead of 6 s).
+const CHANGELOG_SEGMENT_BYTES: &str = "67108864";
 
 /// Creates topics; one that exists already is fine.
 pub(super) fn create_all(
