@@ -61,8 +61,8 @@ use kafka_support::inputs::*;
 use kafka_support::*;
 use serde_json::{json, Value};
 use touchstream::config::Config;
-use touchstream::kafka::changelog::{decode_state, encode_state_json};
 use touchstream::engine::Engine;
+use touchstream::kafka::changelog::{decode_state, encode_state_json};
 use touchstream::kafka::changelog::{marker_key, Marker};
 use touchstream::model::{Channel, TouchType, Touchpoint};
 
@@ -2206,10 +2206,7 @@ fn a_changelog_of_the_previous_format_restores_and_the_run_goes_on_equal() {
         Some(first.len() as i64),
         "run 1's last marker"
     );
-    assert!(
-        !old_state.saved.is_empty(),
-        "run 1 persisted no customer"
-    );
+    assert!(!old_state.saved.is_empty(), "run 1 persisted no customer");
 
     // ... copied into a new changelog in format 2.
     let old_changelog = format!("{}.changelog-format2", s.id);
@@ -2532,10 +2529,7 @@ fn adding_an_input_topic_keeps_the_state_and_starts_the_new_topic() {
         [(web.as_str(), web_first.len() as i64)],
         "run 1's last marker"
     );
-    assert!(
-        !after_run1.saved.is_empty(),
-        "run 1 persisted no customer"
-    );
+    assert!(!after_run1.saved.is_empty(), "run 1 persisted no customer");
 
     // The new topic, and more web records, while no instance runs.
     create_topic(&b, &offline, 1, &[]);

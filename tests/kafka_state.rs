@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 use kafka_support::*;
 use serde_json::Value;
 use touchstream::engine::next_slot;
-use touchstream::kafka::changelog::{decode_state, encode_state, marker_key, state_key, Marker, StateRecord};
+use touchstream::kafka::changelog::{
+    decode_state, encode_state, marker_key, state_key, Marker, StateRecord,
+};
 
 /// Restore after compaction: the changelog compacts within seconds; a
 /// partial generation (as a kill -9 mid-checkpoint leaves it) sits after the

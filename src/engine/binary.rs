@@ -95,8 +95,8 @@ impl Customer {
     /// holds exactly one.
     pub fn decode_binary(bytes: &[u8]) -> Result<Customer, BinaryStateError> {
         let f: Form<'_> = postcard::from_bytes(bytes)?;
-        let lists = Lanes::from_raw(f.id_len, f.lens, f.lanes)
-            .ok_or(BinaryStateError::Invalid("lists"))?;
+        let lists =
+            Lanes::from_raw(f.id_len, f.lens, f.lanes).ok_or(BinaryStateError::Invalid("lists"))?;
         let level = ChurnLevel::from_index(usize::from(f.level))
             .ok_or(BinaryStateError::Invalid("churn level"))?;
         let stage = match f.stage {
@@ -154,7 +154,10 @@ mod tests {
         let (id_len, _, lanes) = c.lists.raw();
         let bad = Lanes::from_raw(id_len, [1, 0, 0, 0, 0, 0], lanes);
         assert!(bad.is_none());
-        assert!(Lanes::from_raw(2, [0; 6], b"c").is_none(), "id beyond the bytes");
+        assert!(
+            Lanes::from_raw(2, [0; 6], b"c").is_none(),
+            "id beyond the bytes"
+        );
         assert!(Lanes::from_raw(1, [0; 6], &[0xff]).is_none(), "not UTF-8");
         assert!(
             Lanes::from_raw(1, [0; 6], b"c12345").is_none(),

@@ -31,7 +31,6 @@
 //! decoded once, if it is the one restored: of the records of a changelog
 //! that is not compacted yet, most are superseded.
 
-
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
@@ -797,10 +796,7 @@ mod tests {
         .unwrap();
         let r = b.finish();
         let e = r.customers().unwrap_err();
-        assert!(
-            matches!(e, ChangelogError::Decode { offset: 1, .. }),
-            "{e}"
-        );
+        assert!(matches!(e, ChangelogError::Decode { offset: 1, .. }), "{e}");
     }
 
     /// A changelog that a format-3 build wrote (JSON customers) and this
@@ -834,13 +830,22 @@ mod tests {
             .unwrap();
         b.push(&marker_key(t), Some(&marker(1, 3)), 2).unwrap();
         let bin = |gen, c: Option<Customer>| encode_state(&StateRecord { gen, state: c });
-        b.push(&state_key(t, "a", 2), Some(&bin(2, Some(cust("a", 20, 2)))), 3)
-            .unwrap();
-        b.push(&state_key(t, "c", 1), Some(&bin(2, Some(cust("c", 22, 1)))), 4)
-            .unwrap();
+        b.push(
+            &state_key(t, "a", 2),
+            Some(&bin(2, Some(cust("a", 20, 2)))),
+            3,
+        )
+        .unwrap();
+        b.push(
+            &state_key(t, "c", 1),
+            Some(&bin(2, Some(cust("c", 22, 1)))),
+            4,
+        )
+        .unwrap();
         b.push(&marker_key(t), Some(&marker(2, 4)), 5).unwrap();
         // Generation 3 never completes.
-        b.push(&state_key(t, "b", 2), Some(&bin(3, None)), 6).unwrap();
+        b.push(&state_key(t, "b", 2), Some(&bin(3, None)), 6)
+            .unwrap();
         let r = b.finish();
         let mut got: Vec<(String, i64)> = r
             .customers()
