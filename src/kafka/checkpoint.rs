@@ -32,8 +32,29 @@ impl Worker {
     }
 
     pub(super) fn flush(&self) -> Result<(), ServiceError> {
+        self.await_in_flight()?;
         self.producer.flush(TIMEOUT).map_err(kafka("flush"))?;
         self.fail_if_undelivered()
+    }
+
+    /// Waits until every record sent is acknowledged (delivered or
+    /// failed: the producer's own thread serves the reports), looking
+    /// every millisecond. rdkafka's `flush` (also the one inside
+    /// `commit_transaction`) waits 100 ms between two looks whenever
+    /// anything is still in flight: every transaction took ~100 ms to
+    /// commit, however little it held. After this, both return at once.
+    fn await_in_flight(&self) -> Result<(), ServiceError> {
+        let deadline = Instant::now() + TIMEOUT;
+        while self.producer.in_flight_count() > 0 {
+            if Instant::now() > deadline {
+                return Err(ServiceError::Kafka {
+                    op: "flush",
+                    source: KafkaError::Flush(RDKafkaErrorCode::OperationTimedOut),
+                });
+            }
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        Ok(())
     }
 
     pub(super) fn ensure_txn(&mut self) -> Result<(), ServiceError> {
@@ -213,6 +234,8 @@ impl Worker {
                 }
             }
             let offsets_sent = started.elapsed();
+            self.await_in_flight()?;
+            let delivered = started.elapsed();
             if let Err(e) = self.producer.commit_transaction(TIMEOUT) {
                 return self.roll_back(consumer, "commit transaction", e);
             }
@@ -220,6 +243,7 @@ impl Worker {
             tracing::debug!(
                 written_ms = written.as_secs_f64() * 1e3,
                 offsets_ms = offsets_sent.as_secs_f64() * 1e3,
+                delivered_ms = delivered.as_secs_f64() * 1e3,
                 committed_ms = started.elapsed().as_secs_f64() * 1e3,
                 "Transaction committed."
             );

@@ -176,8 +176,15 @@ pub(super) fn admin_client(
 pub(super) fn client_config(cfg: &Config) -> ClientConfig {
     let mut c = ClientConfig::new();
     // librdkafka's own warnings (authentication, TLS, unreachable brokers)
-    // reach our logs through the contexts' `log`.
-    c.set_log_level(RDKafkaLogLevel::Warning);
+    // reach our logs through the contexts' `log`; its debug output (a
+    // `debug` setting in `[kafka.*]`) too when this module logs at debug
+    // (`RUST_LOG=touchstream::kafka::client=debug`).
+    let level = if tracing::enabled!(tracing::Level::DEBUG) {
+        RDKafkaLogLevel::Debug
+    } else {
+        RDKafkaLogLevel::Warning
+    };
+    c.set_log_level(level);
     c.set("bootstrap.servers", &cfg.kafka.brokers);
     apply_client(&mut c, cfg, Role::Any);
     c
