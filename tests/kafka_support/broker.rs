@@ -125,6 +125,25 @@ pub fn topic_config(b: &str, topic: &str, name: &str) -> Option<String> {
     r.get(name).and_then(|e| e.value.clone())
 }
 
+/// Sets a topic's dynamic configs, replacing every dynamic config it had
+/// (the admin API's non-incremental alter): pass them all.
+pub fn set_topic_configs(b: &str, topic: &str, configs: &[(&str, &str)]) {
+    let admin: AdminClient<DefaultClientContext> = client(b).create().expect("admin client");
+    let mut alter =
+        rdkafka::admin::AlterConfig::new(rdkafka::admin::ResourceSpecifier::Topic(topic));
+    for (k, v) in configs {
+        alter = alter.set(k, v);
+    }
+    let res = runtime()
+        .block_on(admin.alter_configs([&alter], &AdminOptions::new()))
+        .expect("alter_configs");
+    for r in res {
+        if let Err((_, code)) = r {
+            panic!("cannot alter the configs of topic {topic}: {code}");
+        }
+    }
+}
+
 /// (low, high) offsets of a partition.
 pub fn watermarks(b: &str, topic: &str, partition: i32) -> (i64, i64) {
     let c: BaseConsumer = client(b).create().expect("client");
