@@ -32,7 +32,7 @@ pub use crate::signals::dedup;
 pub use crate::time::{merge, timers, watermark};
 
 pub use ids::{event_id, Cause};
-pub use snapshot::{next_slot, ChangeRef, PartitionMeta, SnapshotRow, StateChange};
+pub use snapshot::{next_slot, PartitionMeta, SnapshotRow, StateChange};
 
 use std::sync::Arc;
 

@@ -59,20 +59,6 @@ pub enum StateChange {
     },
 }
 
-/// A [`StateChange`] with the customer lent by the engine.
-#[derive(Debug)]
-pub enum ChangeRef<'a> {
-    /// The customer's state now.
-    Upsert(&'a Customer),
-    /// The customer was evicted (see [`StateChange::Delete`]).
-    Delete {
-        /// The customer.
-        id: Arc<str>,
-        /// Changelog slot (1 or 2).
-        slot: u8,
-    },
-}
-
 /// The changelog slot after `slot` (1 ↔ 2; never-written starts at 1).
 pub fn next_slot(slot: u8) -> u8 {
     if slot == 1 {
@@ -103,34 +89,23 @@ impl Engine {
     }
 
     /// Every change since the last drain: evictions first, then the
-    /// current state of every customer that changed (a copy of each).
+    /// current state of every customer that changed.
     pub fn drain_changes(&mut self) -> Vec<StateChange> {
-        let mut out = Vec::new();
-        self.drain_changes_with(|ch| {
-            out.push(match ch {
-                ChangeRef::Upsert(c) => StateChange::Upsert(c.clone()),
-                ChangeRef::Delete { id, slot } => StateChange::Delete { id, slot },
-            })
-        });
-        out
-    }
-
-    /// The same changes, in the same order, each handed to `f` as it is
-    /// taken: a changed customer is lent, not copied (to encode it
-    /// straight away).
-    pub fn drain_changes_with(&mut self, mut f: impl FnMut(ChangeRef<'_>)) {
-        for (id, slot) in self.evicted.drain(..) {
-            f(ChangeRef::Delete { id, slot });
-        }
+        let mut out: Vec<StateChange> = self
+            .evicted
+            .drain(..)
+            .map(|(id, slot)| StateChange::Delete { id, slot })
+            .collect();
         for slot in std::mem::take(&mut self.dirty) {
             if let Some(c) = self.store.get_mut(slot) {
                 if c.dirty {
                     c.dirty = false;
                     c.slot = next_slot(c.slot);
-                    f(ChangeRef::Upsert(c));
+                    out.push(StateChange::Upsert(c.clone()));
                 }
             }
         }
+        out
     }
 
     /// Rebuilds an engine from a checkpoint: the partition meta and every

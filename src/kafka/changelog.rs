@@ -345,18 +345,13 @@ pub fn encode_marker(m: &Marker) -> Vec<u8> {
 /// Encodes a state value (binary, format 4).
 pub fn encode_state(r: &StateRecord) -> Vec<u8> {
     let mut v = Vec::with_capacity(256);
-    encode_state_into(r.gen, r.state.as_ref(), &mut v);
-    v
-}
-
-/// Appends the same bytes for a lent customer (or an eviction) to `out`.
-pub fn encode_state_into(gen: u64, state: Option<&Customer>, out: &mut Vec<u8>) {
-    out.push(BINARY);
-    out.push(STATE_FORMAT as u8);
-    out.extend_from_slice(&gen.to_le_bytes());
-    if let Some(c) = state {
-        c.encode_binary(out);
+    v.push(BINARY);
+    v.push(STATE_FORMAT as u8);
+    v.extend_from_slice(&r.gen.to_le_bytes());
+    if let Some(c) = &r.state {
+        c.encode_binary(&mut v);
     }
+    v
 }
 
 /// Encodes a state value as JSON in an earlier `format` (2 or 3: they

@@ -124,8 +124,7 @@ impl Worker {
     /// epoch to be acknowledged. Returns at once; nothing is waited for.
     pub(super) fn begin_checkpoint(&mut self) -> Result<(), ServiceError> {
         let started = Instant::now();
-        let offsets = self.input_offsets()?;
-        let (batches, markers) = self.collect_changes()?;
+        let (batches, markers, offsets) = self.collect_changes()?;
         let consumed_at = std::mem::take(&mut self.consumed_at);
         let epoch = self.epoch;
         let writer = if batches.is_empty() {
@@ -208,13 +207,21 @@ impl Worker {
     /// the input offsets commit in one transaction.
     fn checkpoint_transaction(&mut self, consumer: &BaseConsumer<Ctx>) -> Result<(), ServiceError> {
         let started = Instant::now();
-        let offsets = self.input_offsets()?;
-        let markers = self.write_changes()?;
+        let (batches, markers, offsets) = self.collect_changes()?;
+        if !batches.is_empty() || !markers.is_empty() {
+            self.ensure_txn()?;
+        }
+        let cl_topic = self.cfg.kafka.changelog_topic.clone();
+        write_batches(
+            &self.producer,
+            &self.metrics,
+            &cl_topic,
+            self.epoch,
+            batches,
+        )?;
+        self.send_markers(self.epoch, &markers)?;
         let written = started.elapsed();
         if self.in_txn {
-            // After the changelog records, not beside them: sent from
-            // another thread while those were produced, the offsets took
-            // longer and the pause grew (46 → 60-88 ms at a backlog).
             if offsets.count() > 0 {
                 let gm = consumer
                     .group_metadata()
@@ -248,25 +255,6 @@ impl Worker {
             .checkpoint_pause
             .observe(started.elapsed().as_secs_f64());
         Ok(())
-    }
-
-    /// Takes the tasks' changes and writes them and the markers into the
-    /// transaction (begun if it is not yet); returns the markers.
-    fn write_changes(&mut self) -> Result<Vec<PendingMarker>, ServiceError> {
-        let (batches, markers) = self.collect_changes()?;
-        if !batches.is_empty() || !markers.is_empty() {
-            self.ensure_txn()?;
-        }
-        let cl_topic = self.cfg.kafka.changelog_topic.clone();
-        write_batches(
-            &self.producer,
-            &self.metrics,
-            &cl_topic,
-            self.epoch,
-            batches,
-        )?;
-        self.send_markers(self.epoch, &markers)?;
-        Ok(markers)
     }
 
     /// A transaction that failed but can be aborted (typically: the group
@@ -337,44 +325,20 @@ impl Worker {
 
     /// Takes every task's changed customers (and the keys to repair) for
     /// the changelog; returns them with the markers to write once they are
-    /// durable.
-    fn collect_changes(&mut self) -> Result<(Vec<TaskChanges>, Vec<PendingMarker>), ServiceError> {
+    /// durable, and the input offsets those cover.
+    #[allow(clippy::type_complexity)]
+    fn collect_changes(
+        &mut self,
+    ) -> Result<(Vec<TaskChanges>, Vec<PendingMarker>, TopicPartitionList), ServiceError> {
         let mut batches = Vec::new();
         let mut markers: Vec<PendingMarker> = Vec::new();
         for (p, task) in self.tasks.iter_mut() {
             let p = *p;
             let core = &mut task.core;
-            let gen = core.gen;
-            let first = self.state_prefix.clone();
-            let mut deleted = Vec::new();
-            // exactly_once writes them now (inside the transaction): each
-            // changed customer is encoded where it lives, never copied.
-            // at_least_once copies them and its writer encodes them.
-            let changes = if self.eos {
-                let mut out = Encoded::default();
-                core.engine.drain_changes_with(|ch| match ch {
-                    ChangeRef::Upsert(c) => {
-                        out.push(&first, c.id(), c.slot, |v| {
-                            encode_state_into(gen, Some(c), v)
-                        });
-                    }
-                    ChangeRef::Delete { id, slot } => {
-                        out.push(&first, &id, slot, |v| encode_state_into(gen, None, v));
-                        deleted.push(id);
-                    }
-                });
-                Changes::Encoded(out)
-            } else {
-                let changes = core.engine.drain_changes();
-                for ch in &changes {
-                    if let StateChange::Delete { id, .. } = ch {
-                        deleted.push(id.clone());
-                    }
-                }
-                Changes::Copied(changes)
-            };
+            let changes = core.engine.drain_changes();
             let meta = core.engine.meta();
             let positions = core.positions();
+            let first = self.state_prefix.clone();
             let mut repairs = std::mem::take(&mut core.repairs);
             for id in std::mem::take(&mut core.evicted_committed) {
                 if core.engine.customer(&id).is_none() {
@@ -389,8 +353,13 @@ impl Worker {
             if changes.is_empty() && repairs.is_empty() && covered {
                 continue;
             }
+            let gen = core.gen;
             core.gen += 1;
-            core.evicted_pending.extend(deleted);
+            for ch in &changes {
+                if let StateChange::Delete { id, .. } = ch {
+                    core.evicted_pending.push(id.clone());
+                }
+            }
             let cl_partition = p % self.changelog_partitions.max(1);
             if !positions.is_empty() {
                 markers.push(PendingMarker {
@@ -413,14 +382,6 @@ impl Worker {
                 changes,
             });
         }
-        Ok((
-            batches.into_iter().filter(|b| !b.is_empty()).collect(),
-            markers,
-        ))
-    }
-
-    /// The input offsets the tasks' (and the router's) positions cover.
-    fn input_offsets(&self) -> Result<TopicPartitionList, ServiceError> {
         let mut offsets = TopicPartitionList::new();
         for t in self.tasks.values() {
             for (i, inp) in t.core.inputs.iter().enumerate() {
@@ -432,7 +393,11 @@ impl Worker {
             }
         }
         self.router.offsets(&mut offsets)?;
-        Ok(offsets)
+        Ok((
+            batches.into_iter().filter(|b| !b.is_empty()).collect(),
+            markers,
+            offsets,
+        ))
     }
 
     fn send_markers(&self, epoch: u64, markers: &[PendingMarker]) -> Result<(), ServiceError> {
@@ -496,55 +461,12 @@ pub(super) struct TaskChanges {
     gen: u64,
     cl_partition: i32,
     repairs: Vec<Vec<u8>>,
-    changes: Changes,
+    changes: Vec<StateChange>,
 }
 
 impl TaskChanges {
     fn is_empty(&self) -> bool {
         self.repairs.is_empty() && self.changes.is_empty()
-    }
-}
-
-/// A task's changes: copies to encode later, or already encoded records.
-enum Changes {
-    Copied(Vec<StateChange>),
-    Encoded(Encoded),
-}
-
-impl Changes {
-    fn len(&self) -> usize {
-        match self {
-            Changes::Copied(v) => v.len(),
-            Changes::Encoded(e) => e.spans.len(),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.len() == 0
-    }
-}
-
-/// Changelog records, keys and values one after another in one buffer.
-#[derive(Default)]
-struct Encoded {
-    bytes: Vec<u8>,
-    /// Per record: where its key starts, its value starts, it ends.
-    spans: Vec<(usize, usize, usize)>,
-}
-
-impl Encoded {
-    fn push(&mut self, first: &str, id: &str, slot: u8, value: impl FnOnce(&mut Vec<u8>)) {
-        let start = self.bytes.len();
-        self.bytes.extend_from_slice(&state_key(first, id, slot));
-        let key_end = self.bytes.len();
-        value(&mut self.bytes);
-        self.spans.push((start, key_end, self.bytes.len()));
-    }
-
-    fn records(&self) -> impl Iterator<Item = (&[u8], &[u8])> {
-        self.spans
-            .iter()
-            .map(|&(s, k, e)| (&self.bytes[s..k], &self.bytes[k..e]))
     }
 }
 
@@ -570,39 +492,28 @@ fn write_batches(
             )?;
         }
         let gen = b.gen;
-        let send = |k: &[u8], v: &[u8]| {
+        for ch in b.changes {
+            let (k, v) = match ch {
+                StateChange::Upsert(c) => (
+                    state_key(&b.first, c.id(), c.slot),
+                    encode_state(&StateRecord {
+                        gen,
+                        state: Some(c),
+                    }),
+                ),
+                StateChange::Delete { id, slot } => (
+                    state_key(&b.first, &id, slot),
+                    encode_state(&StateRecord { gen, state: None }),
+                ),
+            };
             send_with(
                 producer,
                 epoch,
                 BaseRecord::to(cl_topic)
-                    .key(k)
-                    .payload(v)
+                    .key(k.as_slice())
+                    .payload(v.as_slice())
                     .partition(b.cl_partition),
-            )
-        };
-        match b.changes {
-            Changes::Encoded(e) => {
-                for (k, v) in e.records() {
-                    send(k, v)?;
-                }
-            }
-            Changes::Copied(changes) => {
-                let mut v = Vec::with_capacity(256);
-                for ch in changes {
-                    v.clear();
-                    let k = match ch {
-                        StateChange::Upsert(c) => {
-                            encode_state_into(gen, Some(&c), &mut v);
-                            state_key(&b.first, c.id(), c.slot)
-                        }
-                        StateChange::Delete { id, slot } => {
-                            encode_state_into(gen, None, &mut v);
-                            state_key(&b.first, &id, slot)
-                        }
-                    };
-                    send(&k, &v)?;
-                }
-            }
+            )?;
         }
         metrics
             .checkpoint_records

@@ -67,7 +67,7 @@ use thiserror::Error;
 use tracing::{error, info, warn};
 
 use crate::config::{Config, Delivery, EngineConfig};
-use crate::engine::{ChangeRef, Engine, StateChange};
+use crate::engine::{Engine, StateChange};
 use crate::http::Health;
 use crate::metrics::Metrics;
 use crate::model::{DerivedEvent, DerivedType, Touchpoint};
@@ -75,7 +75,8 @@ use crate::pipeline::{self, InputEvent, Verdict};
 use crate::time::merge::Merge;
 use crate::validate::{Clock, Rejection};
 use changelog::{
-    encode_marker, encode_state_into, marker_key, state_key, InputPosition, Marker, RestoreBuilder,
+    encode_marker, encode_state, marker_key, state_key, InputPosition, Marker, RestoreBuilder,
+    StateRecord,
 };
 use registry::{output_topic, InputDecoder, OutputEncoder, RegistryError};
 
