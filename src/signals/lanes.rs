@@ -231,7 +231,7 @@ impl Lanes {
         std::str::from_utf8(id).ok()?;
         let entries = bytes.len() - id.len();
         let named: usize = lens.iter().map(|&n| usize::from(n)).sum();
-        if entries % ENTRY != 0 || named > entries / ENTRY {
+        if !entries.is_multiple_of(ENTRY) || named > entries / ENTRY {
             return None;
         }
         Some(Lanes {
