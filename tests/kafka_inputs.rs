@@ -2362,6 +2362,9 @@ fn lines_of(lines: &[String], source: usize, keep: impl Fn(i64) -> bool) -> Vec<
 /// records the first run had already processed, while the service takes
 /// it late, after them: then only the events up to its time would agree.)
 ///
+/// Listed the other way round (`[offline, web]`), the inputs are refused:
+/// the state is keyed by `web`.
+///
 /// Literal cases across the restart and the topics: Y's web cart is
 /// abandoned in the first run, and recovered by an order at the call
 /// centre in the second; X's app cart, at the first run's end, is closed
@@ -2682,5 +2685,31 @@ fn adding_an_input_topic_keeps_the_state_and_starts_the_new_topic() {
         json!({"mobile_app": 1.0}),
         "X's store order, attributed to the app cart run 1 saw: {}",
         attributed[0]
+    );
+
+    // Run 3: the same inputs listed the other way round. The state is
+    // keyed by `web`: the instance stops with an error naming it instead
+    // of starting over from an empty state, and writes nothing.
+    let swapped = [offline.clone(), web.clone()];
+    let cfg3 = s.write_config("svc-offline-web", &config_for(&s, &swapped));
+    let (_, changelog_end) = watermarks(&b, &s.changelog, 0);
+    let emitted = out.records.len();
+    let mut svc = s.start(&cfg3, "offline-web");
+    let st = svc
+        .wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("run 3 (inputs reordered) runs:\n{}", svc.log_tail(20)));
+    assert!(!st.success(), "run 3 exited {st}");
+    let log = svc.log_text();
+    assert!(
+        log.contains(&format!("under input topic `{web}`")) && log.contains("list `"),
+        "run 3's error does not name {web}:\n{}",
+        svc.log_tail(20)
+    );
+    out.poll_for(Duration::from_secs(2));
+    assert_eq!(out.records.len(), emitted, "run 3 emitted events");
+    assert_eq!(
+        watermarks(&b, &s.changelog, 0).1,
+        changelog_end,
+        "run 3 wrote to the changelog"
     );
 }

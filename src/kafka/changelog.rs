@@ -374,6 +374,9 @@ pub struct Restored {
     pub repairs: Vec<Vec<u8>>,
     /// Records read.
     pub records: u64,
+    /// Another input topic a marker is keyed by: the first topic of
+    /// `input_topics` when that checkpoint was written.
+    pub foreign_marker: Option<String>,
 }
 
 impl Restored {
@@ -404,6 +407,9 @@ pub struct RestoreBuilder {
     /// (see [`RestoreBuilder::settle`]).
     unsettled: Vec<u32>,
     records: u64,
+    /// Marker keys of the other input topics, and the first one met.
+    others: Vec<(Vec<u8>, String)>,
+    foreign: Option<String>,
 }
 
 impl RestoreBuilder {
@@ -418,7 +424,21 @@ impl RestoreBuilder {
             slots: Vec::new(),
             unsettled: Vec::new(),
             records: 0,
+            others: Vec::new(),
+            foreign: None,
         }
+    }
+
+    /// Also notes a marker keyed by one of `topics` (the task's other
+    /// inputs): state written while another of them was listed first
+    /// (see [`Restored::foreign_marker`]).
+    pub fn noting_markers_of(mut self, topics: &[String]) -> Self {
+        self.others = topics
+            .iter()
+            .filter(|t| **t != self.topic)
+            .map(|t| (marker_key(t), t.clone()))
+            .collect();
+        self
     }
 
     /// Feeds one record in offset order (`value` None for a tombstone).
@@ -429,7 +449,13 @@ impl RestoreBuilder {
         offset: i64,
     ) -> Result<(), ChangelogError> {
         match parse_key(&self.topic, &self.marker_key, key) {
-            Key::Other => {}
+            Key::Other => {
+                if self.foreign.is_none() && value.is_some() {
+                    if let Some((_, t)) = self.others.iter().find(|(k, _)| k == key) {
+                        self.foreign = Some(t.clone());
+                    }
+                }
+            }
             Key::Marker => {
                 self.records += 1;
                 if let Some(v) = value {
@@ -519,6 +545,7 @@ impl RestoreBuilder {
             next_gen: self.max_gen + 1,
             repairs,
             records: self.records,
+            foreign_marker: self.foreign,
         }
     }
 }
@@ -548,6 +575,37 @@ mod tests {
             watermark: Watermark::new(5),
             next_seq: 1,
         }
+    }
+
+    #[test]
+    fn a_marker_of_another_input_topic_is_noted() {
+        let topics = ["web".to_string(), "store".to_string()];
+        let mark = |b: &mut RestoreBuilder, t: &str, offset| {
+            let m = Marker {
+                gen: 1,
+                meta: meta(),
+                inputs: vec![pos(t, 10)],
+            };
+            b.push(&marker_key(t), Some(&encode_marker(&m)), offset)
+                .unwrap();
+        };
+        // Written while `web` was first; read with `store` first.
+        let mut b = RestoreBuilder::new("store").noting_markers_of(&topics);
+        mark(&mut b, "web", 0);
+        let r = b.finish();
+        assert!(r.marker.is_none());
+        assert_eq!(r.foreign_marker.as_deref(), Some("web"));
+        // A topic that is not an input, or a deleted marker, is not noted.
+        let mut b = RestoreBuilder::new("store").noting_markers_of(&topics);
+        mark(&mut b, "gone", 0);
+        b.push(&marker_key("web"), None, 1).unwrap();
+        assert_eq!(b.finish().foreign_marker, None);
+        // The task's own marker is not another topic's.
+        let mut b = RestoreBuilder::new("web").noting_markers_of(&topics);
+        mark(&mut b, "web", 0);
+        let r = b.finish();
+        assert!(r.marker.is_some());
+        assert_eq!(r.foreign_marker, None);
     }
 
     #[test]

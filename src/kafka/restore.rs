@@ -53,7 +53,8 @@ impl Worker {
                 }
             }
         };
-        let mut builder = RestoreBuilder::new(topic);
+        let mut builder =
+            RestoreBuilder::new(topic).noting_markers_of(&self.cfg.kafka.input_topics);
         let mut first_record = None;
         if high > low {
             let mut tpl = TopicPartitionList::new();
@@ -99,6 +100,16 @@ impl Worker {
         }
         let read = started.elapsed();
         let mut restored = builder.finish();
+        // The state is keyed by the first input topic: listed in another
+        // order, the inputs would start over from an empty state, and the
+        // state of every customer would be lost without a word.
+        if let (None, Some(other)) = (&restored.marker, &restored.foreign_marker) {
+            return Err(restore_err(format!(
+                "the changelog holds this task's state under input topic `{other}`, the first of \
+                 `input_topics` when it was written; list `{other}` first again (the order of \
+                 `input_topics` names the state, reordering it does not move the state)"
+            )));
+        }
         let customers = restored.saved.len();
         let mut engine = match &restored.marker {
             Some(m) => {
