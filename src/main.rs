@@ -7,9 +7,8 @@ use touchstream::cli;
 
 /// mimalloc: the engine allocates many small per-customer lists; it is
 /// markedly faster than the system allocator for them (see README
-/// "Performance"). The crate's `override` feature also makes it the C
-/// `malloc` of the process: librdkafka allocates and frees every message
-/// (on different threads), 15 % of the service's CPU under glibc's.
+/// "Performance"). librdkafka keeps glibc's `malloc` (mimalloc's
+/// `override` was measured and left off: docs/performance.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
