@@ -186,6 +186,12 @@ pub(super) fn client_config(cfg: &Config) -> ClientConfig {
     };
     c.set_log_level(level);
     c.set("bootstrap.servers", &cfg.kafka.brokers);
+    // Named in the broker's logs and quotas (librdkafka's default is
+    // "rdkafka" for every client of every application).
+    c.set(
+        "client.id",
+        format!("{}-{}", cfg.kafka.group_id, instance_id(cfg)),
+    );
     apply_client(&mut c, cfg, Role::Any);
     c
 }
@@ -514,6 +520,16 @@ mod tests {
         assert_eq!(c.get("session.timeout.ms"), None);
         assert_eq!(c.get("partition.assignment.strategy"), None);
         assert_eq!(c.get("group.protocol"), Some("consumer"));
+    }
+
+    #[test]
+    fn client_id_names_the_group_and_the_instance_unless_set() {
+        let text = "[kafka]\ngroup_id = \"cx\"\ninstance_id = \"pod-3\"\n";
+        let cfg = Config::from_parts("t", text, &[]).unwrap();
+        assert_eq!(client_config(&cfg).get("client.id"), Some("cx-pod-3"));
+        let set = format!("{text}[kafka.client]\n\"client.id\" = \"mine\"\n");
+        let cfg = Config::from_parts("t", &set, &[]).unwrap();
+        assert_eq!(client_config(&cfg).get("client.id"), Some("mine"));
     }
 
     #[test]
