@@ -202,11 +202,21 @@ fn at_least_once_crash(name: &str, copies: Copies) {
     }
 }
 
-#[test]
-#[ignore = "needs a Kafka broker: scripts/test starts one and runs it"]
-fn exactly_once_survives_kill_9() {
-    let Some(b) = broker("crash-eos") else { return };
-    let s = Scenario::new(&b, "crash-eos");
+/// An exactly_once scenario over the crash input: the broker, the
+/// scenario (input and changelog created), the lines, the config file, the
+/// replay of the lines and its rejected lines.
+fn exactly_once_scenario(
+    name: &str,
+) -> (
+    String,
+    Scenario,
+    Vec<String>,
+    std::path::PathBuf,
+    ReplayOut,
+    BTreeMap<usize, String>,
+) {
+    let b = broker(name).expect("a broker");
+    let s = Scenario::new(&b, name);
     s.create_input(1);
     let lines = crash_input();
     let mut cfg = s.config();
@@ -214,6 +224,56 @@ fn exactly_once_survives_kill_9() {
     let cfg = s.write_config("svc", &cfg);
     let expected = replay(&lines, &cfg);
     let bad = rejected_lines(&expected);
+    (b, s, lines, cfg, expected, bad)
+}
+
+/// Stops an instance that must still be running (SIGTERM, a clean exit),
+/// drains the collector and checks that it holds every expected event
+/// exactly once; returns the decoded events.
+fn stop_and_check_once(
+    svc: &mut Service,
+    out: &mut Collector,
+    s: &Scenario,
+    expected: &[serde_json::Value],
+) -> Vec<OutEvent> {
+    assert!(
+        svc.exited().is_none(),
+        "the instance stopped by itself:\n{}",
+        svc.log_tail(30)
+    );
+    let (st, _) = svc.sigterm(Duration::from_secs(20));
+    assert!(st.success(), "exit: {st}\n{}", svc.log_tail(20));
+    out.drain(Duration::from_secs(30));
+    let outs = decode_outputs(&out.records, &s.prefix, &OutputSchemas::defaults());
+    check_outputs(&outs, expected, &s.prefix, Copies::Forbidden);
+    assert_eq!(outs.len(), expected.len(), "events read_committed");
+    outs
+}
+
+/// read_committed dead letters: every rejected line exactly once, with its
+/// reason.
+fn assert_dead_letters_once(
+    b: &str,
+    s: &Scenario,
+    lines: &[String],
+    bad: &BTreeMap<usize, String>,
+) {
+    let dlq = read_partition(b, &s.dlq, 0, true);
+    let want: BTreeMap<i64, Vec<String>> = bad
+        .iter()
+        .map(|(l, r)| (*l as i64 - 1, vec![r.clone()]))
+        .collect();
+    assert_eq!(
+        dlq_by_offset(&dlq, &s.input, lines),
+        want,
+        "read_committed dead letters (offset → reasons)"
+    );
+}
+
+#[test]
+#[ignore = "needs a Kafka broker: scripts/test starts one and runs it"]
+fn exactly_once_survives_kill_9() {
+    let (b, s, lines, cfg, expected, bad) = exactly_once_scenario("crash-eos");
     let producer = produce_paced(
         &b,
         &s.input,
@@ -225,25 +285,11 @@ fn exactly_once_survives_kill_9() {
     let (_runs, mut out, mut svc) = run_with_kills(&s, &cfg, expected.events.len(), true);
     producer.join().expect("producer");
     out.poll_for(Duration::from_secs(3));
-    let (st, _) = svc.sigterm(Duration::from_secs(20));
-    assert!(st.success(), "{st}");
-    out.drain(Duration::from_secs(30));
-    let outs = decode_outputs(&out.records, &s.prefix, &OutputSchemas::defaults());
     // No duplicates at all, nothing missing.
-    check_outputs(&outs, &expected.events, &s.prefix, Copies::Forbidden);
-    assert_eq!(outs.len(), expected.events.len());
+    stop_and_check_once(&mut svc, &mut out, &s, &expected.events);
 
     // Dead letters exactly once.
-    let dlq = read_partition(&b, &s.dlq, 0, true);
-    let by_off = dlq_by_offset(&dlq, &s.input, &lines);
-    let want: BTreeMap<i64, Vec<String>> = bad
-        .iter()
-        .map(|(l, r)| (*l as i64 - 1, vec![r.clone()]))
-        .collect();
-    assert_eq!(
-        by_off, want,
-        "read_committed dead letters (offset → reasons)"
-    );
+    assert_dead_letters_once(&b, &s, &lines, &bad);
 
     // The committed changelog: generations strictly increase, each state
     // key written at most once per generation, nothing beyond the last marker.
@@ -294,15 +340,7 @@ fn exactly_once_survives_kill_9() {
 #[test]
 #[ignore = "needs a Kafka broker: scripts/test starts one and runs it"]
 fn exactly_once_rolls_back_an_aborted_transaction() {
-    let Some(b) = broker("abort-eos") else { return };
-    let s = Scenario::new(&b, "abort-eos");
-    s.create_input(1);
-    let lines = crash_input();
-    let mut cfg = s.config();
-    cfg.delivery = "exactly_once".into();
-    let cfg = s.write_config("svc", &cfg);
-    let expected = replay(&lines, &cfg);
-    let bad = rejected_lines(&expected);
+    let (b, s, lines, cfg, expected, bad) = exactly_once_scenario("abort-eos");
     let half = lines.len() / 2;
 
     let mut svc = s.start(&cfg, "abort");
@@ -359,17 +397,7 @@ fn exactly_once_rolls_back_an_aborted_transaction() {
         Duration::from_secs(90),
         Duration::from_secs(5),
     );
-    assert!(
-        svc.exited().is_none(),
-        "the instance stopped:\n{}",
-        svc.log_tail(30)
-    );
-    let (st, _) = svc.sigterm(Duration::from_secs(20));
-    assert!(st.success(), "{st}");
-    out.drain(Duration::from_secs(30));
-    let outs = decode_outputs(&out.records, &s.prefix, &OutputSchemas::defaults());
-    check_outputs(&outs, &expected.events, &s.prefix, Copies::Forbidden);
-    assert_eq!(outs.len(), expected.events.len());
+    let outs = stop_and_check_once(&mut svc, &mut out, &s, &expected.events);
 
     // The aborted attempts did write derived events: only the
     // transaction markers keep them from read_committed readers.
@@ -384,16 +412,7 @@ fn exactly_once_rolls_back_an_aborted_transaction() {
         outs.len()
     );
 
-    let dlq = read_partition(&b, &s.dlq, 0, true);
-    let want: BTreeMap<i64, Vec<String>> = bad
-        .iter()
-        .map(|(l, r)| (*l as i64 - 1, vec![r.clone()]))
-        .collect();
-    assert_eq!(
-        dlq_by_offset(&dlq, &s.input, &lines),
-        want,
-        "read_committed dead letters (offset → reasons)"
-    );
+    assert_dead_letters_once(&b, &s, &lines, &bad);
     let restored = restore_changelog(&b, &s.changelog, 0, &s.input, true);
     assert_state_equal(&restored, &engine_after(&lines, &cfg), lines.len() as i64);
 }
