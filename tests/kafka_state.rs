@@ -314,6 +314,12 @@ fn sigterm_commits_and_restart_continues() {
 
     let mut svc = s.start(&cfg, "s1");
     svc.wait_ready(Duration::from_secs(60));
+    // The changelog was made by the test with the broker's 1 GiB segments.
+    assert!(
+        svc.log_text().contains("segments are larger than 64 MiB"),
+        "no word about the changelog's 1 GiB segments:\n{}",
+        svc.log_tail(20)
+    );
     let producer = produce_paced(
         &b,
         &s.input,
@@ -401,12 +407,22 @@ fn first_start_creates_topics_and_becomes_ready() {
             topic_config(&b, &s.changelog, "cleanup.policy").as_deref(),
             Some("compact")
         );
+        assert_eq!(
+            topic_config(&b, &s.changelog, "segment.bytes").as_deref(),
+            Some("67108864"),
+            "changelog segments"
+        );
         assert_eq!(partitions_of(&b, &s.dlq), 8, "DLQ partitions");
         for t in s.output_topics() {
             assert_eq!(partitions_of(&b, &t), 8, "{t} partitions");
         }
     }
     for svc in &mut services {
+        assert!(
+            !svc.log_text().contains("segments are larger than 64 MiB"),
+            "a changelog it created is reported as too coarse:\n{}",
+            svc.log_tail(20)
+        );
         let (st, _) = svc.sigterm(Duration::from_secs(20));
         assert!(st.success(), "{st}");
     }

@@ -218,6 +218,20 @@ pub(super) fn check_topics(
             )));
         }
     }
+    // An existing changelog keeps its segments: say what larger ones cost.
+    let segment = value(0, "segment.bytes").and_then(|v| v.parse::<u64>().ok());
+    let ours = CHANGELOG_SEGMENT_BYTES.parse::<u64>().unwrap_or(u64::MAX);
+    if let Some(bytes) = segment.filter(|b| *b > ours) {
+        warn!(
+            changelog,
+            segment_bytes = bytes,
+            "The changelog's segments are larger than 64 MiB: the broker compacts only closed \
+             segments, so every restore reads the open one whole, superseded records included. \
+             Set segment.bytes=67108864 on it (kafka-configs --alter --entity-type topics \
+             --entity-name <changelog> --add-config segment.bytes=67108864), as touchstream does \
+             on a changelog it creates."
+        );
+    }
     let dlq_max_bytes = value(1, "max.message.bytes").and_then(|v| v.parse().ok());
     Ok(TopicFacts {
         layout,
