@@ -2362,8 +2362,8 @@ fn lines_of(lines: &[String], source: usize, keep: impl Fn(i64) -> bool) -> Vec<
 /// records the first run had already processed, while the service takes
 /// it late, after them: then only the events up to its time would agree.)
 ///
-/// Listed the other way round (`[offline, web]`), the inputs are refused:
-/// the state is keyed by `web`.
+/// Listed the other way round (`[offline, web]`), or without `web`, the
+/// inputs are refused: the state is keyed by `web`.
 ///
 /// Literal cases across the restart and the topics: Y's web cart is
 /// abandoned in the first run, and recovered by an order at the call
@@ -2711,5 +2711,30 @@ fn adding_an_input_topic_keeps_the_state_and_starts_the_new_topic() {
         watermarks(&b, &s.changelog, 0).1,
         changelog_end,
         "run 3 wrote to the changelog"
+    );
+
+    // Run 4: `web` dropped. The last marker (keyed by `web`) covers
+    // `offline`: refused the same way, not started over.
+    let cfg4 = s.write_config(
+        "svc-offline",
+        &config_for(&s, std::slice::from_ref(&offline)),
+    );
+    let mut svc = s.start(&cfg4, "offline-only");
+    let st = svc
+        .wait_exit(Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("run 4 (first topic dropped) runs:\n{}", svc.log_tail(20)));
+    assert!(!st.success(), "run 4 exited {st}");
+    assert!(
+        svc.log_text()
+            .contains(&format!("under input topic `{web}`")),
+        "run 4's error does not name {web}:\n{}",
+        svc.log_tail(20)
+    );
+    out.poll_for(Duration::from_secs(2));
+    assert_eq!(out.records.len(), emitted, "run 4 emitted events");
+    assert_eq!(
+        watermarks(&b, &s.changelog, 0).1,
+        changelog_end,
+        "run 4 wrote to the changelog"
     );
 }

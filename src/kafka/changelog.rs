@@ -305,10 +305,13 @@ pub fn state_key(topic: &str, customer: &str, slot: u8) -> Vec<u8> {
 
 /// The key of a topic's marker.
 pub fn marker_key(topic: &str) -> Vec<u8> {
-    let mut k = b"\0marker\0".to_vec();
+    let mut k = MARKER_KEY_PREFIX.to_vec();
     k.extend_from_slice(topic.as_bytes());
     k
 }
+
+/// What every marker key starts with (the first input topic follows).
+const MARKER_KEY_PREFIX: &[u8] = b"\0marker\0";
 
 enum Key<'a> {
     Marker,
@@ -374,8 +377,9 @@ pub struct Restored {
     pub repairs: Vec<Vec<u8>>,
     /// Records read.
     pub records: u64,
-    /// Another input topic a marker is keyed by: the first topic of
-    /// `input_topics` when that checkpoint was written.
+    /// The first topic of `input_topics` when another checkpoint of
+    /// these inputs was written (one of them now listed later, or one no
+    /// longer listed whose marker covers one of them).
     pub foreign_marker: Option<String>,
 }
 
@@ -407,8 +411,9 @@ pub struct RestoreBuilder {
     /// (see [`RestoreBuilder::settle`]).
     unsettled: Vec<u32>,
     records: u64,
-    /// Marker keys of the other input topics, and the first one met.
-    others: Vec<(Vec<u8>, String)>,
+    /// The task's input topics, and the first topic met that keys a
+    /// marker of another prefix covering one of them.
+    inputs: Vec<String>,
     foreign: Option<String>,
 }
 
@@ -424,21 +429,29 @@ impl RestoreBuilder {
             slots: Vec::new(),
             unsettled: Vec::new(),
             records: 0,
-            others: Vec::new(),
+            inputs: Vec::new(),
             foreign: None,
         }
     }
 
-    /// Also notes a marker keyed by one of `topics` (the task's other
-    /// inputs): state written while another of them was listed first
-    /// (see [`Restored::foreign_marker`]).
+    /// Also notes a marker under another first topic that is one of
+    /// `topics` (the task's inputs) or covers one of them: state written
+    /// while another topic was listed first (see
+    /// [`Restored::foreign_marker`]).
     pub fn noting_markers_of(mut self, topics: &[String]) -> Self {
-        self.others = topics
-            .iter()
-            .filter(|t| **t != self.topic)
-            .map(|t| (marker_key(t), t.clone()))
-            .collect();
+        self.inputs = topics.to_vec();
         self
+    }
+
+    /// Whether a marker keyed by `first` (not this task's) is one of this
+    /// task's inputs' state.
+    fn is_foreign_marker(&self, first: &[u8], value: &[u8], offset: i64) -> bool {
+        let Ok(first) = std::str::from_utf8(first) else {
+            return false;
+        };
+        self.inputs.iter().any(|t| t == first)
+            || Marker::decode(first, value, offset)
+                .is_ok_and(|m| m.inputs.iter().any(|p| self.inputs.contains(&p.topic)))
     }
 
     /// Feeds one record in offset order (`value` None for a tombstone).
@@ -450,9 +463,11 @@ impl RestoreBuilder {
     ) -> Result<(), ChangelogError> {
         match parse_key(&self.topic, &self.marker_key, key) {
             Key::Other => {
-                if self.foreign.is_none() && value.is_some() {
-                    if let Some((_, t)) = self.others.iter().find(|(k, _)| k == key) {
-                        self.foreign = Some(t.clone());
+                if let (None, Some(first), Some(v)) =
+                    (&self.foreign, key.strip_prefix(MARKER_KEY_PREFIX), value)
+                {
+                    if self.is_foreign_marker(first, v, offset) {
+                        self.foreign = Some(String::from_utf8_lossy(first).into_owned());
                     }
                 }
             }
@@ -595,11 +610,22 @@ mod tests {
         let r = b.finish();
         assert!(r.marker.is_none());
         assert_eq!(r.foreign_marker.as_deref(), Some("web"));
-        // A topic that is not an input, or a deleted marker, is not noted.
+        // Another application's marker (none of these inputs), or a
+        // deleted marker, is not noted.
         let mut b = RestoreBuilder::new("store").noting_markers_of(&topics);
         mark(&mut b, "gone", 0);
         b.push(&marker_key("web"), None, 1).unwrap();
         assert_eq!(b.finish().foreign_marker, None);
+        // A first topic no longer listed whose marker covers an input is.
+        let mut b = RestoreBuilder::new("store").noting_markers_of(&topics[1..]);
+        let m = Marker {
+            gen: 1,
+            meta: meta(),
+            inputs: vec![pos("web", 10), pos("store", 4)],
+        };
+        b.push(&marker_key("web"), Some(&encode_marker(&m)), 0)
+            .unwrap();
+        assert_eq!(b.finish().foreign_marker.as_deref(), Some("web"));
         // The task's own marker is not another topic's.
         let mut b = RestoreBuilder::new("web").noting_markers_of(&topics);
         mark(&mut b, "web", 0);

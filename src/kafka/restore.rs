@@ -101,13 +101,16 @@ impl Worker {
         let read = started.elapsed();
         let mut restored = builder.finish();
         // The state is keyed by the first input topic: listed in another
-        // order, the inputs would start over from an empty state, and the
-        // state of every customer would be lost without a word.
+        // order, or without its first topic, the inputs would start over
+        // from an empty state and every customer's state would be lost
+        // without a word (as Flink refuses state it cannot map back).
         if let (None, Some(other)) = (&restored.marker, &restored.foreign_marker) {
             return Err(restore_err(format!(
                 "the changelog holds this task's state under input topic `{other}`, the first of \
-                 `input_topics` when it was written; list `{other}` first again (the order of \
-                 `input_topics` names the state, reordering it does not move the state)"
+                 `input_topics` when it was written; list `{other}` first in `input_topics` \
+                 again (the first topic names the state: reordering the topics or dropping the \
+                 first does not move it). To start over from an empty state, use another \
+                 `changelog_topic`"
             )));
         }
         let customers = restored.saved.len();
