@@ -2687,54 +2687,38 @@ fn adding_an_input_topic_keeps_the_state_and_starts_the_new_topic() {
         attributed[0]
     );
 
-    // Run 3: the same inputs listed the other way round. The state is
-    // keyed by `web`: the instance stops with an error naming it instead
-    // of starting over from an empty state, and writes nothing.
-    let swapped = [offline.clone(), web.clone()];
-    let cfg3 = s.write_config("svc-offline-web", &config_for(&s, &swapped));
+    // Runs 3 and 4: the same inputs listed the other way round, then
+    // without `web`. The state is keyed by `web` (and the last marker
+    // covers `offline`): each instance stops with an error naming `web`
+    // instead of starting over from an empty state, and writes nothing.
     let (_, changelog_end) = watermarks(&b, &s.changelog, 0);
     let emitted = out.records.len();
-    let mut svc = s.start(&cfg3, "offline-web");
-    let st = svc
-        .wait_exit(Duration::from_secs(60))
-        .unwrap_or_else(|| panic!("run 3 (inputs reordered) runs:\n{}", svc.log_tail(20)));
-    assert!(!st.success(), "run 3 exited {st}");
-    let log = svc.log_text();
-    assert!(
-        log.contains(&format!("under input topic `{web}`")) && log.contains("list `"),
-        "run 3's error does not name {web}:\n{}",
-        svc.log_tail(20)
-    );
-    out.poll_for(Duration::from_secs(2));
-    assert_eq!(out.records.len(), emitted, "run 3 emitted events");
-    assert_eq!(
-        watermarks(&b, &s.changelog, 0).1,
-        changelog_end,
-        "run 3 wrote to the changelog"
-    );
-
-    // Run 4: `web` dropped. The last marker (keyed by `web`) covers
-    // `offline`: refused the same way, not started over.
-    let cfg4 = s.write_config(
-        "svc-offline",
-        &config_for(&s, std::slice::from_ref(&offline)),
-    );
-    let mut svc = s.start(&cfg4, "offline-only");
-    let st = svc
-        .wait_exit(Duration::from_secs(60))
-        .unwrap_or_else(|| panic!("run 4 (first topic dropped) runs:\n{}", svc.log_tail(20)));
-    assert!(!st.success(), "run 4 exited {st}");
-    assert!(
-        svc.log_text()
-            .contains(&format!("under input topic `{web}`")),
-        "run 4's error does not name {web}:\n{}",
-        svc.log_tail(20)
-    );
-    out.poll_for(Duration::from_secs(2));
-    assert_eq!(out.records.len(), emitted, "run 4 emitted events");
-    assert_eq!(
-        watermarks(&b, &s.changelog, 0).1,
-        changelog_end,
-        "run 4 wrote to the changelog"
-    );
+    let runs = [
+        (
+            "run 3 (inputs reordered)",
+            vec![offline.clone(), web.clone()],
+        ),
+        ("run 4 (first topic dropped)", vec![offline.clone()]),
+    ];
+    for (n, (run, inputs)) in runs.iter().enumerate() {
+        let cfg = s.write_config(&format!("svc-refused-{n}"), &config_for(&s, inputs));
+        let mut svc = s.start(&cfg, &format!("refused-{n}"));
+        let st = svc
+            .wait_exit(Duration::from_secs(60))
+            .unwrap_or_else(|| panic!("{run} runs:\n{}", svc.log_tail(20)));
+        assert!(!st.success(), "{run} exited {st}");
+        let log = svc.log_text();
+        assert!(
+            log.contains(&format!("under input topic `{web}`")) && log.contains("list `"),
+            "{run}: the error does not name {web}:\n{}",
+            svc.log_tail(20)
+        );
+        out.poll_for(Duration::from_secs(2));
+        assert_eq!(out.records.len(), emitted, "{run} emitted events");
+        assert_eq!(
+            watermarks(&b, &s.changelog, 0).1,
+            changelog_end,
+            "{run} wrote to the changelog"
+        );
+    }
 }
