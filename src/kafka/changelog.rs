@@ -530,19 +530,18 @@ impl RestoreBuilder {
     }
 
     /// Resolves to the state of the last complete marker.
-    pub fn finish(mut self) -> Restored {
+    pub fn finish(self) -> Restored {
         let committed = self.marker.as_ref().map_or(0, |m| m.gen);
-        let mut customers = Vec::with_capacity(self.ids.len());
-        let mut repairs = Vec::new();
-        for (id, i) in self.ids {
-            let Some(slots) = self.slots.get_mut(i as usize) else {
-                continue;
-            };
+        let mut customers = Vec::with_capacity(self.slots.len());
+        // In the order customers first appear (the map's order would jump
+        // around memory); their ids are looked up only for repairs.
+        let mut to_repair: Vec<(u32, u8)> = Vec::new();
+        for (i, slots) in self.slots.into_iter().enumerate() {
             let mut best: Option<SavedState> = None;
-            for (n, s) in std::mem::take(slots).into_iter().enumerate() {
+            for (n, s) in slots.into_iter().enumerate() {
                 let Some(s) = s else { continue };
                 if s.gen() > committed || self.marker.is_none() {
-                    repairs.push(state_key(&self.topic, &id, (n + 1) as u8));
+                    to_repair.push((i as u32, (n + 1) as u8));
                 } else if best.as_ref().is_none_or(|b| s.gen() > b.gen()) {
                     best = Some(s);
                 }
@@ -552,7 +551,20 @@ impl RestoreBuilder {
                 _ => {}
             }
         }
-        drop(self.slots);
+        let mut repairs = Vec::with_capacity(to_repair.len());
+        if !to_repair.is_empty() {
+            let mut names: Vec<Option<&str>> = vec![None; self.ids.len()];
+            for (id, &i) in &self.ids {
+                if let Some(name) = names.get_mut(i as usize) {
+                    *name = Some(id);
+                }
+            }
+            for (i, slot) in to_repair {
+                if let Some(Some(id)) = names.get(i as usize) {
+                    repairs.push(state_key(&self.topic, id, slot));
+                }
+            }
+        }
         repairs.sort();
         Restored {
             marker: self.marker,
